@@ -1,0 +1,1 @@
+//! Simulator serving-rate benchmark (result files and small requests).
