@@ -1,3 +1,16 @@
 //! mintgate: a durable, budget-aware onboarding pipeline for the Signicat Mint API.
 
+pub mod api;
+pub mod app;
+pub mod archive;
 pub mod bench;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod flow_cache;
+pub mod metrics;
+pub mod model;
+pub mod pipeline;
+pub mod store;
+pub mod telemetry;
+pub mod webhook;

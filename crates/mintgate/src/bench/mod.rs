@@ -1,6 +1,76 @@
-//! `mintgate bench …`: the benchmarks that hold the project's speed and memory goals.
-//!
-//! Each submodule exposes `pub async fn run(args) -> anyhow::Result<()>` that prints its figures.
+//! `mintgate bench …`: the benchmarks that hold the project's speed and memory goals. Each prints its
+//! figures; none is a test (timings never decide whether a test passes).
 
 pub mod download;
 pub mod sim;
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The simulator's serving rate: a 2 GiB result file over loopback, and small requests.
+    Sim,
+    /// Download a result file to disk with mint-client, side by side with curl.
+    Download {
+        /// Size of the result file, e.g. 100MiB, 2GiB.
+        #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+        size: u64,
+        /// Where to write (a temporary folder by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Parses sizes such as `5MiB`, `2GiB`, `1000`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 100MiB, 2GiB)"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Runs one benchmark.
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Sim => sim::run().await,
+        BenchCommand::Download { size, dir } => {
+            let temp = tempfile::tempdir()?;
+            let dir = dir.unwrap_or_else(|| temp.path().to_path_buf());
+            download::run(size, &dir).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("42"), Ok(42));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5PB").is_err());
+    }
+}

@@ -1,0 +1,594 @@
+//! The service's HTTP surface: the own API (`/v1/…`, bearer API keys), the webhook receiver
+//! (`POST /webhooks/mint`) and the health endpoints.
+//!
+//! Architecture invariant: `POST /v1/executions` answers `202` only after the execution and its
+//! start job are committed; `POST /webhooks/mint` answers `2xx` only after the webhook is recorded.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::clock::{Clock, delta};
+use crate::model::{Execution, ExecutionState, Job, Progress, WebhookRecord};
+use crate::store::{Created, ExecutionFilter, NewExecution, SharedStore, WebhookRecorded};
+use crate::webhook::{self, Verifier};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: SharedStore,
+    pub clock: Clock,
+    pub verifier: Verifier,
+    pub api_keys: Arc<Vec<SecretString>>,
+    pub environments: Arc<Vec<String>>,
+    pub default_environment: String,
+    pub webhook_settle: std::time::Duration,
+    /// Wakes the workers when new work is durable.
+    pub wake: Arc<Notify>,
+    pub clients: crate::pipeline::Clients,
+    pub flow_cache: Arc<crate::flow_cache::FlowCache>,
+    pub workers_alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Builds the router.
+pub fn router(state: ApiState, webhook_body_bytes_max: usize) -> Router {
+    let own_api = Router::new()
+        .route(
+            "/v1/executions",
+            post(create_execution).get(list_executions),
+        )
+        .route("/v1/executions/{id}", get(get_execution))
+        .route("/v1/dead-letters", get(list_dead_letters))
+        .route("/v1/dead-letters/{id}/retry", post(retry_dead_letter))
+        .layer(DefaultBodyLimit::max(1024 * 1024));
+    let webhooks = Router::new()
+        .route("/webhooks/mint", post(receive_webhook))
+        .layer(DefaultBodyLimit::max(webhook_body_bytes_max));
+    Router::new()
+        .merge(own_api)
+        .merge(webhooks)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// An error answer of the own API: `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal(error: anyhow::Error) -> Self {
+        tracing::error!(error = format!("{error:#}"), "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the service log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({"error": self.code, "message": self.message})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send an API key as `Authorization: Bearer <key>`",
+        ));
+    };
+    // Compare with every key, in constant time each, so timing tells nothing.
+    let mut ok = false;
+    for key in state.api_keys.iter() {
+        ok |= bool::from(given.as_bytes().ct_eq(key.expose_secret().as_bytes()));
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the API key is not valid",
+        ))
+    }
+}
+
+/// Body of `POST /v1/executions`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateExecution {
+    pub flow_id: String,
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+}
+
+/// The key the executor adds to every workflow input, to find an instance again after a start
+/// whose answer was lost.
+pub const CORRELATION_KEY: &str = "mintgateExecutionId";
+
+async fn create_execution(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let request: CreateExecution = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the body is not a valid execution request: {e}"),
+        )
+    })?;
+    if !valid_flow_id(&request.flow_id) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_flow_id",
+            "`flowId` must be 1 to 128 letters, digits, '-' or '_'",
+        ));
+    }
+    let input = match request.input {
+        None | Some(serde_json::Value::Null) => serde_json::json!({}),
+        Some(serde_json::Value::Object(map)) => {
+            if map.contains_key(CORRELATION_KEY) {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_input",
+                    format!("`input.{CORRELATION_KEY}` is reserved for mintgate"),
+                ));
+            }
+            serde_json::Value::Object(map)
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "`input` must be a JSON object",
+            ));
+        }
+    };
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.len() > 200)
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            "`idempotencyKey` must be 1 to 200 characters",
+        ));
+    }
+    let environment = request
+        .environment
+        .unwrap_or_else(|| state.default_environment.clone());
+    if !state.environments.contains(&environment) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_environment",
+            format!(
+                "no Mint profile for environment {environment:?} (configured: {})",
+                state.environments.join(", ")
+            ),
+        ));
+    }
+    if let Ok(client) = state.clients.get(&environment) {
+        use crate::flow_cache::FlowCheck;
+        match state
+            .flow_cache
+            .check(&environment, client, &request.flow_id)
+            .await
+        {
+            FlowCheck::Known | FlowCheck::Unavailable => {}
+            FlowCheck::DefinitionId(flow_ids) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "definition_id_as_flow_id",
+                    format!(
+                        "{:?} is a definition id, not a flow id; use one of its flow ids: {}",
+                        request.flow_id,
+                        flow_ids.join(", ")
+                    ),
+                ));
+            }
+            FlowCheck::Unknown => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_flow",
+                    format!(
+                        "Mint has no flow {:?} in the {environment} environment",
+                        request.flow_id
+                    ),
+                ));
+            }
+        }
+    }
+    let created = state
+        .store
+        .create_execution(NewExecution {
+            id: Uuid::now_v7(),
+            idempotency_key: request.idempotency_key,
+            environment,
+            flow_id: request.flow_id,
+            input,
+            now: state.clock.now(),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    match created {
+        Created::New(execution) => {
+            state.wake.notify_waiters();
+            tracing::info!(execution_id = %execution.id, flow_id = execution.flow_id, "execution accepted");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(view(&execution, state.clock.now())),
+            )
+                .into_response())
+        }
+        Created::Existing(execution) => Ok((
+            StatusCode::ACCEPTED,
+            Json(view(&execution, state.clock.now())),
+        )
+            .into_response()),
+        Created::KeyConflict(execution) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_reused",
+            format!(
+                "this idempotency key was used for execution {} with a different request",
+                execution.id
+            ),
+        )),
+    }
+}
+
+fn valid_flow_id(id: &str) -> bool {
+    webhook::valid_instance_id(id)
+}
+
+async fn get_execution(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ExecutionView>, ApiError> {
+    authorize(&state, &headers)?;
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no execution with this id",
+        )
+    })?;
+    let execution = state
+        .store
+        .execution(id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no execution with this id",
+            )
+        })?;
+    Ok(Json(view(&execution, state.clock.now())))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_executions(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let filter_state = match query.state.as_deref() {
+        None => None,
+        Some(text) => Some(ExecutionState::parse(text).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_state",
+                format!("unknown state {text:?}"),
+            )
+        })?),
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            "`limit` must be between 1 and 1000",
+        ));
+    }
+    let executions = state
+        .store
+        .executions(ExecutionFilter {
+            state: filter_state,
+            limit,
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    let now = state.clock.now();
+    let items: Vec<ExecutionView> = executions.iter().map(|e| view(e, now)).collect();
+    Ok(Json(serde_json::json!({"items": items})))
+}
+
+async fn list_dead_letters(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&state, &headers)?;
+    let jobs: Vec<Job> = state
+        .store
+        .dead_letters()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({"items": jobs})))
+}
+
+async fn retry_dead_letter(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&state, &headers)?;
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no dead letter with this id",
+        )
+    })?;
+    let retried = state
+        .store
+        .retry_dead_letter(id, state.clock.now())
+        .await
+        .map_err(ApiError::internal)?;
+    if retried {
+        state.wake.notify_waiters();
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no dead letter with this id",
+        ))
+    }
+}
+
+async fn receive_webhook(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let authentic = match state.verifier.verify(&headers, &body, now) {
+        Ok(authentic) => authentic,
+        Err(refusal) => {
+            crate::metrics::webhook_refused(refusal.reason());
+            tracing::warn!(reason = refusal.reason(), "webhook refused");
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                format!("webhook refused: {}", refusal.reason()),
+            ));
+        }
+    };
+    let hint = webhook::parse(&body).map_err(|reason| {
+        crate::metrics::webhook_refused("malformed");
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_webhook", reason)
+    })?;
+    let record = WebhookRecord {
+        id: Uuid::now_v7(),
+        received_at: now,
+        instance_id: hint.instance_id.clone(),
+        claimed_status: hint.status,
+        authentic,
+        body_sha256: hex::encode(Sha256::digest(&body)),
+        execution_id: None,
+    };
+    let recorded = state
+        .store
+        .record_webhook(record, now + delta(state.webhook_settle))
+        .await
+        .map_err(ApiError::internal)?;
+    crate::metrics::webhook_received(match recorded {
+        WebhookRecorded::Matched => "matched",
+        WebhookRecorded::Unmatched => "unmatched",
+        WebhookRecorded::Duplicate => "duplicate",
+    });
+    if recorded == WebhookRecorded::Matched {
+        state.wake.notify_waiters();
+    }
+    tracing::info!(instance_id = hint.instance_id, outcome = ?recorded, "webhook recorded");
+    Ok((StatusCode::OK, Json(serde_json::json!({"received": true}))).into_response())
+}
+
+async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
+    state.store.ping().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unreachable",
+            format!("{e:#}"),
+        )
+    })?;
+    if !state
+        .workers_alive
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "workers_stopped",
+            "the workers are not running",
+        ));
+    }
+    Ok("ready")
+}
+
+/// An execution as the own API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionView {
+    pub id: Uuid,
+    pub flow_id: String,
+    pub environment: String,
+    pub idempotency_key: Option<String>,
+    pub state: ExecutionState,
+    /// The state in plain words.
+    pub summary: String,
+    pub instance_id: Option<String>,
+    pub workflow_url: Option<String>,
+    pub progress: Option<Progress>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub archive: Option<ArchiveView>,
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveView {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: i64,
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+pub fn view(execution: &Execution, now: DateTime<Utc>) -> ExecutionView {
+    let archive = match (&execution.archive_path, &execution.sha256, execution.bytes) {
+        (Some(path), Some(sha256), Some(bytes)) if execution.state == ExecutionState::Archived => {
+            Some(ArchiveView {
+                path: path.clone(),
+                sha256: sha256.clone(),
+                bytes,
+                archived_at: execution.archived_at,
+            })
+        }
+        _ => None,
+    };
+    ExecutionView {
+        id: execution.id,
+        flow_id: execution.flow_id.clone(),
+        environment: execution.environment.clone(),
+        idempotency_key: execution.idempotency_key.clone(),
+        state: execution.state,
+        summary: summary(execution, now),
+        instance_id: execution.instance_id.clone(),
+        workflow_url: execution.workflow_url.clone(),
+        progress: if execution.state == ExecutionState::Running {
+            execution.progress.clone()
+        } else {
+            None
+        },
+        created_at: execution.created_at,
+        started_at: execution.started_at,
+        finished_at: execution.finished_at,
+        deadline_at: execution.deadline_at,
+        archive,
+        failure_reason: execution.failure_reason.clone(),
+    }
+}
+
+/// A span of time in the largest whole unit: "12 min", "3 days".
+pub fn human_span(span: chrono::TimeDelta) -> String {
+    let secs = span.num_seconds().max(0);
+    match secs {
+        0..=89 => format!("{secs} s"),
+        90..=5399 => format!("{} min", (secs + 30) / 60),
+        5400..=129_599 => format!("{} h", (secs + 1800) / 3600),
+        _ => format!("{} days", (secs + 43_200) / 86_400),
+    }
+}
+
+/// The state of an execution in plain words.
+pub fn summary(execution: &Execution, now: DateTime<Utc>) -> String {
+    let step = |s: &Option<String>| {
+        s.as_ref()
+            .map(|s| format!(" at step '{s}'"))
+            .unwrap_or_default()
+    };
+    match execution.state {
+        ExecutionState::Queued => "queued: waiting for the Mint budget to start it".to_owned(),
+        ExecutionState::Starting if execution.start_ambiguous => {
+            "starting: the answer to the start was lost; looking for the instance in Mint before any retry".to_owned()
+        }
+        ExecutionState::Starting => "starting in Mint".to_owned(),
+        ExecutionState::Running => match &execution.progress {
+            Some(Progress::WaitingForUser { step: s, since }) => match since {
+                Some(since) => format!(
+                    "waiting for the end user{} for {}",
+                    step(s),
+                    human_span(now - *since)
+                ),
+                None => format!("waiting for the end user{}", step(s)),
+            },
+            Some(Progress::Processing { step: s }) => format!("processing{}", step(s)),
+            _ => "running in Mint".to_owned(),
+        },
+        ExecutionState::Finished => match execution.deadline_at {
+            Some(deadline) => format!(
+                "finished; result not archived yet, deleted by Mint in {}",
+                human_span(deadline - now)
+            ),
+            None => "finished; result not archived yet".to_owned(),
+        },
+        ExecutionState::Downloading => "downloading the result file".to_owned(),
+        ExecutionState::Archived => "archived and verified".to_owned(),
+        ExecutionState::Failed => format!(
+            "failed: {}",
+            execution.failure_reason.as_deref().unwrap_or("unknown reason")
+        ),
+        ExecutionState::Expired => {
+            "expired: Mint deleted the instance before its result was archived".to_owned()
+        }
+    }
+}

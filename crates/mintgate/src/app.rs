@@ -1,0 +1,274 @@
+//! Assembles the service from its configuration: store, archive, Mint clients, HTTP server and
+//! workers; and takes it down again gracefully.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mint_client::{BudgetConfig, MintClient, MintConfig};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::archive::{Archive, LocalArchive};
+use crate::clock::Clock;
+use crate::config::{Config, MintProfile};
+use crate::pipeline::{Clients, Pipeline};
+use crate::store::SharedStore;
+use crate::store::sqlite::SqliteStore;
+use crate::webhook::Verifier;
+
+/// Options that are not configuration: what tests and the demo inject.
+pub struct BuildOptions {
+    pub clock: Clock,
+    /// This replica's name (lease owner).
+    pub owner: String,
+    /// Start the workers (tests that drive them step by step say no).
+    pub run_workers: bool,
+    /// A listener already bound (tests bind port 0); otherwise `service.listen` is bound.
+    pub listener: Option<std::net::TcpListener>,
+    /// Adjusts each Mint client's configuration before it is built (tests shorten retries).
+    pub tune_mint: Option<fn(MintConfig) -> MintConfig>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            clock: Clock::system(),
+            owner: default_owner(),
+            run_workers: true,
+            listener: None,
+            tune_mint: None,
+        }
+    }
+}
+
+fn default_owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "mintgate".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// A running service.
+pub struct Application {
+    address: SocketAddr,
+    pipeline: Arc<Pipeline>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    workers: Option<tokio::task::JoinHandle<()>>,
+    workers_alive: Arc<AtomicBool>,
+    grace: Duration,
+}
+
+/// Builds the Mint client of one profile, its budget windows scaled to the clock's speed.
+pub fn mint_client(
+    name: &str,
+    profile: &MintProfile,
+    clock: &Clock,
+    tune: Option<fn(MintConfig) -> MintConfig>,
+) -> anyhow::Result<MintClient> {
+    let budget = BudgetConfig {
+        // 10 % under the API client's limit: see BudgetConfig's documentation.
+        limit_units: profile.budget_units_per_minute * 9 / 10,
+        window: clock.real(Duration::from_secs(60)),
+        burst_units: (profile.budget_burst_units * 9 / 10).max(5),
+        burst_window: clock.real(Duration::from_secs(1)),
+        ..BudgetConfig::default()
+    };
+    let config = MintConfig::new(
+        profile.api_base.as_str(),
+        profile.token_url.as_str(),
+        &profile.client_id,
+        profile.client_secret.clone(),
+    )
+    .environment(name)
+    .budget(budget);
+    let config = match tune {
+        Some(tune) => tune(config),
+        None => config,
+    };
+    MintClient::new(config)
+        .with_context(|| format!("building the Mint client of environment {name:?}"))
+}
+
+/// Opens the configured store.
+pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+    let url = &config.service.database_url;
+    let store = SqliteStore::open_url(url).await?;
+    Ok(Arc::new(store))
+}
+
+impl Application {
+    pub async fn build(config: Config, options: BuildOptions) -> anyhow::Result<Self> {
+        if config.service.api_keys.is_empty() {
+            anyhow::bail!(
+                "invalid configuration: `service.api_keys` is empty; the own API needs at least one key (MINTGATE_SERVICE__API_KEYS='[\"…\"]')"
+            );
+        }
+        tracing::info!(config = %config.redacted(), "effective configuration");
+        let store = open_store(&config).await?;
+        let archive: Arc<dyn Archive> = Arc::new(LocalArchive::new(PathBuf::from(
+            &config.service.archive_dir,
+        )));
+        let mut clients = BTreeMap::new();
+        for (name, profile) in &config.mint {
+            clients.insert(
+                name.clone(),
+                mint_client(name, profile, &options.clock, options.tune_mint)?,
+            );
+        }
+        let wake = Arc::new(Notify::new());
+        let clients = Clients::new(clients);
+        let pipeline = Arc::new(Pipeline {
+            store: store.clone(),
+            clients: clients.clone(),
+            archive,
+            clock: options.clock.clone(),
+            config: config.pipeline.clone(),
+            owner: options.owner.clone(),
+            wake: wake.clone(),
+        });
+        let workers_alive = Arc::new(AtomicBool::new(false));
+        let state = ApiState {
+            store,
+            clock: options.clock.clone(),
+            verifier: Verifier::new(&config.webhook),
+            api_keys: Arc::new(config.service.api_keys.clone()),
+            environments: Arc::new(config.mint.keys().cloned().collect()),
+            default_environment: config.default_environment.clone(),
+            webhook_settle: config.webhook.settle,
+            wake,
+            clients,
+            flow_cache: Arc::new(crate::flow_cache::FlowCache::new(
+                config.pipeline.flow_cache_ttl,
+                Duration::from_secs(2),
+                options.clock.clone(),
+            )),
+            workers_alive: workers_alive.clone(),
+        };
+        let listener = match options.listener {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                TcpListener::from_std(listener)?
+            }
+            None => TcpListener::bind(config.service.listen)
+                .await
+                .with_context(|| format!("binding {} (`service.listen`)", config.service.listen))?,
+        };
+        let address = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let router = api::router(state, config.webhook.body_bytes_max);
+        let server_shutdown = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
+                .await
+                .context("serving HTTP")
+        });
+        let workers = if options.run_workers {
+            workers_alive.store(true, Ordering::Relaxed);
+            let pipeline = pipeline.clone();
+            let token = shutdown.clone();
+            let alive = workers_alive.clone();
+            Some(tokio::spawn(async move {
+                pipeline.run(token).await;
+                alive.store(false, Ordering::Relaxed);
+            }))
+        } else {
+            None
+        };
+        tracing::info!(%address, "mintgate is serving");
+        Ok(Self {
+            address,
+            pipeline,
+            shutdown,
+            server,
+            workers,
+            workers_alive,
+            grace: config.service.shutdown_grace,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// A token that stops the service when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops taking work, lets in-flight work finish for up to the grace period, then stops.
+    /// Unfinished jobs keep their leases and are taken over after a restart.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        let grace = self.grace;
+        if let Some(workers) = self.workers.take()
+            && tokio::time::timeout(grace, workers).await.is_err()
+        {
+            tracing::warn!(
+                "workers did not stop within the grace period; their jobs resume after their leases"
+            );
+        }
+        self.workers_alive.store(false, Ordering::Relaxed);
+        match tokio::time::timeout(grace, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::error!(error = format!("{error:#}"), "HTTP server failed")
+            }
+            Ok(Err(error)) => tracing::error!(%error, "HTTP server task failed"),
+            Err(_) => {
+                tracing::warn!("HTTP server did not stop within the grace period");
+                self.server.abort();
+            }
+        }
+    }
+
+    /// Stops at once, as a crash would: in-flight work is abandoned mid-way (tests, the demo).
+    pub async fn kill(mut self) {
+        self.shutdown.cancel();
+        if let Some(workers) = self.workers.take() {
+            workers.abort();
+            let _ = workers.await;
+        }
+        self.server.abort();
+        let _ = (&mut self.server).await;
+    }
+
+    /// Runs until Ctrl-C or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

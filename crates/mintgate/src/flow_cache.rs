@@ -1,0 +1,135 @@
+//! Flow listings cached with a TTL, one per environment, fetched by one task at a time.
+//!
+//! The own API uses it to refuse an unknown flow id, or a definition id given as a flow id, at once
+//! (with the flow ids that belong to it), instead of queueing an execution that can never start.
+//! When the listing cannot be had quickly (an outage, an exhausted budget, a missing role) the request
+//! is accepted unverified: a request is never lost because Mint was slow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt as _;
+use mint_client::{ListFlows, MintClient, Priority};
+
+use crate::clock::{Clock, delta};
+
+/// One flow version, as the cache keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedFlow {
+    pub id: String,
+    pub definition_id: Option<String>,
+    pub name: Option<String>,
+}
+
+/// What the cache knows about a flow id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowCheck {
+    Known,
+    /// The id is a definition id; these are its flow ids.
+    DefinitionId(Vec<String>),
+    Unknown,
+    /// The listing could not be had: accept unverified.
+    Unavailable,
+}
+
+struct Entry {
+    fetched_at: DateTime<Utc>,
+    flows: Arc<Vec<CachedFlow>>,
+}
+
+/// The cache.
+pub struct FlowCache {
+    ttl: Duration,
+    fetch_timeout: Duration,
+    clock: Clock,
+    entries: std::sync::Mutex<HashMap<String, Entry>>,
+    /// One fetch at a time per cache: concurrent misses wait for it instead of calling Mint too.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl FlowCache {
+    pub fn new(ttl: Duration, fetch_timeout: Duration, clock: Clock) -> Self {
+        Self {
+            ttl,
+            fetch_timeout,
+            clock,
+            entries: std::sync::Mutex::new(HashMap::new()),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn fresh(&self, environment: &str) -> Option<Arc<Vec<CachedFlow>>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(environment).and_then(|entry| {
+            (self.clock.now() - entry.fetched_at < delta(self.ttl)).then(|| entry.flows.clone())
+        })
+    }
+
+    /// The flows of an environment, from the cache or (once per TTL) from Mint.
+    pub async fn flows(
+        &self,
+        environment: &str,
+        client: &MintClient,
+    ) -> Result<Arc<Vec<CachedFlow>>, mint_client::Error> {
+        if let Some(flows) = self.fresh(environment) {
+            return Ok(flows);
+        }
+        let _guard = self.fetching.lock().await;
+        if let Some(flows) = self.fresh(environment) {
+            return Ok(flows);
+        }
+        let query = ListFlows {
+            all_versions: Some(true),
+            ..ListFlows::default()
+        };
+        let flows: Vec<CachedFlow> = client
+            .at(Priority::Interactive)
+            .flows(query)
+            .map_ok(|flow| CachedFlow {
+                id: flow.id.as_str().to_owned(),
+                definition_id: flow.definition_id.map(|d| d.as_str().to_owned()),
+                name: flow.name,
+            })
+            .try_collect()
+            .await?;
+        let flows = Arc::new(flows);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(
+            environment.to_owned(),
+            Entry {
+                fetched_at: self.clock.now(),
+                flows: flows.clone(),
+            },
+        );
+        Ok(flows)
+    }
+
+    /// Checks a flow id against the listing, within the fetch timeout.
+    pub async fn check(&self, environment: &str, client: &MintClient, flow_id: &str) -> FlowCheck {
+        let flows = match tokio::time::timeout(self.fetch_timeout, self.flows(environment, client))
+            .await
+        {
+            Ok(Ok(flows)) => flows,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "flow listing unavailable; accepting the flow id unverified");
+                return FlowCheck::Unavailable;
+            }
+            Err(_) => return FlowCheck::Unavailable,
+        };
+        if flows.iter().any(|f| f.id == flow_id) {
+            return FlowCheck::Known;
+        }
+        let versions: Vec<String> = flows
+            .iter()
+            .filter(|f| f.definition_id.as_deref() == Some(flow_id))
+            .map(|f| f.id.clone())
+            .collect();
+        if versions.is_empty() {
+            FlowCheck::Unknown
+        } else {
+            FlowCheck::DefinitionId(versions)
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The checker's step: read an instance's state from Mint and act on it. The poller is this step on
+//! its schedule; a webhook only brings the schedule forward.
+
+use mint_client::{InstanceId, Progress as MintProgress};
+
+use super::{MINT_RETENTION, Pipeline, StepResult, classify};
+use crate::clock::delta;
+use crate::model::{Execution, ExecutionState, Job, JobKind, JobPriority, Progress};
+use crate::store::{ExecutionPatch, JobDisposition, NewJob, StepOutcome};
+
+pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) -> StepResult {
+    if execution.state != ExecutionState::Running {
+        return Ok(StepOutcome::done());
+    }
+    let Some(instance_id) = execution.instance_id.as_deref() else {
+        return Ok(StepOutcome::done());
+    };
+    let instance_id = InstanceId::new(instance_id.to_owned())
+        .map_err(|e| anyhow::anyhow!("stored instance id is not valid: {e}"))?;
+    let client = pipeline.client_for(execution)?.at(job.priority.to_client());
+    let now = pipeline.clock.now();
+    let progress = match client.instance_progress(&instance_id).await {
+        Ok(progress) => progress,
+        Err(mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. }) => {
+            MintProgress::Expired
+        }
+        Err(error) => return Err(classify(&error, job.attempts).into()),
+    };
+    let via = if job.priority >= JobPriority::Webhook {
+        "webhook"
+    } else {
+        "poll"
+    };
+    tracing::debug!(?progress, via, "instance checked");
+    let outcome = match progress {
+        MintProgress::Finished { at } => {
+            let finished_at = at.unwrap_or(now);
+            StepOutcome::done()
+                .with_patch(ExecutionPatch {
+                    state: Some(ExecutionState::Finished),
+                    mint_status: Some("Finished".to_owned()),
+                    finished_at: Some(finished_at),
+                    deadline_at: Some(finished_at + delta(MINT_RETENTION)),
+                    ..ExecutionPatch::default()
+                })
+                .then(NewJob {
+                    execution_id: execution.id,
+                    kind: JobKind::Download,
+                    run_at: now,
+                    // Confirmed work: it goes before speculative polling.
+                    priority: JobPriority::Webhook,
+                })
+                .event("finished", serde_json::json!({"via": via}))
+        }
+        MintProgress::Processing { step } => still_running(
+            pipeline,
+            execution,
+            Progress::Processing { step },
+            None,
+            via,
+        ),
+        MintProgress::WaitingForUser { step, since } => still_running(
+            pipeline,
+            execution,
+            Progress::WaitingForUser { step, since },
+            since,
+            via,
+        ),
+        MintProgress::Faulted { message } => {
+            let message = message.unwrap_or_else(|| "no detail given".to_owned());
+            crate::metrics::execution_ended(
+                "failed",
+                if message == "Workflow execution failed" {
+                    "workflow_execution_failed"
+                } else {
+                    "faulted"
+                },
+            );
+            ended(
+                ExecutionState::Failed,
+                "Faulted",
+                Some(format!("Mint reports the instance faulted: {message}")),
+                via,
+            )
+        }
+        MintProgress::Cancelled => {
+            crate::metrics::execution_ended("failed", "cancelled");
+            ended(
+                ExecutionState::Failed,
+                "Cancelled",
+                Some("the instance was cancelled in Mint".to_owned()),
+                via,
+            )
+        }
+        MintProgress::Expired => {
+            crate::metrics::execution_ended("expired", "deleted_by_mint");
+            ended(ExecutionState::Expired, "Expired", None, via)
+        }
+        MintProgress::Unknown { status } => {
+            // A status this version does not know: keep watching, and say so.
+            tracing::warn!(status, "Mint reports a status this version does not know");
+            let mut outcome = still_running(pipeline, execution, Progress::Unknown, None, via);
+            if let Some(patch) = outcome.execution.as_mut() {
+                patch.mint_status = Some(status);
+            }
+            outcome
+        }
+        other => {
+            tracing::warn!(?other, "unexpected progress");
+            still_running(pipeline, execution, Progress::Unknown, None, via)
+        }
+    };
+    Ok(outcome)
+}
+
+fn still_running(
+    pipeline: &Pipeline,
+    execution: &Execution,
+    progress: Progress,
+    waiting_since: Option<chrono::DateTime<chrono::Utc>>,
+    via: &str,
+) -> StepOutcome {
+    let now = pipeline.clock.now();
+    let since = waiting_since.or(execution.started_at);
+    StepOutcome::done()
+        .with_patch(ExecutionPatch {
+            mint_status: Some("Running".to_owned()),
+            progress: Some(progress.clone()),
+            progress_at: Some(now),
+            ..ExecutionPatch::default()
+        })
+        .with_job(JobDisposition::Retry {
+            run_at: pipeline.next_poll(now, since),
+            error: None,
+            counts: false,
+            priority: Some(JobPriority::Background),
+        })
+        .event(
+            "checked",
+            serde_json::json!({"via": via, "progress": progress}),
+        )
+}
+
+fn ended(state: ExecutionState, status: &str, reason: Option<String>, via: &str) -> StepOutcome {
+    StepOutcome::done()
+        .with_patch(ExecutionPatch {
+            state: Some(state),
+            mint_status: Some(status.to_owned()),
+            failure_reason: reason.clone(),
+            ..ExecutionPatch::default()
+        })
+        .event(
+            state.as_str(),
+            serde_json::json!({"via": via, "status": status, "reason": reason}),
+        )
+}

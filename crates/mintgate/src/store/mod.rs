@@ -1,0 +1,252 @@
+//! Durable state behind one trait: executions, the job queue with leases, webhooks and events.
+//!
+//! Architecture invariant: every state change of an execution that a worker makes goes through
+//! [`Store::finish_step`] (or [`Store::patch_under_lease`]), which first checks the worker's fencing
+//! token, so a worker that lost its lease can never complete, reschedule or record anything.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::model::{
+    Event, Execution, ExecutionState, Job, JobKind, JobPriority, Lease, Progress, WebhookRecord,
+};
+
+/// A request to create an execution, as accepted by the own API.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub id: Uuid,
+    pub idempotency_key: Option<String>,
+    pub environment: String,
+    pub flow_id: String,
+    pub input: serde_json::Value,
+    pub now: DateTime<Utc>,
+}
+
+/// The answer to [`Store::create_execution`].
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// A new execution (and its start job) is durable.
+    New(Execution),
+    /// The idempotency key was seen before with the same request: here is that execution.
+    Existing(Execution),
+    /// The idempotency key was seen before with a different request.
+    KeyConflict(Execution),
+}
+
+/// Fields of an execution to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionPatch {
+    pub state: Option<ExecutionState>,
+    pub instance_id: Option<String>,
+    pub workflow_url: Option<String>,
+    pub mint_status: Option<String>,
+    pub progress: Option<Progress>,
+    pub progress_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub archive_path: Option<String>,
+    pub sha256: Option<String>,
+    pub bytes: Option<i64>,
+    pub failure_reason: Option<String>,
+    pub start_ambiguous: Option<bool>,
+    pub start_attempts_add: i64,
+    pub billed_add: i64,
+}
+
+impl ExecutionPatch {
+    pub fn state(state: ExecutionState) -> Self {
+        Self {
+            state: Some(state),
+            ..Self::default()
+        }
+    }
+}
+
+/// What happens to the job a worker holds when its step ends.
+#[derive(Debug, Clone)]
+pub enum JobDisposition {
+    /// The job's work is done.
+    Done,
+    /// Run it again at `run_at`. `error` is recorded; `counts` says whether it uses up an attempt
+    /// (a 429 or an outage does not: they delay work, they never fail it).
+    Retry {
+        run_at: DateTime<Utc>,
+        error: Option<String>,
+        counts: bool,
+        priority: Option<JobPriority>,
+    },
+    /// Give up: keep the job as a dead letter with its error chain, for an operator.
+    Dead { error: String },
+}
+
+/// A job to add (or to bring forward, if one of that kind is already active for the execution).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub execution_id: Uuid,
+    pub kind: JobKind,
+    pub run_at: DateTime<Utc>,
+    pub priority: JobPriority,
+}
+
+/// Everything a worker's step changes, applied in one transaction under its lease.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    pub execution: Option<ExecutionPatch>,
+    pub job: JobDisposition,
+    pub enqueue: Vec<NewJob>,
+    pub events: Vec<(String, serde_json::Value)>,
+}
+
+impl StepOutcome {
+    pub fn done() -> Self {
+        Self {
+            execution: None,
+            job: JobDisposition::Done,
+            enqueue: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn with_patch(mut self, patch: ExecutionPatch) -> Self {
+        self.execution = Some(patch);
+        self
+    }
+
+    pub fn with_job(mut self, job: JobDisposition) -> Self {
+        self.job = job;
+        self
+    }
+
+    pub fn then(mut self, job: NewJob) -> Self {
+        self.enqueue.push(job);
+        self
+    }
+
+    pub fn event(mut self, kind: &str, detail: serde_json::Value) -> Self {
+        self.events.push((kind.to_owned(), detail));
+        self
+    }
+}
+
+/// Raised when a worker's lease was lost (expired and claimed by another): it must stop at once.
+#[derive(Debug, thiserror::Error)]
+#[error("lease on job {0} was lost; another worker owns it now")]
+pub struct LeaseLost(pub Uuid);
+
+/// Counts for the status page and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overview {
+    pub executions_by_state: Vec<(String, i64)>,
+    pub jobs_ready: Vec<(String, i64)>,
+    pub jobs_running: i64,
+    pub dead_letters: i64,
+    pub webhooks_recorded: i64,
+    pub oldest_unarchived_finished_at: Option<DateTime<Utc>>,
+}
+
+/// Filter for listing executions.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub state: Option<ExecutionState>,
+    pub limit: i64,
+}
+
+/// A webhook outcome from [`Store::record_webhook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookRecorded {
+    /// Recorded; it names an execution of ours whose check was brought forward.
+    Matched,
+    /// Recorded, but the instance is none of ours (or already done): nothing else happens.
+    Unmatched,
+    /// The same body was received before: nothing happens.
+    Duplicate,
+}
+
+/// The durable state of the service. SQLite by default; PostgreSQL for several replicas.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Makes a new execution and its start job durable in one transaction (or finds the earlier one
+    /// with the same idempotency key).
+    async fn create_execution(&self, new: NewExecution) -> anyhow::Result<Created>;
+
+    async fn execution(&self, id: Uuid) -> anyhow::Result<Option<Execution>>;
+
+    async fn execution_by_instance(&self, instance_id: &str) -> anyhow::Result<Option<Execution>>;
+
+    async fn executions(&self, filter: ExecutionFilter) -> anyhow::Result<Vec<Execution>>;
+
+    /// Claims the most urgent due job of one of `kinds`: ready jobs whose time has come, and
+    /// running jobs whose lease has expired (their worker died). Bumps the fencing token.
+    async fn claim(
+        &self,
+        kinds: &[JobKind],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> anyhow::Result<Option<(Job, Lease)>>;
+
+    /// Extends a lease; fails with [`LeaseLost`] if it is no longer held.
+    async fn renew_lease(&self, lease: &Lease, until: DateTime<Utc>) -> anyhow::Result<()>;
+
+    /// Changes an execution while holding a lease (e.g. `downloading`), without ending the job.
+    async fn patch_under_lease(
+        &self,
+        lease: &Lease,
+        execution_id: Uuid,
+        patch: ExecutionPatch,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
+    /// Ends a step: applies the execution patch, disposes of the job, enqueues follow-ups and
+    /// records events, all in one transaction, only if the lease is still held.
+    async fn finish_step(
+        &self,
+        lease: &Lease,
+        execution_id: Uuid,
+        outcome: StepOutcome,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
+    /// Adds a job, or brings an active one of the same kind forward (earlier time, higher priority).
+    async fn enqueue(&self, job: NewJob, now: DateTime<Utc>) -> anyhow::Result<()>;
+
+    /// The earliest time a job becomes due (ready jobs) or a lease expires (running jobs).
+    async fn next_due(&self, kinds: &[JobKind]) -> anyhow::Result<Option<DateTime<Utc>>>;
+
+    async fn jobs_for(&self, execution_id: Uuid) -> anyhow::Result<Vec<Job>>;
+
+    async fn dead_letters(&self) -> anyhow::Result<Vec<Job>>;
+
+    /// Puts a dead letter back in the queue with fresh attempts. Answers false if it is not dead.
+    async fn retry_dead_letter(&self, job_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<bool>;
+
+    /// Records a webhook durably, dedupes it by its body, and brings the named execution's check
+    /// forward (to `check_at`, at webhook priority) when it is one of ours and still in flight.
+    async fn record_webhook(
+        &self,
+        record: WebhookRecord,
+        check_at: DateTime<Utc>,
+    ) -> anyhow::Result<WebhookRecorded>;
+
+    async fn webhooks_for(&self, instance_id: &str) -> anyhow::Result<Vec<WebhookRecord>>;
+
+    async fn events_for(&self, execution_id: Uuid) -> anyhow::Result<Vec<Event>>;
+
+    async fn overview(&self) -> anyhow::Result<Overview>;
+
+    /// Executions finished in Mint but not archived, soonest deadline first.
+    async fn unarchived(&self, limit: i64) -> anyhow::Result<Vec<Execution>>;
+
+    /// Is the database reachable?
+    async fn ping(&self) -> anyhow::Result<()>;
+}
+
+pub type SharedStore = Arc<dyn Store>;

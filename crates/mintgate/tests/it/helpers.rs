@@ -1,0 +1,286 @@
+//! `spawn_app()`: an in-process simulator and the service on a temporary SQLite database and
+//! archive, with one method per action. Workers are driven step by step (`run_until_idle`) unless
+//! a test asks for them to run in the background.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mint_sim::{AdminClient, Faults, SimConfig, Simulator, StepConfig, UserStepAction};
+use mintgate::api::ExecutionView;
+use mintgate::app::{Application, BuildOptions};
+use mintgate::clock::Clock;
+use mintgate::config::{
+    Config, MintProfile, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
+};
+use mintgate::model::JobKind;
+use secrecy::SecretString;
+use serde_json::json;
+use tempfile::TempDir;
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret-0123456789";
+
+/// How to set up a test.
+pub struct Setup {
+    pub sim: SimConfig,
+    pub client_id: &'static str,
+    pub background_workers: bool,
+    pub pipeline: PipelineConfig,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        let mut sim = SimConfig::fixture();
+        sim.seed = 11;
+        // Lists are slow in Mint; tests do not need to wait for it.
+        sim.service.list_delay_micros_per_instance = 0;
+        for flow in &mut sim.flows {
+            flow.result_file_bytes = 256 * 1024;
+            for step in &mut flow.steps {
+                if let StepConfig::HttpRequest { hmac_secret, .. } = step {
+                    *hmac_secret = Some(WEBHOOK_SECRET.to_owned());
+                }
+            }
+        }
+        Self {
+            sim,
+            client_id: "demo",
+            background_workers: false,
+            pipeline: PipelineConfig {
+                idle_wait: Duration::from_millis(50),
+                ..PipelineConfig::default()
+            },
+        }
+    }
+}
+
+pub struct TestApp {
+    pub sim: Simulator,
+    pub admin: AdminClient,
+    pub app: Option<Application>,
+    pub address: std::net::SocketAddr,
+    pub clock: Clock,
+    pub config: Config,
+    pub http: reqwest::Client,
+    pub dir: TempDir,
+    background_workers: bool,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Setup::default()).await
+}
+
+pub async fn spawn_with(mut setup: Setup) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    setup.sim.webhook_url = Some(format!("http://{address}/webhooks/mint"));
+    let sim = Simulator::builder()
+        .config(setup.sim)
+        .start()
+        .await
+        .unwrap();
+    let admin = sim.admin();
+    let clock = Clock::scaled(admin.now().await.unwrap(), 1.0);
+    let mut mint = BTreeMap::new();
+    mint.insert(
+        "sandbox".to_owned(),
+        MintProfile {
+            api_base: sim.base_url().parse().unwrap(),
+            token_url: sim.token_url().parse().unwrap(),
+            client_id: setup.client_id.to_owned(),
+            client_secret: SecretString::from(format!("{}-secret", setup.client_id)),
+            budget_units_per_minute: 100,
+            budget_burst_units: 20,
+            price_cents: 50,
+        },
+    );
+    let config = Config {
+        service: ServiceConfig {
+            database_url: format!("sqlite://{}", dir.path().join("mintgate.db").display()),
+            archive_dir: dir.path().join("archive"),
+            api_keys: vec![SecretString::from(API_KEY)],
+            shutdown_grace: Duration::from_secs(2),
+            log_format: "text".to_owned(),
+            ..ServiceConfig::default()
+        },
+        webhook: WebhookConfig {
+            auth: WebhookAuth::Hmac,
+            secret: Some(SecretString::from(WEBHOOK_SECRET)),
+            settle: Duration::ZERO,
+            ..WebhookConfig::default()
+        },
+        pipeline: setup.pipeline,
+        default_environment: "sandbox".to_owned(),
+        mint,
+    };
+    let mut app = TestApp {
+        sim,
+        admin,
+        app: None,
+        address,
+        clock,
+        config,
+        http: reqwest::Client::new(),
+        dir,
+        background_workers: setup.background_workers,
+    };
+    app.start(Some(listener)).await;
+    app
+}
+
+impl TestApp {
+    async fn start(&mut self, listener: Option<std::net::TcpListener>) {
+        let listener =
+            listener.unwrap_or_else(|| std::net::TcpListener::bind(self.address).unwrap());
+        let app = Application::build(
+            self.config.clone(),
+            BuildOptions {
+                clock: self.clock.clone(),
+                owner: format!("test-{}", uuid::Uuid::new_v4()),
+                run_workers: self.background_workers,
+                listener: Some(listener),
+                tune_mint: Some(|mut config| {
+                    // The pipeline retries on its own (advanced) clock, but the client's own
+                    // retries and its adaptive slow-down run in real time: keep them short here
+                    // (mint-client's own tests cover them).
+                    config.budget.adaptive.enabled = false;
+                    config.budget.adaptive.default_pause = std::time::Duration::from_millis(10);
+                    config.retry(mint_client::RetryConfig {
+                        max_attempts: 2,
+                        base_delay: std::time::Duration::from_millis(10),
+                        max_delay: std::time::Duration::from_millis(50),
+                        retry_after_max: std::time::Duration::from_millis(50),
+                        ..mint_client::RetryConfig::default()
+                    })
+                }),
+            },
+        )
+        .await
+        .unwrap();
+        self.app = Some(app);
+    }
+
+    /// Crashes the service (in-flight work abandoned) and starts it again on the same database.
+    pub async fn crash_and_restart(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.kill().await;
+        }
+        self.start(None).await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn pipeline(&self) -> &std::sync::Arc<mintgate::pipeline::Pipeline> {
+        self.app.as_ref().unwrap().pipeline()
+    }
+
+    pub async fn post_execution(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/executions"))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Requests an execution of `flow` and answers its id.
+    pub async fn request(&self, flow: &str) -> uuid::Uuid {
+        let response = self
+            .post_execution(json!({"flowId": flow, "input": {"customer": "c"}}))
+            .await;
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+        response.json::<ExecutionView>().await.unwrap().id
+    }
+
+    pub async fn execution(&self, id: uuid::Uuid) -> ExecutionView {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/executions/{id}")))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Runs due jobs of every kind until none is due. Answers how many ran.
+    pub async fn run_until_idle(&self) -> usize {
+        let mut ran = 0;
+        loop {
+            let mut any = false;
+            for kind in [JobKind::Start, JobKind::Check, JobKind::Download] {
+                while self.pipeline().run_once(&[kind]).await.unwrap() {
+                    any = true;
+                    ran += 1;
+                    assert!(ran < 10_000, "the pipeline does not settle");
+                }
+            }
+            if !any {
+                return ran;
+            }
+        }
+    }
+
+    /// Moves the simulator's clock and the service's clock forward together.
+    pub async fn advance(&self, by: Duration) {
+        self.admin.advance_clock(by).await.unwrap();
+        self.clock.advance(by);
+    }
+
+    pub async fn instance_of(&self, id: uuid::Uuid) -> String {
+        self.execution(id)
+            .await
+            .instance_id
+            .expect("the execution has an instance")
+    }
+
+    /// Completes every waiting user step of an instance (one at a time) until it is not waiting.
+    pub async fn complete_user_steps(&self, instance: &str) {
+        for _ in 0..5 {
+            let state = self.admin.instance(instance).await.unwrap();
+            let waiting = state.activities.iter().any(|a| a.status == "Suspended");
+            if !waiting {
+                // Automatic steps may still be running: let simulated time pass.
+                if state.status != "Running" {
+                    return;
+                }
+                self.advance(Duration::from_secs(60)).await;
+                continue;
+            }
+            self.admin
+                .user_step(instance, UserStepAction::Complete)
+                .await
+                .unwrap();
+        }
+    }
+
+    pub async fn set_faults(&self, faults: Faults) {
+        self.admin.set_faults(faults).await.unwrap();
+    }
+
+    /// Waits (up to `deadline`) for `check` to hold, re-evaluating it every 20 ms.
+    pub async fn eventually<F, Fut>(&self, deadline: Duration, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = std::time::Instant::now();
+        while start.elapsed() < deadline {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out after {deadline:?} waiting for: {what}");
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.config.service.archive_dir.clone()
+    }
+}
