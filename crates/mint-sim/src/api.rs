@@ -471,7 +471,7 @@ async fn start_instance(
     }
     let mut jobs = Vec::new();
     let base = app.base_url.clone();
-    let expires = now + chrono::Duration::seconds(start.workflow_url_ttl_secs as i64);
+    let expires = crate::state::later(now, start.workflow_url_ttl_secs);
     let Some(id) = st.start_instance(
         now,
         &flow_id,
