@@ -169,8 +169,8 @@ pub struct WebhookJob {
     pub epoch: u64,
     /// Index of the step.
     pub step: usize,
-    /// Where to send (none: the step sends nothing and completes).
-    pub url: Option<String>,
+    /// Where to send.
+    pub url: String,
     /// Headers (rendered).
     pub headers: BTreeMap<String, String>,
     /// Body (rendered).
@@ -658,6 +658,11 @@ impl State {
                 hmac_secret,
                 ..
             } => {
+                let Some(url) = url.or_else(|| self.webhook_url.clone()) else {
+                    // Nowhere to send: the step has nothing to wait for.
+                    self.complete_step(id, at, jobs);
+                    return;
+                };
                 let render = |text: &str| {
                     text.replace("{{instanceId}}", &instance.id)
                         .replace("{{flowId}}", &instance.flow_id)
@@ -668,7 +673,7 @@ impl State {
                     instance_id: id.to_owned(),
                     epoch,
                     step: index,
-                    url: url.or_else(|| self.webhook_url.clone()),
+                    url,
                     headers: headers
                         .iter()
                         .map(|(k, v)| (k.clone(), render(v)))
