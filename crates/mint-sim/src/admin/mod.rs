@@ -1,0 +1,8 @@
+//! The admin API (`/_sim/...`): its wire types, its routes and the typed [`AdminClient`].
+
+mod client;
+pub(crate) mod routes;
+mod types;
+
+pub use client::AdminClient;
+pub use types::*;

@@ -1,0 +1,368 @@
+//! The admin API under `/_sim/`: no Mint auth, loopback peers only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+
+use super::types::*;
+use crate::api::json_response;
+use crate::app::Shared;
+use crate::config::{ClientConfig, Faults, FlowConfig, Limits, ServiceSettings, SimConfig};
+use crate::result_file::result_file_sha256;
+use crate::server::Connection;
+use crate::state::{ADMIN_CLIENT, UserStepError};
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/clock", get(clock).put(set_time_scale))
+        .route("/clock/advance", post(advance))
+        .route("/usage", get(usage))
+        .route("/config", get(config))
+        .route("/faults", get(faults).put(set_faults))
+        .route("/limits", get(limits).put(set_limits))
+        .route("/service", get(service).put(set_service))
+        .route("/clients", get(clients))
+        .route("/clients/{client_id}", put(put_client))
+        .route("/clients/{client_id}/revoke-tokens", post(revoke_tokens))
+        .route("/flows", get(flows))
+        .route("/flows/{flow_id}", put(put_flow))
+        .route("/flows/{flow_id}/instances", post(create_instances))
+        .route("/instances", get(instances))
+        .route("/instances/{instance_id}", get(instance))
+        .route("/instances/{instance_id}/user-step", post(user_step))
+        .route("/instances/{instance_id}/status", put(set_status))
+        .route("/instances/{instance_id}/result-sha256", get(result_sha256))
+        .layer(middleware::from_fn(loopback_only))
+}
+
+async fn loopback_only(request: Request, next: Next) -> Response {
+    let loopback = request
+        .extensions()
+        .get::<ConnectInfo<Connection>>()
+        .is_some_and(|ConnectInfo(c)| c.peer.ip().is_loopback());
+    if loopback {
+        next.run(request).await
+    } else {
+        error(
+            StatusCode::FORBIDDEN,
+            "the admin API answers loopback peers only",
+        )
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(AdminError {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn ok<T: serde::Serialize>(body: &T) -> Response {
+    json_response(200, body)
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn clock_state(app: &Shared) -> ClockState {
+    ClockState {
+        now: app.clock.now(),
+        time_scale: app.clock.scale(),
+    }
+}
+
+async fn clock(State(app): State<Arc<Shared>>) -> Response {
+    ok(&clock_state(&app))
+}
+
+async fn set_time_scale(
+    State(app): State<Arc<Shared>>,
+    Json(body): Json<TimeScaleRequest>,
+) -> Response {
+    if !(body.time_scale.is_finite() && (0.0..=1_000_000.0).contains(&body.time_scale)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "timeScale must be between 0 and 1000000",
+        );
+    }
+    drop(app.current());
+    app.clock.set_scale(body.time_scale);
+    app.wake();
+    ok(&clock_state(&app))
+}
+
+/// Moves the clock and runs every event that became due before answering, so a test sees the
+/// new state at once (webhook POSTs, being real network calls, may still be in flight).
+async fn advance(State(app): State<Arc<Shared>>, Json(body): Json<AdvanceRequest>) -> Response {
+    if !(body.seconds.is_finite() && (0.0..=100.0 * 365.0 * 86_400.0).contains(&body.seconds)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "seconds must be between 0 and 100 years",
+        );
+    }
+    app.clock.advance(Duration::from_secs_f64(body.seconds));
+    drop(app.current());
+    app.wake();
+    ok(&clock_state(&app))
+}
+
+async fn usage(State(app): State<Arc<Shared>>) -> Response {
+    let (st, _) = app.current();
+    ok(&st.usage)
+}
+
+async fn config(State(app): State<Arc<Shared>>) -> Response {
+    let (st, _) = app.current();
+    let config = SimConfig {
+        seed: st.seed,
+        time_scale: app.clock.scale(),
+        webhook_url: st.webhook_url.clone(),
+        clients: st.clients.values().cloned().collect(),
+        flows: st.flows.clone(),
+        limits: st.limits.clone(),
+        service: st.service.clone(),
+        faults: st.faults.clone(),
+    };
+    ok(&config)
+}
+
+async fn faults(State(app): State<Arc<Shared>>) -> Response {
+    ok(&app.lock().faults)
+}
+
+async fn set_faults(State(app): State<Arc<Shared>>, Json(faults): Json<Faults>) -> Response {
+    if let Err(e) = faults.validate("") {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let (mut st, now) = app.current();
+    st.set_faults(faults, now);
+    no_content()
+}
+
+async fn limits(State(app): State<Arc<Shared>>) -> Response {
+    ok(&app.lock().limits)
+}
+
+async fn set_limits(State(app): State<Arc<Shared>>, Json(limits): Json<Limits>) -> Response {
+    if let Err(e) = limits.validate("") {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    app.lock().set_limits(limits);
+    no_content()
+}
+
+async fn service(State(app): State<Arc<Shared>>) -> Response {
+    ok(&app.lock().service)
+}
+
+async fn set_service(
+    State(app): State<Arc<Shared>>,
+    Json(service): Json<ServiceSettings>,
+) -> Response {
+    if let Err(e) = service.validate("") {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    app.lock().service = service;
+    no_content()
+}
+
+async fn clients(State(app): State<Arc<Shared>>) -> Response {
+    let st = app.lock();
+    ok(&st.clients.values().collect::<Vec<_>>())
+}
+
+async fn put_client(
+    State(app): State<Arc<Shared>>,
+    Path(client_id): Path<String>,
+    Json(client): Json<ClientConfig>,
+) -> Response {
+    if client.client_id != client_id {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "clientId in the body differs from the path",
+        );
+    }
+    if let Err(e) = client.validate("") {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    app.lock().put_client(client);
+    no_content()
+}
+
+async fn revoke_tokens(State(app): State<Arc<Shared>>, Path(client_id): Path<String>) -> Response {
+    let (mut st, now) = app.current();
+    if !st.clients.contains_key(&client_id) {
+        return error(StatusCode::NOT_FOUND, format!("no client {client_id:?}"));
+    }
+    let revoked = st.revoke_tokens(&client_id, now);
+    ok(&serde_json::json!({ "revoked": revoked }))
+}
+
+async fn flows(State(app): State<Arc<Shared>>) -> Response {
+    ok(&app.lock().flows)
+}
+
+async fn put_flow(
+    State(app): State<Arc<Shared>>,
+    Path(flow_id): Path<String>,
+    Json(flow): Json<FlowConfig>,
+) -> Response {
+    if flow.id != flow_id {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "id in the body differs from the path",
+        );
+    }
+    if let Err(e) = flow.validate("") {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    app.lock().put_flow(flow);
+    no_content()
+}
+
+/// Largest batch of `POST /_sim/flows/{id}/instances`.
+const CREATE_INSTANCES_MAX: u64 = 1_000_000;
+
+async fn create_instances(
+    State(app): State<Arc<Shared>>,
+    Path(flow_id): Path<String>,
+    Json(body): Json<CreateInstancesRequest>,
+) -> Response {
+    if body.count > CREATE_INSTANCES_MAX {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("count must be at most {CREATE_INSTANCES_MAX}"),
+        );
+    }
+    let (ids, jobs) = {
+        let (mut st, now) = app.current();
+        if st.flow(&flow_id).is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no flow {flow_id:?}"));
+        }
+        let mut jobs = Vec::new();
+        let mut ids = Vec::with_capacity(body.count as usize);
+        let base = app.base_url.clone();
+        for _ in 0..body.count {
+            let Some(id) = st.start_instance(
+                now,
+                &flow_id,
+                ADMIN_CLIENT,
+                serde_json::Value::Null,
+                |id| format!("{base}/run/{id}"),
+                &mut jobs,
+            ) else {
+                break;
+            };
+            if let Some(status) = body.status.as_deref().filter(|s| *s != "Running") {
+                st.set_status(&id, status, now);
+            }
+            ids.push(id);
+        }
+        (ids, jobs)
+    };
+    app.spawn_webhooks(jobs);
+    app.wake();
+    ok(&CreatedInstances { ids })
+}
+
+async fn instances(State(app): State<Arc<Shared>>) -> Response {
+    let (st, now) = app.current();
+    let all: Vec<AdminInstance> = st
+        .order
+        .iter()
+        .filter_map(|id| st.instances.get(id))
+        .map(|i| st.admin_instance(i, now))
+        .collect();
+    ok(&all)
+}
+
+async fn instance(State(app): State<Arc<Shared>>, Path(instance_id): Path<String>) -> Response {
+    let (st, now) = app.current();
+    match st.instances.get(&instance_id) {
+        Some(i) => ok(&st.admin_instance(i, now)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no instance {instance_id:?}"),
+        ),
+    }
+}
+
+async fn user_step(
+    State(app): State<Arc<Shared>>,
+    Path(instance_id): Path<String>,
+    Json(body): Json<UserStepRequest>,
+) -> Response {
+    let (result, view) = {
+        let (mut st, now) = app.current();
+        let result = st.user_step(&instance_id, body.action, now);
+        let view = st
+            .instances
+            .get(&instance_id)
+            .map(|i| st.admin_instance(i, now));
+        (result, view)
+    };
+    match (result, view) {
+        (Ok(jobs), Some(view)) => {
+            app.spawn_webhooks(jobs);
+            app.wake();
+            ok(&view)
+        }
+        (Err(UserStepError::NotWaiting), _) => error(
+            StatusCode::CONFLICT,
+            "the instance is not waiting at a user step",
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no instance {instance_id:?}"),
+        ),
+    }
+}
+
+async fn set_status(
+    State(app): State<Arc<Shared>>,
+    Path(instance_id): Path<String>,
+    Json(body): Json<StatusRequest>,
+) -> Response {
+    let (mut st, now) = app.current();
+    if st.set_status(&instance_id, &body.status, now) {
+        no_content()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no instance {instance_id:?}"),
+        )
+    }
+}
+
+async fn result_sha256(
+    State(app): State<Arc<Shared>>,
+    Path(instance_id): Path<String>,
+) -> Response {
+    let (seed, size) = {
+        let st = app.lock();
+        match st.instances.get(&instance_id) {
+            Some(i) => (st.seed, i.result_file_bytes),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no instance {instance_id:?}"),
+                );
+            }
+        }
+    };
+    // Hashing a large file takes a while: off the async workers.
+    match tokio::task::spawn_blocking(move || result_file_sha256(seed, &instance_id, size)).await {
+        Ok((sha256, size)) => ok(&ResultDigest { sha256, size }),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}

@@ -1,0 +1,206 @@
+//! Wire types of the admin API (`/_sim/...`), shared by its routes and [`super::AdminClient`].
+//! They belong to the simulator alone: mint-client has its own types for the Mint API.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Ground truth counters, `GET /_sim/usage`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Usage {
+    /// Per API client id.
+    pub clients: BTreeMap<String, ClientUsage>,
+    /// Webhook deliveries (HTTP request steps).
+    pub webhooks: WebhookUsage,
+}
+
+/// What one API client did and owes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ClientUsage {
+    /// Requests attributed to the client (token endpoint included), whatever their answer.
+    pub requests: u64,
+    /// Rate units consumed (admitted API requests only).
+    pub units: u64,
+    /// Requests per endpoint key (`token`, `list_flows`, `list_instances`, `start`,
+    /// `get_instance`, `activities`, `result_file`).
+    pub requests_by_endpoint: BTreeMap<String, u64>,
+    /// Units per endpoint key.
+    pub units_by_endpoint: BTreeMap<String, u64>,
+    /// 429s served (budget, burst and storm).
+    pub throttled: u64,
+    /// Starts committed and billed (including those whose response was lost).
+    pub starts_billed: u64,
+    /// Money owed for starts, in cents.
+    pub cents_owed: u64,
+    /// Result-file downloads counted against the billing quota (each 200/206 served).
+    pub downloads_billed: u64,
+    /// Result-file body bytes actually written to the connection.
+    pub bytes_served: u64,
+    /// Access tokens issued.
+    pub tokens_issued: u64,
+    /// Answers per HTTP status code.
+    pub status_counts: BTreeMap<u16, u64>,
+}
+
+/// What happened to webhooks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WebhookUsage {
+    /// POSTs attempted (a duplicate counts twice).
+    pub attempted: u64,
+    /// POSTs answered with 2xx.
+    pub delivered: u64,
+    /// Webhooks never sent (fault).
+    pub dropped: u64,
+    /// Webhooks sent a second time (fault).
+    pub duplicated: u64,
+    /// Webhooks sent late (fault).
+    pub delayed: u64,
+    /// Webhooks held back so that they arrive after a later one (fault).
+    pub reordered: u64,
+    /// POSTs that failed: no connection, timeout or a non-2xx answer.
+    pub failed: u64,
+}
+
+/// What the simulated end user does at a waiting user step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStepAction {
+    /// The user finishes the step; the flow goes on.
+    Complete,
+    /// The user gives up; the instance becomes `Faulted` now.
+    Abandon,
+}
+
+/// Body of `POST /_sim/instances/{id}/user-step`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStepRequest {
+    /// `complete` or `abandon`.
+    pub action: UserStepAction,
+}
+
+/// One instance as the simulator knows it (`GET /_sim/instances`), deleted ones included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminInstance {
+    /// Instance id.
+    pub id: String,
+    /// Flow id.
+    pub flow_id: String,
+    /// Definition id of the flow.
+    pub definition_id: String,
+    /// The API client that started it (`(admin)` for instances created through the admin API).
+    pub client_id: String,
+    /// Status as the API reports it.
+    pub status: String,
+    /// The start body's `input`.
+    pub input: serde_json::Value,
+    /// Output, once finished.
+    pub output: Option<serde_json::Value>,
+    /// Error, once faulted.
+    pub error: Option<serde_json::Value>,
+    /// When it was started.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When it ended (any terminal status).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When retention deleted it (it is 404 from then on).
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Size of its result file in bytes.
+    pub result_file_bytes: u64,
+    /// The steps started so far.
+    pub activities: Vec<AdminActivity>,
+}
+
+/// One started step of an instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminActivity {
+    /// Step name.
+    pub name: String,
+    /// Activity type (`userTask`, `httpRequest`, ...).
+    pub activity_type: String,
+    /// `Executing`, `Suspended`, `Completed` or `Faulted`.
+    pub status: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// `GET /_sim/clock` and the answer of `POST /_sim/clock/advance`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClockState {
+    /// Simulated now.
+    pub now: DateTime<Utc>,
+    /// Simulated seconds per real second.
+    pub time_scale: f64,
+}
+
+/// Body of `POST /_sim/clock/advance`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvanceRequest {
+    /// Simulated seconds to move forward (fractions allowed).
+    pub seconds: f64,
+}
+
+/// Body of `PUT /_sim/clock`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeScaleRequest {
+    /// Simulated seconds per real second (0 freezes the clock).
+    pub time_scale: f64,
+}
+
+/// Body of `PUT /_sim/instances/{id}/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusRequest {
+    /// Any status string, known or not.
+    pub status: String,
+}
+
+/// Answer of `GET /_sim/instances/{id}/result-sha256`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultDigest {
+    /// Hex SHA-256 of the whole file.
+    pub sha256: String,
+    /// Its length in bytes.
+    pub size: u64,
+}
+
+/// Body of `POST /_sim/flows/{flowId}/instances`: create instances directly (unbilled, no API
+/// request), e.g. to fill a flow for listing tests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateInstancesRequest {
+    /// How many.
+    pub count: u64,
+    /// `Running` (the flow's steps run as usual) or a forced status such as `Finished`.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// Answer of `POST /_sim/flows/{flowId}/instances`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedInstances {
+    /// Ids of the new instances, oldest first.
+    pub ids: Vec<String>,
+}
+
+/// Error body of the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminError {
+    /// What went wrong.
+    pub error: String,
+}

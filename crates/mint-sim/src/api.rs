@@ -1,0 +1,793 @@
+//! The six Mint API endpoints under `/mint/api`, plus the Signicat-shaped error answers.
+//!
+//! Check order on every request (see interfaces.md): token (401) → storm and budget (429, nothing
+//! consumed) → injected server error → role (403, naming no role) → parameters (400 with
+//! `invalidParams`) → resource (404 / 409).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::app::Shared;
+use crate::model;
+use crate::result_file::ResultFile;
+use crate::server::Connection;
+use crate::state::{Endpoint, Refusal, State as SimState};
+use crate::wire::{Activity, Flow, InstanceBody, InvalidParam, Page, Problem};
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/flows", get(list_flows))
+        .route(
+            "/api/flows/{flow_id}/instances",
+            get(list_instances).post(start_instance),
+        )
+        .route("/api/instances/{instance_id}", get(get_instance))
+        .route("/api/instances/{instance_id}/activities", get(activities))
+        .route("/api/instances/{instance_id}/result-file", get(result_file))
+}
+
+// ----- error answers -----
+
+pub(crate) fn problem(
+    app: &Shared,
+    status: u16,
+    detail: Option<&str>,
+    code: Option<&'static str>,
+    invalid_params: Vec<InvalidParam>,
+) -> Response {
+    let body = Problem {
+        problem_type: Some(model::problem_type(status)),
+        title: model::problem_title(status),
+        detail: detail.map(str::to_owned),
+        code,
+        status,
+        trace_id: app.trace_id(),
+        invalid_params,
+    };
+    let mut response = json_response(status, &body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+pub(crate) fn json_response(status: u16, body: &impl Serialize) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            bytes,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn refused(app: &Shared, st: &mut SimState, refusal: Refusal) -> Response {
+    match refusal {
+        Refusal::Unauthorized {
+            client,
+            token_presented,
+        } => {
+            let mut response = problem(app, 401, None, None, Vec::new());
+            let challenge = if token_presented {
+                r#"Bearer error="invalid_token""#
+            } else {
+                "Bearer"
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+            if let Some(client) = client {
+                st.count_status(&client, 401);
+            }
+            response
+        }
+        Refusal::Throttled {
+            client,
+            retry_after_secs,
+        } => {
+            st.count_status(&client, 429);
+            let mut response = problem(
+                app,
+                429,
+                Some("Rate limit exceeded"),
+                Some("TOO_MANY_REQUESTS"),
+                Vec::new(),
+            );
+            if let Some(secs) = retry_after_secs {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+        Refusal::ServerError { client, status } => {
+            st.count_status(&client, status);
+            if status == 500 {
+                problem(app, 500, None, None, Vec::new())
+            } else {
+                let reason = if status == 502 {
+                    "502 Bad Gateway"
+                } else {
+                    "503 Service Temporarily Unavailable"
+                };
+                let html = format!(
+                    "<html>\r\n<head><title>{reason}</title></head>\r\n<body>\r\n<center><h1>{reason}</h1></center>\r\n</body>\r\n</html>\r\n"
+                );
+                (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    [(header::CONTENT_TYPE, "text/html")],
+                    html,
+                )
+                    .into_response()
+            }
+        }
+        Refusal::Forbidden { client } => {
+            st.count_status(&client, 403);
+            // Deliberately terse, like the real service: no role named.
+            json_response(
+                403,
+                &json!({ "title": "Forbidden", "status": 403, "traceId": app.trace_id() }),
+            )
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Runs the gate; on refusal answers (and counts) right away.
+macro_rules! gate {
+    ($app:expr, $st:expr, $now:expr, $headers:expr, $endpoint:expr) => {
+        match $st.gate($now, bearer(&$headers), $endpoint) {
+            Ok(client) => client,
+            Err(refusal) => return refused(&$app, &mut $st, refusal),
+        }
+    };
+}
+
+// ----- list parameters -----
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Self {
+        Self(
+            url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// First value of `name`, matched case-insensitively (as ASP.NET binds query parameters).
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn page(&self, errors: &mut Vec<InvalidParam>) -> (u64, u64) {
+        let offset = match self.get("offset") {
+            None => 0,
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(n) if n >= 0 => n as u64,
+                _ => {
+                    errors.push(invalid_param(
+                        "offset",
+                        format!("The value '{v}' is not valid. offset must be an integer >= 0."),
+                    ));
+                    0
+                }
+            },
+        };
+        let limit = match self.get("limit") {
+            None => model::LIST_LIMIT_DEFAULT,
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(n) if (1..=model::LIST_LIMIT_MAX as i64).contains(&n) => n as u64,
+                _ => {
+                    errors.push(invalid_param(
+                        "limit",
+                        format!(
+                            "The value '{v}' is not valid. limit must be between 1 and {}.",
+                            model::LIST_LIMIT_MAX
+                        ),
+                    ));
+                    model::LIST_LIMIT_DEFAULT
+                }
+            },
+        };
+        (offset, limit)
+    }
+
+    fn boolean(&self, name: &str, errors: &mut Vec<InvalidParam>) -> Option<bool> {
+        let v = self.get(name)?;
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                errors.push(invalid_param(
+                    name,
+                    format!("The value '{v}' is not valid for {name}. Use true or false."),
+                ));
+                None
+            }
+        }
+    }
+
+    fn choice(
+        &self,
+        name: &str,
+        allowed: &[&'static str],
+        errors: &mut Vec<InvalidParam>,
+    ) -> Option<&'static str> {
+        let v = self.get(name)?;
+        let found = allowed
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(v.trim()))
+            .copied();
+        if found.is_none() {
+            errors.push(invalid_param(
+                name,
+                format!(
+                    "The value '{v}' is not valid for {name}. Allowed: {}.",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        found
+    }
+}
+
+fn invalid_param(name: &str, reason: String) -> InvalidParam {
+    InvalidParam {
+        name: name.to_owned(),
+        reason,
+    }
+}
+
+fn bad_request(app: &Shared, errors: Vec<InvalidParam>) -> Response {
+    problem(
+        app,
+        400,
+        Some("See invalidParams for details."),
+        Some("VALIDATION_ERROR"),
+        errors,
+    )
+}
+
+fn links(path: &str, offset: u64, limit: u64) -> Value {
+    json!({ "self": format!("{path}?offset={offset}&limit={limit}") })
+}
+
+/// Creation time of the flow at `index`: a fixed date, so listings are deterministic.
+fn flow_created_at(index: usize) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_736_154_000 + index as i64 * 86_400, 0).unwrap_or_default()
+}
+
+// ----- handlers -----
+
+async fn list_flows(
+    State(app): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let (mut st, now) = app.current();
+    let client = gate!(app, st, now, headers, Endpoint::ListFlows);
+    let query = Query::parse(raw.as_deref());
+    let mut errors = Vec::new();
+    let (offset, limit) = query.page(&mut errors);
+    let search = query.get("searchTerm").map(|s| s.trim().to_lowercase());
+    let is_latest = query.boolean("IsLatest", &mut errors);
+    let is_published = query.boolean("IsPublished", &mut errors);
+    let is_draft = query.boolean("IsDraft", &mut errors);
+    let all_versions = query.boolean("AllVersions", &mut errors);
+    let version = query
+        .get("Version")
+        .and_then(|v| match v.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                errors.push(invalid_param(
+                    "Version",
+                    format!("The value '{v}' is not valid. Version must be an integer >= 1."),
+                ));
+                None
+            }
+        });
+    let order_by = query.choice(
+        "orderBy",
+        &["Name", "Description", "CreatedAt"],
+        &mut errors,
+    );
+    let sort_by = query.choice("sortBy", &["Ascending", "Descending"], &mut errors);
+    if !errors.is_empty() {
+        let response = bad_request(&app, errors);
+        st.count_status(&client, 400);
+        return response;
+    }
+
+    // Without AllVersions (or an explicit version filter) only the latest versions are listed.
+    let latest_only = all_versions != Some(true) && version.is_none() && is_latest.is_none();
+    let mut flows: Vec<Flow> = st
+        .flows
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            search.as_ref().is_none_or(|s| {
+                f.name.to_lowercase().contains(s) || f.description.to_lowercase().contains(s)
+            }) && is_latest.is_none_or(|v| f.is_latest == v)
+                && is_published.is_none_or(|v| f.is_published == v)
+                && is_draft.is_none_or(|v| f.is_published != v)
+                && version.is_none_or(|v| f.version == v)
+                && (!latest_only || f.is_latest)
+        })
+        .map(|(i, f)| Flow::new(f, flow_created_at(i)))
+        .collect();
+    match order_by.unwrap_or("Name") {
+        "Description" => flows.sort_by(|a, b| a.description.cmp(&b.description)),
+        "CreatedAt" => flows.sort_by_key(|f| f.created_at),
+        _ => flows.sort_by(|a, b| a.name.cmp(&b.name).then(a.version.cmp(&b.version))),
+    }
+    if sort_by == Some("Descending") {
+        flows.reverse();
+    }
+    let total_count = flows.len() as u64;
+    let items = flows
+        .into_iter()
+        .skip(offset.min(usize::MAX as u64) as usize)
+        .take(limit as usize)
+        .collect();
+    let response = json_response(
+        200,
+        &Page {
+            items,
+            total_count,
+            offset,
+            limit,
+            links: links("/api/flows", offset, limit),
+        },
+    );
+    st.count_status(&client, 200);
+    response
+}
+
+async fn list_instances(
+    State(app): State<Arc<Shared>>,
+    Path(flow_id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let (response, delay) = {
+        let (mut st, now) = app.current();
+        let client = gate!(app, st, now, headers, Endpoint::ListInstances);
+        let mut errors = Vec::new();
+        let (offset, limit) = Query::parse(raw.as_deref()).page(&mut errors);
+        if !errors.is_empty() {
+            st.count_status(&client, 400);
+            return bad_request(&app, errors);
+        }
+        if st.flow(&flow_id).is_none() {
+            st.count_status(&client, 404);
+            return problem(
+                &app,
+                404,
+                Some(model::FLOW_NOT_FOUND),
+                Some("FLOW_NOT_FOUND"),
+                Vec::new(),
+            );
+        }
+        let ids = st.flow_instances.get(&flow_id);
+        let live: Vec<&crate::state::Instance> = ids
+            .into_iter()
+            .flatten()
+            .rev()
+            .filter_map(|id| st.instance(id, now))
+            .collect();
+        let total_count = live.len() as u64;
+        let items: Vec<InstanceBody> = live
+            .iter()
+            .skip(offset.min(usize::MAX as u64) as usize)
+            .take(limit as usize)
+            .map(|i| InstanceBody::new(i))
+            .collect();
+        let response = json_response(
+            200,
+            &Page {
+                items,
+                total_count,
+                offset,
+                limit,
+                links: links(&format!("/api/flows/{flow_id}/instances"), offset, limit),
+            },
+        );
+        let per_instance = st.service.list_delay_micros_per_instance;
+        st.count_status(&client, 200);
+        (
+            response,
+            Duration::from_micros(per_instance.saturating_mul(total_count)),
+        )
+    };
+    // The real service slows down with the flow's instance count; the lock is not held here.
+    tokio::time::sleep(delay).await;
+    response
+}
+
+async fn start_instance(
+    State(app): State<Arc<Shared>>,
+    ConnectInfo(connection): ConnectInfo<Connection>,
+    Path(flow_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (mut st, now) = app.current();
+    let client = gate!(app, st, now, headers, Endpoint::Start);
+    let start = match parse_start_body(&headers, &body) {
+        Ok(start) => start,
+        Err((status, errors)) => {
+            st.count_status(&client, status);
+            return if status == 415 {
+                problem(
+                    &app,
+                    415,
+                    Some("Content-Type must be application/json"),
+                    None,
+                    Vec::new(),
+                )
+            } else {
+                bad_request(&app, errors)
+            };
+        }
+    };
+    if st.flow(&flow_id).is_none() {
+        st.count_status(&client, 404);
+        return problem(
+            &app,
+            404,
+            Some(model::FLOW_NOT_FOUND),
+            Some("FLOW_NOT_FOUND"),
+            Vec::new(),
+        );
+    }
+    let mut jobs = Vec::new();
+    let base = app.base_url.clone();
+    let expires = now + chrono::Duration::seconds(start.workflow_url_ttl_secs as i64);
+    let Some(id) = st.start_instance(
+        now,
+        &flow_id,
+        &client,
+        start.input,
+        |id| format!("{base}/run/{id}?expires={}", expires.timestamp()),
+        &mut jobs,
+    ) else {
+        st.count_status(&client, 404);
+        return problem(&app, 404, Some(model::FLOW_NOT_FOUND), None, Vec::new());
+    };
+    st.bill_start(&client);
+    let lost_rate = st.faults.lost_start_rate;
+    let lost = st.draw(lost_rate);
+    let Some(instance) = st.instance(&id, now) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut body = InstanceBody::new(instance);
+    body.workflow_url = Some(instance.workflow_url.clone());
+    if lost {
+        // Committed and billed, but the client will never see an answer.
+        connection.sever();
+    } else {
+        st.count_status(&client, 201);
+    }
+    drop(st);
+    app.spawn_webhooks(jobs);
+    app.wake();
+    json_response(201, &body)
+}
+
+struct StartBody {
+    input: Value,
+    workflow_url_ttl_secs: u64,
+}
+
+fn parse_start_body(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<StartBody, (u16, Vec<InvalidParam>)> {
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            let mime = v.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || mime.to_ascii_lowercase().ends_with("+json")
+        });
+    if !json_type {
+        return Err((415, Vec::new()));
+    }
+    let one = |name: &str, reason: &str| (400, vec![invalid_param(name, reason.to_owned())]);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(one("body", "A non-empty request body is required."));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| one("body", &format!("The request body is not valid JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(one("body", "The request body must be a JSON object."));
+    };
+    let mut errors = Vec::new();
+    let input = match map.get("input") {
+        None | Some(Value::Null) => Value::Null,
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            errors.push(invalid_param(
+                "input",
+                "input must be a JSON object or null.".to_owned(),
+            ));
+            Value::Null
+        }
+    };
+    let ttl = match map.get("workflowUrlTtl") {
+        None | Some(Value::Null) => model::WORKFLOW_URL_TTL_SECS_DEFAULT,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=model::WORKFLOW_URL_TTL_SECS_MAX).contains(&n) => n,
+            _ => {
+                errors.push(invalid_param(
+                    "workflowUrlTtl",
+                    format!(
+                        "workflowUrlTtl must be an integer number of seconds between 1 and {}.",
+                        model::WORKFLOW_URL_TTL_SECS_MAX
+                    ),
+                ));
+                0
+            }
+        },
+    };
+    if errors.is_empty() {
+        Ok(StartBody {
+            input,
+            workflow_url_ttl_secs: ttl,
+        })
+    } else {
+        Err((400, errors))
+    }
+}
+
+async fn get_instance(
+    State(app): State<Arc<Shared>>,
+    Path(instance_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (mut st, now) = app.current();
+    let client = gate!(app, st, now, headers, Endpoint::GetInstance);
+    let response = match st.instance(&instance_id, now) {
+        Some(instance) => json_response(200, &InstanceBody::new(instance)),
+        None => instance_not_found(&app),
+    };
+    st.count_status(&client, response.status().as_u16());
+    response
+}
+
+fn instance_not_found(app: &Shared) -> Response {
+    problem(
+        app,
+        404,
+        Some(model::INSTANCE_NOT_FOUND),
+        Some("INSTANCE_NOT_FOUND"),
+        Vec::new(),
+    )
+}
+
+async fn activities(
+    State(app): State<Arc<Shared>>,
+    Path(instance_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (mut st, now) = app.current();
+    let client = gate!(app, st, now, headers, Endpoint::Activities);
+    let response = match st.instance(&instance_id, now) {
+        Some(instance) => {
+            let items: Vec<Activity> = instance.activities.iter().map(Activity::new).collect();
+            let count = items.len() as u64;
+            json_response(
+                200,
+                &Page {
+                    items,
+                    total_count: count,
+                    offset: 0,
+                    limit: count,
+                    links: json!({ "self": format!("/api/instances/{instance_id}/activities") }),
+                },
+            )
+        }
+        None => instance_not_found(&app),
+    };
+    st.count_status(&client, response.status().as_u16());
+    response
+}
+
+async fn result_file(
+    State(app): State<Arc<Shared>>,
+    Path(instance_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (client, seed, size, accept_ranges) = {
+        let (mut st, now) = app.current();
+        let client = gate!(app, st, now, headers, Endpoint::ResultFile);
+        let Some(instance) = st.instance(&instance_id, now) else {
+            st.count_status(&client, 404);
+            return instance_not_found(&app);
+        };
+        if instance.status != "Finished" {
+            st.count_status(&client, 409);
+            return problem(
+                &app,
+                409,
+                Some(model::RESULT_NOT_READY),
+                Some("RESULT_NOT_READY"),
+                Vec::new(),
+            );
+        }
+        let size = instance.result_file_bytes;
+        (client, st.seed, size, st.service.accept_ranges)
+    };
+    // Laying out the file takes a millisecond or two: not under the lock.
+    let file = ResultFile::new(seed, &instance_id, size);
+    let len = file.len();
+    let start = if accept_ranges {
+        match range_start(&headers) {
+            Some(start) if start >= len => {
+                app.lock().count_status(&client, 416);
+                let mut response = problem(&app, 416, None, None, Vec::new());
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return response;
+            }
+            Some(start) => start,
+            None => 0,
+        }
+    } else {
+        0
+    };
+    let status = if start > 0 { 206 } else { 200 };
+    let (cut_at, slow_rate) = {
+        let mut st = app.lock();
+        st.count_status(&client, status);
+        st.count_download(&client);
+        let faults = st.faults.clone();
+        let cut = st
+            .draw(faults.cut_body_rate)
+            .then_some((len as f64 * faults.cut_body_at_fraction) as u64);
+        let slow = st
+            .draw(faults.slow_body_rate)
+            .then_some(faults.slow_body_bytes_per_sec);
+        (cut, slow)
+    };
+
+    let body = body_stream(app.clone(), client, file, start, cut_at, slow_rate);
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len - start));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{instance_id}.zip\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if accept_ranges {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if start > 0
+            && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", len - 1))
+        {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    response
+}
+
+/// `N` of a `Range: bytes=N-` header; any other form is ignored (the full file is sent).
+fn range_start(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(header::RANGE)?.to_str().ok()?.trim();
+    let spec = value.strip_prefix("bytes=")?.trim();
+    let start = spec.strip_suffix('-')?;
+    start.trim().parse().ok()
+}
+
+struct Streaming {
+    app: Arc<Shared>,
+    client: String,
+    pieces: crate::result_file::Pieces,
+    pending: Option<Bytes>,
+    sent: u64,
+    cut_at: Option<u64>,
+    slow_rate: Option<u64>,
+    started: Instant,
+    done: bool,
+}
+
+/// Largest piece of a slow body, so the pace is smooth.
+const SLOW_PIECE_BYTES: usize = 16 * 1024;
+
+fn body_stream(
+    app: Arc<Shared>,
+    client: String,
+    file: ResultFile,
+    start: u64,
+    cut_at: Option<u64>,
+    slow_rate: Option<u64>,
+) -> Body {
+    let state = Streaming {
+        app,
+        client,
+        pieces: file.pieces_from(start),
+        pending: None,
+        sent: 0,
+        cut_at: cut_at.map(|c| c.saturating_sub(start)),
+        slow_rate,
+        started: Instant::now(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        let mut piece = match s.pending.take() {
+            Some(p) => p,
+            None => s.pieces.next()?,
+        };
+        if s.slow_rate.is_some() && piece.len() > SLOW_PIECE_BYTES {
+            s.pending = Some(piece.split_off(SLOW_PIECE_BYTES));
+        }
+        if let Some(cut) = s.cut_at {
+            if s.sent >= cut {
+                // Abort the connection: the client sees a body shorter than Content-Length.
+                s.done = true;
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "body cut by fault injection",
+                );
+                return Some((Err(error), s));
+            }
+            let room = cut - s.sent;
+            if (piece.len() as u64) > room {
+                piece.truncate(room as usize);
+                s.pending = None;
+            }
+        }
+        if let Some(rate) = s.slow_rate {
+            let due = Duration::from_secs_f64((s.sent + piece.len() as u64) as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(s.started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        s.sent += piece.len() as u64;
+        s.app.lock().count_bytes(&s.client, piece.len() as u64);
+        Some((Ok::<Bytes, std::io::Error>(piece), s))
+    })
+    .boxed();
+    Body::from_stream(stream)
+}
+
+pub(crate) async fn not_found(State(app): State<Arc<Shared>>) -> Response {
+    problem(&app, 404, Some("No such resource"), None, Vec::new())
+}

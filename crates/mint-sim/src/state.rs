@@ -1,0 +1,864 @@
+//! The simulator's state and the instance lifecycle, as plain data driven by the simulated clock.
+//!
+//! Nothing here awaits or does I/O: every method takes `now` and returns what must happen outside
+//! the lock (webhook jobs). Architecture invariant: the state is only touched under one short-held
+//! mutex, never across an await.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use crate::admin::{AdminActivity, AdminInstance, ClientUsage, Usage, UserStepAction};
+use crate::clock::micros;
+use crate::config::{
+    ClientConfig, Faults, FlowConfig, Limits, ServiceSettings, SimConfig, StepConfig,
+};
+use crate::limiter::RateLimiter;
+use crate::model;
+use crate::result_file::{SplitMix, mix64};
+
+/// The client id recorded for instances created through the admin API.
+pub const ADMIN_CLIENT: &str = "(admin)";
+
+/// The Mint API endpoints, as counted in [`Usage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /auth/open/connect/token`
+    Token,
+    /// `GET /api/flows`
+    ListFlows,
+    /// `GET /api/flows/{flowId}/instances`
+    ListInstances,
+    /// `POST /api/flows/{flowId}/instances`
+    Start,
+    /// `GET /api/instances/{instanceId}`
+    GetInstance,
+    /// `GET /api/instances/{instanceId}/activities`
+    Activities,
+    /// `GET /api/instances/{instanceId}/result-file`
+    ResultFile,
+}
+
+impl Endpoint {
+    /// The key in [`ClientUsage::requests_by_endpoint`].
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::ListFlows => "list_flows",
+            Self::ListInstances => "list_instances",
+            Self::Start => "start",
+            Self::GetInstance => "get_instance",
+            Self::Activities => "activities",
+            Self::ResultFile => "result_file",
+        }
+    }
+
+    fn role(self) -> &'static str {
+        match self {
+            Self::Start => model::ROLE_EDITOR,
+            Self::ResultFile => model::ROLE_DOWNLOAD,
+            _ => model::ROLE_VIEWER,
+        }
+    }
+}
+
+/// Why an API request was refused before its handler ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No, unknown, expired or revoked token.
+    Unauthorized {
+        /// The client the token belonged to, if known.
+        client: Option<String>,
+        /// Whether a token was presented at all.
+        token_presented: bool,
+    },
+    /// Rate limit or storm: 429.
+    Throttled {
+        /// The client.
+        client: String,
+        /// `Retry-After` seconds to send, if any.
+        retry_after_secs: Option<u64>,
+    },
+    /// Injected server error.
+    ServerError {
+        /// The client.
+        client: String,
+        /// 500, 502 or 503.
+        status: u16,
+    },
+    /// Missing role: 403.
+    Forbidden {
+        /// The client.
+        client: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    client_id: String,
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+}
+
+/// One started step of an instance.
+#[derive(Debug, Clone)]
+pub struct ActivityRecord {
+    /// Activity id.
+    pub id: String,
+    /// Step name.
+    pub name: String,
+    /// Wire `type`.
+    pub activity_type: String,
+    /// `Executing`, `Suspended`, `Completed` or `Faulted`.
+    pub status: &'static str,
+    /// Start.
+    pub started_at: DateTime<Utc>,
+    /// End.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// One instance, live or deleted.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Instance id.
+    pub id: String,
+    /// Flow id.
+    pub flow_id: String,
+    /// Definition id.
+    pub definition_id: String,
+    /// Starting client.
+    pub client_id: String,
+    /// Wire status (any string once forced).
+    pub status: String,
+    /// Start time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// End time (any terminal status).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Start body input.
+    pub input: Value,
+    /// Output once finished.
+    pub output: Option<Value>,
+    /// Error once faulted.
+    pub error: Option<Value>,
+    /// Started steps.
+    pub activities: Vec<ActivityRecord>,
+    /// The flow's steps when it started.
+    steps: Vec<StepConfig>,
+    /// Index of the current step.
+    step: usize,
+    /// Bumped when the status is forced: scheduled events of older epochs are void.
+    epoch: u64,
+    /// Result file size.
+    pub result_file_bytes: u64,
+    /// The end user's link.
+    pub workflow_url: String,
+}
+
+/// A webhook the HTTP request step must send (after the lock is released).
+#[derive(Debug, Clone)]
+pub struct WebhookJob {
+    /// Instance that sends it.
+    pub instance_id: String,
+    /// Its epoch when the step started.
+    pub epoch: u64,
+    /// Index of the step.
+    pub step: usize,
+    /// Where to send (none: the step sends nothing and completes).
+    pub url: Option<String>,
+    /// Headers (rendered).
+    pub headers: BTreeMap<String, String>,
+    /// Body (rendered).
+    pub body: String,
+    /// HMAC signing secret.
+    pub hmac_secret: Option<String>,
+    /// Sequence number, to tell held webhooks apart.
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Complete,
+    Fault,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Event {
+    at: DateTime<Utc>,
+    seq: u64,
+    instance_id: String,
+    epoch: u64,
+    step: usize,
+    outcome: Outcome,
+}
+
+/// Errors of the admin user-step call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserStepError {
+    /// No such instance (or deleted).
+    NotFound,
+    /// The instance is not waiting at a user step.
+    NotWaiting,
+}
+
+/// Everything the simulator knows.
+pub struct State {
+    /// Seed of ids, behaviours and result files.
+    pub seed: u64,
+    /// API clients by id.
+    pub clients: BTreeMap<String, ClientConfig>,
+    /// Flows in listing order.
+    pub flows: Vec<FlowConfig>,
+    /// Rate limits.
+    pub limits: Limits,
+    /// Service settings.
+    pub service: ServiceSettings,
+    /// Faults in force.
+    pub faults: Faults,
+    /// Default webhook URL.
+    pub webhook_url: Option<String>,
+    /// Every request gets 429 until then.
+    pub storm_until: Option<DateTime<Utc>>,
+    /// Ground truth.
+    pub usage: Usage,
+    /// Every instance ever started.
+    pub instances: HashMap<String, Instance>,
+    /// Instance ids in start order.
+    pub order: Vec<String>,
+    /// Instance ids per flow, in start order.
+    pub flow_instances: HashMap<String, Vec<String>>,
+    /// Draws for faults.
+    pub fault_rng: StdRng,
+    /// A webhook held back by the reorder fault.
+    pub held_webhook: Option<WebhookJob>,
+    tokens: HashMap<String, Token>,
+    limiters: HashMap<String, RateLimiter>,
+    events: BinaryHeap<Reverse<Event>>,
+    event_seq: u64,
+    ids: SplitMix,
+    behaviour_rng: StdRng,
+}
+
+impl State {
+    /// State for a validated configuration.
+    pub fn new(config: &SimConfig, now: DateTime<Utc>) -> Self {
+        let mut state = Self {
+            seed: config.seed,
+            clients: BTreeMap::new(),
+            flows: config.flows.clone(),
+            limits: config.limits.clone(),
+            service: config.service.clone(),
+            faults: Faults::default(),
+            webhook_url: config.webhook_url.clone(),
+            storm_until: None,
+            usage: Usage::default(),
+            instances: HashMap::new(),
+            order: Vec::new(),
+            flow_instances: HashMap::new(),
+            fault_rng: StdRng::seed_from_u64(mix64(config.seed ^ 0xFA17)),
+            held_webhook: None,
+            tokens: HashMap::new(),
+            limiters: HashMap::new(),
+            events: BinaryHeap::new(),
+            event_seq: 0,
+            ids: SplitMix::new(mix64(config.seed ^ 0x1D5)),
+            behaviour_rng: StdRng::seed_from_u64(mix64(config.seed ^ 0xBE4A)),
+        };
+        for client in &config.clients {
+            state.put_client(client.clone());
+        }
+        state.set_faults(config.faults.clone(), now);
+        state
+    }
+
+    /// Adds or replaces a client (its tokens stay valid; its usage is kept).
+    pub fn put_client(&mut self, client: ClientConfig) {
+        self.usage
+            .clients
+            .entry(client.client_id.clone())
+            .or_default();
+        self.clients.insert(client.client_id.clone(), client);
+    }
+
+    /// Adds or replaces a flow (running instances keep the steps they started with).
+    pub fn put_flow(&mut self, flow: FlowConfig) {
+        match self.flows.iter_mut().find(|f| f.id == flow.id) {
+            Some(existing) => *existing = flow,
+            None => self.flows.push(flow),
+        }
+    }
+
+    /// Replaces the rate limits; windows already used are forgotten.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+        self.limiters.clear();
+    }
+
+    /// Replaces the faults; `stormForSecs` counts from `now`, `seed` reseeds the generator.
+    pub fn set_faults(&mut self, faults: Faults, now: DateTime<Utc>) {
+        if let Some(seed) = faults.seed {
+            self.fault_rng = StdRng::seed_from_u64(seed);
+        }
+        self.storm_until = (faults.storm_for_secs > 0)
+            .then(|| now + Duration::seconds(faults.storm_for_secs as i64));
+        self.faults = faults;
+    }
+
+    fn next_id(&mut self) -> String {
+        let a = self.ids.next_u64();
+        let b = self.ids.next_u64();
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            0x8000 | (b >> 48) & 0x3fff,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    fn client_usage(&mut self, client: &str) -> &mut ClientUsage {
+        self.usage.clients.entry(client.to_owned()).or_default()
+    }
+
+    /// Counts a request to `endpoint` by `client`.
+    pub fn count_request(&mut self, client: &str, endpoint: Endpoint) {
+        let usage = self.client_usage(client);
+        usage.requests += 1;
+        *usage
+            .requests_by_endpoint
+            .entry(endpoint.key().to_owned())
+            .or_default() += 1;
+    }
+
+    /// Counts an answer's status for `client`.
+    pub fn count_status(&mut self, client: &str, status: u16) {
+        *self
+            .client_usage(client)
+            .status_counts
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    /// Counts result-file bytes written for `client`.
+    pub fn count_bytes(&mut self, client: &str, bytes: u64) {
+        self.client_usage(client).bytes_served += bytes;
+    }
+
+    /// Counts a download against the billing quota.
+    pub fn count_download(&mut self, client: &str) {
+        self.client_usage(client).downloads_billed += 1;
+    }
+
+    // ----- tokens -----
+
+    /// Checks client credentials; `Ok(lifetime)` issues nothing yet.
+    pub fn authenticate(&self, client_id: &str, secret: &str) -> Option<u64> {
+        let client = self.clients.get(client_id)?;
+        (client.client_secret.as_bytes() == secret.as_bytes()).then_some(client.token_lifetime_secs)
+    }
+
+    /// Issues a token for `client_id` valid for `lifetime_secs` from `now`.
+    pub fn issue_token(
+        &mut self,
+        client_id: &str,
+        lifetime_secs: u64,
+        now: DateTime<Utc>,
+    ) -> String {
+        if self.tokens.len() > 100_000 {
+            let horizon = now - Duration::days(1);
+            self.tokens.retain(|_, t| t.expires_at > horizon);
+        }
+        let token = format!(
+            "sim.{:016x}{:016x}{:016x}",
+            self.ids.next_u64(),
+            self.ids.next_u64(),
+            self.ids.next_u64()
+        );
+        self.tokens.insert(
+            token.clone(),
+            Token {
+                client_id: client_id.to_owned(),
+                expires_at: now + Duration::seconds(lifetime_secs as i64),
+                revoked: false,
+            },
+        );
+        self.client_usage(client_id).tokens_issued += 1;
+        token
+    }
+
+    /// Revokes every token of `client_id`; returns how many were live.
+    pub fn revoke_tokens(&mut self, client_id: &str, now: DateTime<Utc>) -> usize {
+        let mut live = 0;
+        for token in self.tokens.values_mut() {
+            if token.client_id == client_id && !token.revoked {
+                token.revoked = true;
+                if token.expires_at > now {
+                    live += 1;
+                }
+            }
+        }
+        live
+    }
+
+    /// The checks every API request passes, in the agreed order: token, storm and budget, injected
+    /// server error, role. An admitted request has consumed its units whatever happens next.
+    pub fn gate(
+        &mut self,
+        now: DateTime<Utc>,
+        bearer: Option<&str>,
+        endpoint: Endpoint,
+    ) -> Result<String, Refusal> {
+        let Some(bearer) = bearer else {
+            return Err(Refusal::Unauthorized {
+                client: None,
+                token_presented: false,
+            });
+        };
+        let Some(token) = self.tokens.get(bearer) else {
+            return Err(Refusal::Unauthorized {
+                client: None,
+                token_presented: true,
+            });
+        };
+        let client = token.client_id.clone();
+        let valid = !token.revoked && now < token.expires_at && self.clients.contains_key(&client);
+        self.count_request(&client, endpoint);
+        if !valid {
+            return Err(Refusal::Unauthorized {
+                client: Some(client),
+                token_presented: true,
+            });
+        }
+
+        let storming = self.storm_until.is_some_and(|until| now < until)
+            || (self.faults.storm_rate > 0.0 && self.fault_rng.random_bool(self.faults.storm_rate));
+        if storming {
+            self.client_usage(&client).throttled += 1;
+            return Err(Refusal::Throttled {
+                client,
+                retry_after_secs: self.faults.storm_retry_after_secs,
+            });
+        }
+
+        let cost = match endpoint {
+            Endpoint::ResultFile => self.limits.result_file_cost_units,
+            _ => self.limits.request_cost_units,
+        };
+        let limits = &self.limits;
+        let limiter = self.limiters.entry(client.clone()).or_insert_with(|| {
+            RateLimiter::new(
+                limits.window_secs as i64 * 1_000_000,
+                limits.window_units,
+                limits.burst_window_millis as i64 * 1000,
+                limits.burst_units,
+            )
+        });
+        if let Err(wait_micros) = limiter.try_admit(micros(now), cost) {
+            let retry_after_secs = if self.limits.retry_after {
+                wait_micros.map(|w| (w.max(1) as u64).div_ceil(1_000_000))
+            } else {
+                None
+            };
+            self.client_usage(&client).throttled += 1;
+            return Err(Refusal::Throttled {
+                client,
+                retry_after_secs,
+            });
+        }
+        let usage = self.client_usage(&client);
+        usage.units += cost;
+        *usage
+            .units_by_endpoint
+            .entry(endpoint.key().to_owned())
+            .or_default() += cost;
+
+        if self.faults.server_error_rate > 0.0
+            && self.fault_rng.random_bool(self.faults.server_error_rate)
+        {
+            let status = model::SERVER_ERROR_STATUSES[self
+                .fault_rng
+                .random_range(0..model::SERVER_ERROR_STATUSES.len())];
+            return Err(Refusal::ServerError { client, status });
+        }
+
+        let has_role = self
+            .clients
+            .get(&client)
+            .is_some_and(|c| c.roles.iter().any(|r| r == endpoint.role()));
+        if !has_role {
+            return Err(Refusal::Forbidden { client });
+        }
+        Ok(client)
+    }
+
+    /// Draws a fault with probability `rate` (no draw at all when the rate is 0, so enabling one
+    /// fault does not shift the others' sequence).
+    pub fn draw(&mut self, rate: f64) -> bool {
+        rate > 0.0 && self.fault_rng.random_bool(rate.min(1.0))
+    }
+
+    // ----- instances -----
+
+    /// Whether `instance` is still retained at `now`.
+    pub fn retained(&self, instance: &Instance, now: DateTime<Utc>) -> bool {
+        instance.finished_at.is_none_or(|end| {
+            now < end
+                + Duration::seconds(self.service.retention_secs.min(i64::MAX as u64 / 2) as i64)
+        })
+    }
+
+    /// A retained instance by id.
+    pub fn instance(&self, id: &str, now: DateTime<Utc>) -> Option<&Instance> {
+        self.instances.get(id).filter(|i| self.retained(i, now))
+    }
+
+    /// A flow by id.
+    pub fn flow(&self, id: &str) -> Option<&FlowConfig> {
+        self.flows.iter().find(|f| f.id == id)
+    }
+
+    /// Starts an instance of `flow_id` (which must exist). Returns its id; webhook jobs go to
+    /// `jobs`.
+    pub fn start_instance(
+        &mut self,
+        now: DateTime<Utc>,
+        flow_id: &str,
+        client_id: &str,
+        input: Value,
+        workflow_url: impl FnOnce(&str) -> String,
+        jobs: &mut Vec<WebhookJob>,
+    ) -> Option<String> {
+        let flow = self.flow(flow_id)?.clone();
+        let id = self.next_id();
+        let instance = Instance {
+            id: id.clone(),
+            flow_id: flow.id.clone(),
+            definition_id: flow.definition_id.clone(),
+            client_id: client_id.to_owned(),
+            status: "Running".to_owned(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            input,
+            output: None,
+            error: None,
+            activities: Vec::new(),
+            steps: flow.steps.clone(),
+            step: 0,
+            epoch: 0,
+            result_file_bytes: flow.result_file_bytes,
+            workflow_url: workflow_url(&id),
+        };
+        self.instances.insert(id.clone(), instance);
+        self.order.push(id.clone());
+        self.flow_instances
+            .entry(flow.id.clone())
+            .or_default()
+            .push(id.clone());
+        self.enter_step(&id, now, jobs);
+        Some(id)
+    }
+
+    /// Bills a start to `client`.
+    pub fn bill_start(&mut self, client: &str) {
+        let cents = self.service.start_cents;
+        let usage = self.client_usage(client);
+        usage.starts_billed += 1;
+        usage.cents_owed += cents;
+    }
+
+    fn schedule(&mut self, at: DateTime<Utc>, id: &str, epoch: u64, step: usize, outcome: Outcome) {
+        self.event_seq += 1;
+        self.events.push(Reverse(Event {
+            at,
+            seq: self.event_seq,
+            instance_id: id.to_owned(),
+            epoch,
+            step,
+            outcome,
+        }));
+    }
+
+    fn enter_step(&mut self, id: &str, at: DateTime<Utc>, jobs: &mut Vec<WebhookJob>) {
+        let activity_id = self.next_id();
+        let Some(instance) = self.instances.get_mut(id) else {
+            return;
+        };
+        instance.updated_at = at;
+        let index = instance.step;
+        let Some(step) = instance.steps.get(index).cloned() else {
+            instance.status = "Finished".to_owned();
+            instance.finished_at = Some(at);
+            instance.output = Some(output(instance));
+            return;
+        };
+        let epoch = instance.epoch;
+        let status = if matches!(step, StepConfig::User { .. }) {
+            "Suspended"
+        } else {
+            "Executing"
+        };
+        instance.activities.push(ActivityRecord {
+            id: activity_id,
+            name: step.name().to_owned(),
+            activity_type: step.activity_type().to_owned(),
+            status,
+            started_at: at,
+            completed_at: None,
+        });
+        match step {
+            StepConfig::Auto {
+                duration_secs,
+                failure_probability,
+                ..
+            } => {
+                let outcome = if failure_probability > 0.0
+                    && self.behaviour_rng.random_bool(failure_probability)
+                {
+                    Outcome::Fault
+                } else {
+                    Outcome::Complete
+                };
+                self.schedule(at + secs(duration_secs), id, epoch, index, outcome);
+            }
+            StepConfig::User {
+                behaviour,
+                timeout_secs,
+                ..
+            } => {
+                if let Some(b) = behaviour {
+                    let roll: f64 = self.behaviour_rng.random();
+                    let uniform =
+                        |rng: &mut StdRng, [min, max]: [u64; 2]| rng.random_range(min..=max);
+                    if roll < b.complete_probability {
+                        let delay = uniform(&mut self.behaviour_rng, b.complete_after_secs);
+                        self.schedule(at + secs(delay), id, epoch, index, Outcome::Complete);
+                    } else if roll < b.complete_probability + b.dawdle_probability {
+                        let delay = uniform(&mut self.behaviour_rng, b.dawdle_after_secs);
+                        self.schedule(at + secs(delay), id, epoch, index, Outcome::Complete);
+                    } else if roll
+                        < b.complete_probability + b.dawdle_probability + b.abandon_probability
+                    {
+                        let at = at + secs(b.abandon_timeout_secs);
+                        self.schedule(at, id, epoch, index, Outcome::Fault);
+                    }
+                }
+                if let Some(timeout) = timeout_secs {
+                    self.schedule(at + secs(timeout), id, epoch, index, Outcome::Fault);
+                }
+            }
+            StepConfig::HttpRequest {
+                url,
+                headers,
+                body_template,
+                hmac_secret,
+                ..
+            } => {
+                let render = |text: &str| {
+                    text.replace("{{instanceId}}", &instance.id)
+                        .replace("{{flowId}}", &instance.flow_id)
+                        .replace("{{definitionId}}", &instance.definition_id)
+                        .replace("{{clientId}}", &instance.client_id)
+                };
+                let job = WebhookJob {
+                    instance_id: id.to_owned(),
+                    epoch,
+                    step: index,
+                    url: url.or_else(|| self.webhook_url.clone()),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), render(v)))
+                        .collect(),
+                    body: render(&body_template),
+                    hmac_secret,
+                    seq: self.event_seq,
+                };
+                self.event_seq += 1;
+                jobs.push(job);
+            }
+        }
+    }
+
+    /// Whether `step` of instance `id` at `epoch` is still the one running.
+    fn is_current(&self, id: &str, epoch: u64, step: usize) -> bool {
+        self.instances.get(id).is_some_and(|i| {
+            i.epoch == epoch
+                && i.step == step
+                && i.status == "Running"
+                && i.activities
+                    .get(step)
+                    .is_some_and(|a| a.completed_at.is_none())
+        })
+    }
+
+    fn complete_step(&mut self, id: &str, at: DateTime<Utc>, jobs: &mut Vec<WebhookJob>) {
+        let Some(instance) = self.instances.get_mut(id) else {
+            return;
+        };
+        if let Some(activity) = instance.activities.get_mut(instance.step) {
+            activity.status = "Completed";
+            activity.completed_at = Some(at);
+        }
+        instance.step += 1;
+        self.enter_step(id, at, jobs);
+    }
+
+    fn fault(&mut self, id: &str, at: DateTime<Utc>) {
+        let Some(instance) = self.instances.get_mut(id) else {
+            return;
+        };
+        if let Some(activity) = instance.activities.get_mut(instance.step) {
+            activity.status = "Faulted";
+            activity.completed_at = Some(at);
+        }
+        instance.status = "Faulted".to_owned();
+        instance.error = Some(json!({ "message": model::EXECUTION_ERROR_MESSAGE }));
+        instance.finished_at = Some(at);
+        instance.updated_at = at;
+    }
+
+    /// Runs every event due at or before `now`, each at its own time; returns webhook jobs.
+    pub fn process_due(&mut self, now: DateTime<Utc>) -> Vec<WebhookJob> {
+        let mut jobs = Vec::new();
+        while let Some(Reverse(event)) = self.events.peek() {
+            if event.at > now {
+                break;
+            }
+            let Some(Reverse(event)) = self.events.pop() else {
+                break;
+            };
+            if !self.is_current(&event.instance_id, event.epoch, event.step) {
+                continue;
+            }
+            match event.outcome {
+                Outcome::Complete => self.complete_step(&event.instance_id, event.at, &mut jobs),
+                Outcome::Fault => self.fault(&event.instance_id, event.at),
+            }
+        }
+        jobs
+    }
+
+    /// When the next scheduled event is due.
+    pub fn next_due(&self) -> Option<DateTime<Utc>> {
+        self.events.peek().map(|Reverse(e)| e.at)
+    }
+
+    /// Completes the HTTP request step after its webhook was sent (or dropped).
+    pub fn webhook_step_done(&mut self, job: &WebhookJob, now: DateTime<Utc>) -> Vec<WebhookJob> {
+        let mut jobs = Vec::new();
+        if self.is_current(&job.instance_id, job.epoch, job.step) {
+            self.complete_step(&job.instance_id, now, &mut jobs);
+        }
+        jobs
+    }
+
+    /// Completes or abandons the user step instance `id` is waiting at.
+    pub fn user_step(
+        &mut self,
+        id: &str,
+        action: UserStepAction,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<WebhookJob>, UserStepError> {
+        let instance = self.instance(id, now).ok_or(UserStepError::NotFound)?;
+        let waiting = instance.status == "Running"
+            && matches!(
+                instance.steps.get(instance.step),
+                Some(StepConfig::User { .. })
+            )
+            && instance
+                .activities
+                .get(instance.step)
+                .is_some_and(|a| a.status == "Suspended");
+        if !waiting {
+            return Err(UserStepError::NotWaiting);
+        }
+        let mut jobs = Vec::new();
+        match action {
+            UserStepAction::Complete => self.complete_step(id, now, &mut jobs),
+            UserStepAction::Abandon => self.fault(id, now),
+        }
+        Ok(jobs)
+    }
+
+    /// Forces the status of instance `id` (any string). The instance's lifecycle stops there; a
+    /// terminal status (`Finished`, `Faulted`, `Cancelled`) sets its end time, and `Finished` makes
+    /// its result file available.
+    pub fn set_status(&mut self, id: &str, status: &str, now: DateTime<Utc>) -> bool {
+        let Some(instance) = self.instances.get_mut(id) else {
+            return false;
+        };
+        instance.epoch += 1;
+        instance.status = status.to_owned();
+        instance.updated_at = now;
+        match status {
+            "Finished" | "Faulted" | "Cancelled" => {
+                instance.finished_at.get_or_insert(now);
+            }
+            _ => instance.finished_at = None,
+        }
+        match status {
+            "Finished" => {
+                instance.error = None;
+                if instance.output.is_none() {
+                    instance.output = Some(output(instance));
+                }
+            }
+            "Faulted" => {
+                instance.error = Some(json!({ "message": model::EXECUTION_ERROR_MESSAGE }));
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The admin view of an instance.
+    pub fn admin_instance(&self, instance: &Instance, now: DateTime<Utc>) -> AdminInstance {
+        let deleted_at = (!self.retained(instance, now)).then(|| {
+            instance.finished_at.unwrap_or(now)
+                + Duration::seconds(self.service.retention_secs.min(i64::MAX as u64 / 2) as i64)
+        });
+        AdminInstance {
+            id: instance.id.clone(),
+            flow_id: instance.flow_id.clone(),
+            definition_id: instance.definition_id.clone(),
+            client_id: instance.client_id.clone(),
+            status: instance.status.clone(),
+            input: instance.input.clone(),
+            output: instance.output.clone(),
+            error: instance.error.clone(),
+            created_at: instance.created_at,
+            updated_at: instance.updated_at,
+            finished_at: instance.finished_at,
+            deleted_at,
+            result_file_bytes: instance.result_file_bytes,
+            activities: instance
+                .activities
+                .iter()
+                .map(|a| AdminActivity {
+                    name: a.name.clone(),
+                    activity_type: a.activity_type.clone(),
+                    status: a.status.to_owned(),
+                    started_at: a.started_at,
+                    completed_at: a.completed_at,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::seconds(s.min(i64::MAX as u64 / 2_000_000) as i64)
+}
+
+fn output(instance: &Instance) -> Value {
+    json!({
+        "outcome": "Approved",
+        "resultFile": { "sizeBytes": instance.result_file_bytes, "contentType": "application/zip" },
+    })
+}
