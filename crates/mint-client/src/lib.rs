@@ -1,1 +1,88 @@
-//! Placeholder.
+//! A typed async client for the Signicat Mint API for which every failure in the field guide is a
+//! handled case.
+//!
+//! * **Tokens**: OAuth client credentials, cached, renewed ahead of the server's `expires_in` by one
+//!   task at a time; a `401` renews once and retries once ([`MintClient::token_lifetime`]).
+//! * **Typed ids and models**: [`FlowId`], [`DefinitionId`], [`InstanceId`]; models ignore unknown
+//!   fields and keep unknown enum values. A definition id passed as a flow id is recognised
+//!   ([`Error::DefinitionIdAsFlowId`]).
+//! * **Roles**: a `403` names the missing role, the call and the fix ([`Error::MissingRole`]).
+//! * **Budget**: every request waits for weighted units (result file = 5) from a [`Budget`], by
+//!   [`Priority`]; a `429` slows everyone down.
+//! * **Retries**: backoff with full jitter, `Retry-After`, a retry quota; a start is never blindly
+//!   retried once it may have reached the server ([`Error::Ambiguous`]).
+//! * **Streams** over both list endpoints, [`MintClient::instance_progress`], and streaming
+//!   downloads with SHA-256, stall detection, restart or resume ([`MintClient::download_result_to_path`]).
+//! * **Tracing**: one `mint.request` span per request (method, path template, status, units,
+//!   attempt, latency, trace id); tokens and secrets are never logged.
+//!
+//! # Example
+//!
+//! Against the in-process simulator (the same code works against `https://api.signicat.com/mint`):
+//!
+//! ```
+//! use futures::TryStreamExt;
+//! use mint_client::{DownloadOptions, FlowId, ListFlows, MintClient, MintConfig, Progress, StartInstance};
+//! use secrecy::SecretString;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sim = mint_sim::Simulator::builder().start().await?;
+//! let cfg = MintConfig::new(sim.base_url(), sim.token_url(), "demo", SecretString::from("demo-secret"))
+//!     .environment("sandbox");
+//! let client = MintClient::new(cfg)?;
+//!
+//! let flows: Vec<_> = client.flows(ListFlows::default()).try_collect().await?;
+//! assert!(flows.iter().any(|f| f.id.as_str() == "flow-kyc-basic"));
+//!
+//! let flow = FlowId::new("flow-kyc-basic")?;
+//! let started = client.start_instance(&flow, &StartInstance::default()).await?;
+//! let id = started.instance.id;
+//! assert!(matches!(client.instance_progress(&id).await?, Progress::WaitingForUser { .. }));
+//!
+//! sim.admin().user_step(id.as_str(), mint_sim::UserStepAction::Complete).await?;
+//! # for _ in 0..200 {
+//! #     if matches!(client.instance_progress(&id).await?, Progress::Finished { .. }) { break; }
+//! #     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//! # }
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("result.zip");
+//! let download = client.download_result_to_path(&id, &path, &DownloadOptions::default()).await?;
+//! println!("{} bytes, sha256 {}", download.bytes, download.sha256);
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod budget;
+mod client;
+mod config;
+mod download;
+mod error;
+mod ids;
+mod model;
+mod retry;
+mod token;
+
+pub use budget::{
+    AdaptiveConfig, BoxFuture, Budget, BudgetConfig, BudgetError, BudgetSnapshot, LocalBudget,
+    Priority, Refusal, WindowBudget,
+};
+pub use client::MintClient;
+pub use config::{
+    ClientAuth, DEFAULT_API_BASE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, MintConfig, Timeouts,
+    TokenRenewal,
+};
+pub use download::{Download, DownloadOptions, DownloadProgress, ProgressFn, RestartableWrite};
+pub use error::{
+    AuthErrorKind, BoxError, DownloadErrorKind, Error, InvalidParam, NoAnswerReason, NotSentReason,
+    Operation, Role,
+};
+pub use ids::{DefinitionId, FlowId, ID_LENGTH_MAX_BYTES, InstanceId, InvalidId};
+pub use model::{
+    Activity, ActivityStatus, ActivityType, Flow, Instance, InstanceError, InstanceStatus,
+    ListFlows, OrderBy, PAGE_LIMIT_MAX, Page, Progress, SortBy, StartInstance, StartedInstance,
+};
+pub use retry::{RetryConfig, RetryPermit, RetryQuota, backoff_delay, parse_retry_after};
+pub use secrecy::SecretString;
+pub use token::{TokenInfo, renew_after};
