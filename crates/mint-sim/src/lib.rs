@@ -49,7 +49,7 @@ mod api;
 mod app;
 mod auth;
 pub mod bench;
-pub mod clock;
+mod clock;
 pub mod config;
 pub mod limiter;
 pub mod model;
