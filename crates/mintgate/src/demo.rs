@@ -152,8 +152,6 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: Pat
         webhook: WebhookConfig {
             auth: WebhookAuth::Hmac,
             secret: Some(SecretString::from(WEBHOOK_SECRET)),
-            // Simulated time runs fast: a delayed webhook is minutes old in simulated time.
-            tolerance: Duration::from_secs(6 * 3600),
             ..WebhookConfig::default()
         },
         // Pipeline durations are in the service clock's (simulated) time, which runs `scale` times

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod flow_cache;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod pipeline;
 pub mod store;
 pub mod telemetry;

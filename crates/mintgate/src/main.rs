@@ -31,6 +31,8 @@ enum Command {
     /// Benchmarks that hold the speed and memory goals.
     #[command(subcommand)]
     Bench(mintgate::bench::BenchCommand),
+    #[command(flatten)]
+    Ops(mintgate::ops::OpsCommand),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,14 @@ fn main() -> ExitCode {
             Command::Serve => serve(cli.config).await,
             Command::Demo(args) => mintgate::demo::run(args).await.map_err(internal),
             Command::Bench(command) => mintgate::bench::run(command).await.map_err(internal),
+            Command::Ops(command) => match mintgate::ops::run(command, cli.config.as_deref()).await
+            {
+                0 => Ok(()),
+                code => Err(Failure {
+                    code,
+                    error: anyhow::anyhow!("the command failed (see above)"),
+                }),
+            },
         }
     });
     match result {

@@ -56,6 +56,8 @@ impl Default for Setup {
 }
 
 pub struct TestApp {
+    /// Held so the simulator lives as long as the test.
+    #[allow(dead_code)]
     pub sim: Simulator,
     pub admin: AdminClient,
     pub app: Option<Application>,
@@ -63,6 +65,8 @@ pub struct TestApp {
     pub clock: Clock,
     pub config: Config,
     pub http: reqwest::Client,
+    /// Held so the temporary database and archive live as long as the test.
+    #[allow(dead_code)]
     pub dir: TempDir,
     background_workers: bool,
 }
