@@ -71,13 +71,30 @@ pub fn mint_client(
     clock: &Clock,
     tune: Option<fn(MintConfig) -> MintConfig>,
 ) -> anyhow::Result<MintClient> {
+    // Mint's limits are per minute and per second of Mint's time; a faster clock (the demo) runs
+    // every such duration faster too.
+    let defaults = BudgetConfig::default();
+    let adaptive = mint_client::AdaptiveConfig {
+        default_pause: clock.real(defaults.adaptive.default_pause),
+        recovery_interval: clock.real(defaults.adaptive.recovery_interval),
+        ceiling_memory: clock.real(defaults.adaptive.ceiling_memory),
+        ..defaults.adaptive.clone()
+    };
     let budget = BudgetConfig {
         // 10 % under the API client's limit: see BudgetConfig's documentation.
         limit_units: profile.budget_units_per_minute * 9 / 10,
         window: clock.real(Duration::from_secs(60)),
         burst_units: (profile.budget_burst_units * 9 / 10).max(5),
         burst_window: clock.real(Duration::from_secs(1)),
-        ..BudgetConfig::default()
+        adaptive,
+        ..defaults
+    };
+    let retry_defaults = mint_client::RetryConfig::default();
+    let retry = mint_client::RetryConfig {
+        base_delay: clock.real(retry_defaults.base_delay),
+        max_delay: clock.real(retry_defaults.max_delay),
+        retry_after_max: clock.real(retry_defaults.retry_after_max),
+        ..retry_defaults
     };
     let config = MintConfig::new(
         profile.api_base.as_str(),
@@ -86,7 +103,8 @@ pub fn mint_client(
         profile.client_secret.clone(),
     )
     .environment(name)
-    .budget(budget);
+    .budget(budget)
+    .retry(retry);
     let config = match tune {
         Some(tune) => tune(config),
         None => config,

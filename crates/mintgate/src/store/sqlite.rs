@@ -371,7 +371,7 @@ async fn record_webhook_in(
         return Ok(WebhookRecorded::Duplicate);
     }
     let outcome = match (execution_id, state) {
-        (Some(id), Some(state)) if matches!(state, ExecutionState::Running) => {
+        (Some(id), Some(ExecutionState::Running)) => {
             insert_job(
                 tx,
                 &NewJob {
