@@ -143,9 +143,9 @@ impl Meter {
             let _ = std::io::stderr().flush();
             state.drawn = true;
         } else {
-            let due = state
-                .last_line
-                .is_none_or(|at| at.elapsed() >= PLAIN_LINE_INTERVAL);
+            // The first line only after an interval: a quick download shows just its last line.
+            let since = state.last_line.map_or(elapsed, |at| at.elapsed());
+            let due = since >= PLAIN_LINE_INTERVAL;
             let complete = progress.total.is_some_and(|t| progress.bytes >= t);
             if due && !complete {
                 eprintln!("{}", plain_line(progress, elapsed));

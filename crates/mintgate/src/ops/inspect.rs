@@ -88,7 +88,11 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
         .get(&execution.environment)
         .map_or(50, |p| p.price_cents);
     let cost_cents = execution.billed_count * i64::from(price_cents);
-    let checks: Vec<&Event> = events.iter().filter(|e| e.kind == "checked").collect();
+    // Every check of the instance's state in Mint records how it came about (`via`).
+    let checks: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.detail.get("via").is_some())
+        .collect();
     let download_jobs: Vec<_> = jobs
         .iter()
         .filter(|j| j.kind == JobKind::Download)
@@ -114,7 +118,7 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
     );
     let polls_by_poller = checks.iter().filter(|e| e.detail["via"] == "poll").count();
     println!(
-        "checks: {} ({} by the poller, {} brought forward by a webhook)",
+        "checks in Mint: {} ({} by the poller, {} brought forward by a webhook)",
         checks.len(),
         polls_by_poller,
         checks.len() - polls_by_poller
@@ -270,9 +274,9 @@ fn describe_event(event: &Event) -> String {
                 Some("processing") => format!("processing{step}"),
                 _ => "running".to_owned(),
             };
-            format!("checked ({}): {what}", via(d))
+            format!("checked {}: {what}", via(d))
         }
-        "finished" => format!("finished in Mint (seen by {})", via(d)),
+        "finished" => format!("finished in Mint (seen {})", via(d)),
         "archived" => format!(
             "archived ({}): {}",
             text(&d["how"]).unwrap_or("downloaded"),
@@ -295,7 +299,7 @@ fn describe_event(event: &Event) -> String {
 fn via(detail: &Value) -> &'static str {
     match text(&detail["via"]) {
         Some("webhook") => "after a webhook",
-        _ => "the poller",
+        _ => "by the poller",
     }
 }
 

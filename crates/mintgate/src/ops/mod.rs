@@ -135,9 +135,22 @@ fn pick_profile<'a>(config: &'a Config, env: &EnvArg) -> CliResult<(String, &'a 
 
 /// A Mint client for a profile, on the system clock.
 fn client_for(name: &str, profile: &MintProfile) -> CliResult<MintClient> {
-    crate::app::mint_client(name, profile, &crate::clock::Clock::system(), None)
-        .map_err(|e| CliError::user(format!("{e:#}")))
+    crate::app::mint_client(
+        name,
+        profile,
+        &crate::clock::Clock::system(),
+        Some(|mut config| {
+            // An operator waits at a prompt: give up (and say so) rather than wait minutes for
+            // budget units another process of the same API client is spending.
+            config.budget.max_wait = Some(BUDGET_WAIT_MAX);
+            config
+        }),
+    )
+    .map_err(|e| CliError::user(format!("{e:#}")))
 }
+
+/// The longest an operator command waits for budget units.
+const BUDGET_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The time commands compare against: the wall clock, or `--now` (hidden; tests and reproducing a
 /// past report).

@@ -205,6 +205,16 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
+/// How long ago something happened: "12 min ago"; "just now" for a time a little ahead of this
+/// machine's clock (Mint's clock and ours are never quite the same).
+pub fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if at > now {
+        "just now".to_owned()
+    } else {
+        format!("{} ago", human_span(now - at))
+    }
+}
+
 /// Cents as dollars: "$0.50".
 pub fn dollars(cents: i64) -> String {
     format!("${}.{:02}", cents / 100, cents % 100)

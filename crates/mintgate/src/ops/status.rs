@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use mint_client::{Activity, ActivityStatus, Error as MintError, Instance, InstanceId, Progress};
 use serde_json::json;
 
-use super::output::{CliError, CliResult, Table, print_json, relative, timestamp_relative};
+use super::output::{CliError, CliResult, Table, ago, print_json, timestamp};
 use crate::api::human_span;
 
 /// Mint deletes an instance and its result file this long after the instance ended.
@@ -85,7 +85,7 @@ pub async fn run(args: StatusArgs, config_path: Option<&Path>) -> CliResult {
     println!("instance {}{flow} in {name}", instance.id);
     println!("{summary}");
     if let Some(created) = instance.created_at {
-        println!("started {}", timestamp_relative(created, now));
+        println!("started {} ({})", timestamp(created), ago(created, now));
     }
     if !activities.is_empty() {
         println!();
@@ -97,11 +97,11 @@ pub async fn run(args: StatusArgs, config_path: Option<&Path>) -> CliResult {
                 activity_state(&activity.status),
                 activity
                     .started_at
-                    .map(|at| relative(at, now))
+                    .map(|at| ago(at, now))
                     .unwrap_or_default(),
                 activity
                     .completed_at
-                    .map(|at| relative(at, now))
+                    .map(|at| ago(at, now))
                     .unwrap_or_default(),
             ]);
         }
@@ -138,7 +138,7 @@ pub fn describe(instance: &Instance, activities: &[Activity], now: DateTime<Utc>
     let ended = |verb: &str| {
         let when = instance
             .finished_at
-            .map(|at| format!(" {}", relative(at, now)))
+            .map(|at| format!(" {}", ago(at, now)))
             .unwrap_or_default();
         let deletion = match deletion_at(instance) {
             Some(deadline) if deadline > now => {

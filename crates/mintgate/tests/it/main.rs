@@ -2,6 +2,7 @@
 //! simulator's ground truth.
 
 mod api;
+mod cli;
 mod helpers;
 mod pipeline;
 mod webhooks;
