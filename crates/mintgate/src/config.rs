@@ -619,6 +619,37 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_variable_is_not_read_as_a_key() {
+        let config = Config::load_from(
+            None,
+            &env(&[
+                ("MINTGATE_CONFIG", "/etc/mintgate.toml"),
+                ("MINT_CLIENT_ID", "demo"),
+                ("MINT_CLIENT_SECRET", "demo-secret"),
+                ("MINTGATE_WEBHOOK__SECRET", SECRET),
+                ("MINTGATE_SERVICE__URL", "https://mintgate.internal:8443"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.service.url.as_ref().map(Url::as_str),
+            Some("https://mintgate.internal:8443/")
+        );
+    }
+
+    #[test]
+    fn operator_commands_can_load_what_the_service_would_refuse() {
+        let vars = env(&[("MINT_CLIENT_ID", "demo"), ("MINT_CLIENT_SECRET", "s")]);
+        assert!(Config::load_from(None, &vars).is_err(), "no webhook secret");
+        let config = Config::load_unchecked_from(None, &vars).unwrap();
+        config
+            .profile("sandbox")
+            .unwrap()
+            .validate("sandbox")
+            .unwrap();
+    }
+
+    #[test]
     fn unauthenticated_webhooks_need_an_explicit_opt_in() {
         let error = Config::load_from(
             None,
