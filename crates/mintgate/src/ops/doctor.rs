@@ -250,7 +250,7 @@ async fn check_environment(config: &Config, name: &str) -> EnvReport {
                 "tokenType": info.token_type,
                 "scope": info.scope,
             }));
-            let summary = format!("ok ({lifetime} s)");
+            let summary = format!("ok, lifetime {lifetime} s");
             let check = if lifetime < 60 {
                 Check::new("token", Status::Warning, summary).message(format!(
                     "Mint gives this API client tokens of only {lifetime} s; every call renews often"

@@ -202,6 +202,14 @@ async fn starts_billed(sim: &Simulator) -> u64 {
 #[tokio::test]
 async fn doctor_passes_for_the_client_with_every_role_and_starts_nothing() {
     let sim = simulator().await;
+    // The lifetime shown is the one Mint gave, not a default.
+    let mut demo = ClientConfig::new(
+        "demo",
+        "demo-secret",
+        &["Flow Viewer", "Flow Editor", "Flow Instance Download"],
+    );
+    demo.token_lifetime_secs = 900;
+    sim.admin().put_client(demo).await.unwrap();
     let files = Files::new(&format!(
         "{SERVICE_TOML}{}",
         profile(&sim, "sandbox", "demo", "demo-secret")
