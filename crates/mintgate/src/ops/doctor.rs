@@ -10,6 +10,7 @@ use std::path::Path;
 use mint_client::{
     DownloadOptions, Error as MintError, FlowId, InstanceId, MintClient, Role, StartInstance,
 };
+use secrecy::ExposeSecret as _;
 use serde_json::json;
 
 use super::output::{CliError, CliResult, EXIT_OK, EXIT_REMOTE, EXIT_USER, Table, print_json};
@@ -213,7 +214,10 @@ async fn check_environment(config: &Config, name: &str) -> EnvReport {
         Err(error) => {
             let text = format!("{error:#}");
             // A secret with stray whitespace still gets a token attempt: Mint's answer shows it.
-            usable = text.contains("whitespace");
+            let secret = profile.client_secret.expose_secret();
+            usable = !profile.client_id.trim().is_empty()
+                && !secret.trim().is_empty()
+                && secret.trim() != secret;
             report.checks.push(
                 Check::new("configuration", Status::Problem, "PROBLEM")
                     .message(text)
