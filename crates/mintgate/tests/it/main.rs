@@ -2,6 +2,7 @@
 //! simulator's ground truth.
 
 mod api;
+mod cli;
 mod demo;
 mod helpers;
 mod pipeline;
