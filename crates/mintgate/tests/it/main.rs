@@ -3,5 +3,6 @@
 
 mod api;
 mod helpers;
+mod monitoring;
 mod pipeline;
 mod webhooks;
