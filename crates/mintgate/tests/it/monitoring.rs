@@ -642,3 +642,32 @@ async fn logs_are_json_with_job_ids_and_no_secret_reaches_logs_or_metrics() {
     }
     assert!(holds_sim_token(&format!("sim.{}", "ab".repeat(24))));
 }
+
+#[test]
+fn every_metric_the_alerts_and_the_dashboard_read_is_defined_in_the_metrics_module() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let defined = std::fs::read_to_string(root.join("crates/mintgate/src/metrics.rs")).unwrap();
+    for file in ["monitoring/alerts.yml", "monitoring/grafana-dashboard.json"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut names = 0;
+        for (i, _) in text.match_indices("mintgate_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            if base == "mintgate" {
+                continue;
+            }
+            names += 1;
+            assert!(
+                defined.contains(&format!("\"{base}\"")),
+                "{file} reads {name}, which src/metrics.rs does not define"
+            );
+        }
+        assert!(names > 10, "{file}");
+    }
+}
