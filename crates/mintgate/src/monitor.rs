@@ -388,7 +388,7 @@ pub fn render(s: &Snapshot) -> String {
     );
 
     // Budget.
-    h.push_str("<section id=\"budget\"><h2>Mint API budget</h2><table><tr><th>environment</th><th>units left</th><th>limit/min</th><th>waiting</th><th>429s</th><th>retry quota</th><th>token expires in</th></tr>");
+    h.push_str("<section id=\"budget\" class=\"wide\"><h2>Mint API budget</h2><table><tr><th>environment</th><th>units left</th><th>limit/min</th><th>waiting</th><th>429s</th><th>retry quota</th><th>token expires in</th></tr>");
     for c in &s.clients {
         let b = &c.budget;
         let class = if b.remaining_units == 0 { "bad" } else { "ok" };

@@ -2,6 +2,7 @@
 //! figures; none is a test (timings never decide whether a test passes).
 
 pub mod download;
+pub mod quota;
 pub mod sim;
 
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// API units per archived execution: webhooks + fallback poller vs polling every 30 s and 2 s.
+    Quota(quota::QuotaArgs),
 }
 
 /// Parses sizes such as `5MiB`, `2GiB`, `1000`.
@@ -58,6 +61,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let dir = dir.unwrap_or_else(|| temp.path().to_path_buf());
             download::run(size, &dir).await
         }
+        BenchCommand::Quota(args) => quota::run(args).await,
     }
 }
 

@@ -460,7 +460,7 @@ async fn the_hard_cap_holds_new_starts_in_the_queue_and_releases_them_when_raise
 
 /// Headless Chromium's DOM of `url`, or `None` (with the reason printed) when Chromium is not
 /// installed outside CI.
-async fn chromium_dom(url: String) -> Option<String> {
+async fn chromium_dom(url: String, screenshot: Option<std::path::PathBuf>) -> Option<String> {
     let binary = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
         .find(|b| {
@@ -492,9 +492,15 @@ async fn chromium_dom(url: String) -> Option<String> {
                 "--disable-component-update",
                 "--disable-sync",
                 &format!("--user-data-dir={}", profile.path().display()),
-                "--dump-dom",
-                &url,
             ])
+            .args(match &screenshot {
+                Some(path) => vec![
+                    format!("--screenshot={}", path.display()),
+                    "--window-size=1200,900".to_owned(),
+                ],
+                None => vec!["--dump-dom".to_owned()],
+            })
+            .arg(&url)
             .output()
             .unwrap()
     })
@@ -527,9 +533,13 @@ async fn the_status_page_renders_in_headless_chromium() {
             .unwrap()
             .starts_with("text/html")
     );
-    let Some(dom) = chromium_dom(app.url("/")).await else {
+    let Some(dom) = chromium_dom(app.url("/"), None).await else {
         return;
     };
+    // For a person to look at: MINTGATE_STATUS_SCREENSHOT=/tmp/status.png cargo test … status_page
+    if let Some(path) = std::env::var_os("MINTGATE_STATUS_SCREENSHOT") {
+        chromium_dom(app.url("/"), Some(std::path::PathBuf::from(path))).await;
+    }
     assert!(dom.contains("<h1>mintgate status</h1>"), "{dom}");
     assert!(dom.contains("id=\"state-running\">1<"), "{dom}");
     assert!(dom.contains("id=\"state-failed\">1<"), "{dom}");
