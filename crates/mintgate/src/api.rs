@@ -39,6 +39,7 @@ pub struct ApiState {
     pub wake: Arc<Notify>,
     pub clients: crate::pipeline::Clients,
     pub flow_cache: Arc<crate::flow_cache::FlowCache>,
+    pub ingest: crate::ingest::Ingest,
     pub workers_alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -445,8 +446,8 @@ async fn receive_webhook(
         execution_id: None,
     };
     let recorded = state
-        .store
-        .record_webhook(record, now + delta(state.webhook_settle))
+        .ingest
+        .record(record, now + delta(state.webhook_settle))
         .await
         .map_err(ApiError::internal)?;
     crate::metrics::webhook_received(match recorded {

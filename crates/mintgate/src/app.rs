@@ -177,6 +177,7 @@ impl Application {
         };
         let workers_alive = Arc::new(AtomicBool::new(false));
         let state = ApiState {
+            ingest: crate::ingest::Ingest::start(store.clone()),
             store,
             clock: options.clock.clone(),
             verifier: Verifier::new(&config.webhook),

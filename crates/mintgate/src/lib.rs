@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod flow_cache;
+pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod monitor;

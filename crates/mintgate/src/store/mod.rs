@@ -251,6 +251,19 @@ pub trait Store: Send + Sync + 'static {
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded>;
 
+    /// Records several webhooks; a store may commit them together (one fsync for all). The
+    /// default records them one by one.
+    async fn record_webhooks(
+        &self,
+        batch: Vec<(WebhookRecord, DateTime<Utc>)>,
+    ) -> anyhow::Result<Vec<WebhookRecorded>> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (record, check_at) in batch {
+            outcomes.push(self.record_webhook(record, check_at).await?);
+        }
+        Ok(outcomes)
+    }
+
     async fn webhooks_for(&self, instance_id: &str) -> anyhow::Result<Vec<WebhookRecord>>;
 
     async fn events_for(&self, execution_id: Uuid) -> anyhow::Result<Vec<Event>>;

@@ -350,6 +350,79 @@ fn push_error(errors_json: &str, at: DateTime<Utc>, error: &str) -> String {
     serde_json::to_string(&errors).unwrap_or_else(|_| "[]".to_owned())
 }
 
+async fn record_webhook_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    record: WebhookRecord,
+    check_at: DateTime<Utc>,
+) -> anyhow::Result<WebhookRecorded> {
+    let execution = sqlx::query("SELECT id, state FROM executions WHERE instance_id = ?1")
+        .bind(&record.instance_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .context("matching a webhook")?;
+    let (execution_id, state) = match execution {
+        Some(row) => (
+            Some(uuid(&row.try_get::<String, _>("id")?)?),
+            ExecutionState::parse(&row.try_get::<String, _>("state")?),
+        ),
+        None => (None, None),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO webhooks (id, received_at, instance_id, claimed_status, authentic, body_sha256, execution_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (body_sha256) DO NOTHING",
+    )
+    .bind(record.id.to_string())
+    .bind(ms(record.received_at))
+    .bind(&record.instance_id)
+    .bind(record.claimed_status.as_deref())
+    .bind(i64::from(record.authentic))
+    .bind(&record.body_sha256)
+    .bind(execution_id.map(|id| id.to_string()))
+    .execute(&mut **tx)
+    .await
+    .context("recording a webhook")?;
+    if inserted.rows_affected() == 0 {
+        return Ok(WebhookRecorded::Duplicate);
+    }
+    let outcome = match (execution_id, state) {
+        (Some(id), Some(ExecutionState::Running)) => {
+            insert_job(
+                tx,
+                &NewJob {
+                    execution_id: id,
+                    kind: JobKind::Check,
+                    run_at: check_at,
+                    priority: JobPriority::Webhook,
+                },
+                record.received_at,
+            )
+            .await?;
+            insert_event(
+                tx,
+                id,
+                record.received_at,
+                "webhook",
+                &serde_json::json!({"claimedStatus": record.claimed_status, "authentic": record.authentic}),
+            )
+            .await?;
+            WebhookRecorded::Matched
+        }
+        (Some(id), _) => {
+            insert_event(
+                tx,
+                id,
+                record.received_at,
+                "webhook",
+                &serde_json::json!({"claimedStatus": record.claimed_status, "authentic": record.authentic, "ignored": "not running"}),
+            )
+            .await?;
+            WebhookRecorded::Unmatched
+        }
+        _ => WebhookRecorded::Unmatched,
+    };
+    Ok(outcome)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_execution(&self, new: NewExecution) -> anyhow::Result<Created> {
@@ -674,74 +747,23 @@ impl Store for SqliteStore {
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded> {
         let mut tx = self.write().await?;
-        let execution = sqlx::query("SELECT id, state FROM executions WHERE instance_id = ?1")
-            .bind(&record.instance_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("matching a webhook")?;
-        let (execution_id, state) = match execution {
-            Some(row) => (
-                Some(uuid(&row.try_get::<String, _>("id")?)?),
-                ExecutionState::parse(&row.try_get::<String, _>("state")?),
-            ),
-            None => (None, None),
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO webhooks (id, received_at, instance_id, claimed_status, authentic, body_sha256, execution_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (body_sha256) DO NOTHING",
-        )
-        .bind(record.id.to_string())
-        .bind(ms(record.received_at))
-        .bind(&record.instance_id)
-        .bind(record.claimed_status.as_deref())
-        .bind(i64::from(record.authentic))
-        .bind(&record.body_sha256)
-        .bind(execution_id.map(|id| id.to_string()))
-        .execute(&mut *tx)
-        .await
-        .context("recording a webhook")?;
-        if inserted.rows_affected() == 0 {
-            tx.commit().await?;
-            return Ok(WebhookRecorded::Duplicate);
-        }
-        let outcome = match (execution_id, state) {
-            (Some(id), Some(ExecutionState::Running)) => {
-                insert_job(
-                    &mut tx,
-                    &NewJob {
-                        execution_id: id,
-                        kind: JobKind::Check,
-                        run_at: check_at,
-                        priority: JobPriority::Webhook,
-                    },
-                    record.received_at,
-                )
-                .await?;
-                insert_event(
-                    &mut tx,
-                    id,
-                    record.received_at,
-                    "webhook",
-                    &serde_json::json!({"claimedStatus": record.claimed_status, "authentic": record.authentic}),
-                )
-                .await?;
-                WebhookRecorded::Matched
-            }
-            (Some(id), _) => {
-                insert_event(
-                    &mut tx,
-                    id,
-                    record.received_at,
-                    "webhook",
-                    &serde_json::json!({"claimedStatus": record.claimed_status, "authentic": record.authentic, "ignored": "not running"}),
-                )
-                .await?;
-                WebhookRecorded::Unmatched
-            }
-            _ => WebhookRecorded::Unmatched,
-        };
+        let outcome = record_webhook_in(&mut tx, record, check_at).await?;
         tx.commit().await.context("committing a webhook")?;
         Ok(outcome)
+    }
+
+    async fn record_webhooks(
+        &self,
+        batch: Vec<(WebhookRecord, DateTime<Utc>)>,
+    ) -> anyhow::Result<Vec<WebhookRecorded>> {
+        // Group commit: one transaction (one fsync) for every webhook that arrived meanwhile.
+        let mut tx = self.write().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (record, check_at) in batch {
+            outcomes.push(record_webhook_in(&mut tx, record, check_at).await?);
+        }
+        tx.commit().await.context("committing webhooks")?;
+        Ok(outcomes)
     }
 
     async fn webhooks_for(&self, instance_id: &str) -> anyhow::Result<Vec<WebhookRecord>> {
