@@ -24,6 +24,7 @@ use crate::model::{
     Activity, Flow, Instance, ListFlows, PAGE_LIMIT_MAX, Page, Progress, StartInstance,
     StartedInstance,
 };
+use crate::observe::ClientEvent;
 use crate::retry::{RetryPermit, RetryQuota, backoff_delay, parse_retry_after};
 use crate::token::{TokenInfo, TokenManager};
 
@@ -255,6 +256,12 @@ impl MintClient {
     /// Tokens left in the retry quota (for metrics).
     pub fn retry_quota_available(&self) -> u32 {
         self.inner.quota.available()
+    }
+
+    /// The current token's information without fetching one (`None` before the first call), for
+    /// metrics.
+    pub fn token_info(&self) -> Option<TokenInfo> {
+        self.inner.tokens.current_info()
     }
 
     /// The lifetime of the current token (fetching one if there is none), for `doctor`.
@@ -532,6 +539,26 @@ impl MintClient {
                 .attempt(req, &token.value, want)
                 .instrument(span.clone())
                 .await;
+            let (charged, status) = match &outcome {
+                Outcome::Done(Reply::Body { status, .. }) => (units, Some(*status)),
+                Outcome::Done(Reply::Stream(resp)) => (units, Some(resp.status().as_u16())),
+                Outcome::Unauthorized => (0, Some(401)),
+                Outcome::Throttled(_) => (0, Some(429)),
+                Outcome::Failed { retry, error, .. } => (
+                    if *retry == RetryClass::NotSent {
+                        0
+                    } else {
+                        units
+                    },
+                    error.status(),
+                ),
+            };
+            self.observe(ClientEvent::Request {
+                operation: op,
+                priority: self.priority,
+                units: charged,
+                status,
+            });
             let (error, class, retry_after) = match outcome {
                 Outcome::Done(reply) => {
                     self.inner.quota.on_success(permit);
@@ -562,6 +589,10 @@ impl MintClient {
                     // A 429 consumed no units, but it says we are too fast: slow down for everyone.
                     self.inner.budget.refund(units).await;
                     self.inner.budget.on_throttled(retry_after).await;
+                    self.observe(ClientEvent::Throttled {
+                        operation: op,
+                        priority: self.priority,
+                    });
                     let error = Error::RateLimited {
                         operation: op,
                         retry_after,
@@ -589,6 +620,7 @@ impl MintClient {
             }
             let timeout = matches!(class, RetryClass::Transient { timeout: true });
             let Some(p) = self.inner.quota.try_acquire(timeout) else {
+                self.observe(ClientEvent::RetryQuotaExhausted { operation: op });
                 span.in_scope(
                     || tracing::warn!(error = %error, "retry quota exhausted; not retrying"),
                 );
@@ -596,12 +628,20 @@ impl MintClient {
             };
             permit = Some(p);
             retries += 1;
+            self.observe(ClientEvent::Retry { operation: op });
             let backoff = backoff_delay(retries, retry.base_delay, retry.max_delay, rand::random());
             let delay = retry_after.unwrap_or(backoff);
             span.in_scope(
                 || tracing::warn!(error = %error, delay_ms = delay.as_millis() as u64, "retrying"),
             );
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Tells the configured observer, if any.
+    pub(crate) fn observe(&self, event: ClientEvent) {
+        if let Some(observer) = &self.inner.cfg.observer {
+            observer.observe(&event);
         }
     }
 

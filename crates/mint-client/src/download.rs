@@ -446,10 +446,19 @@ impl MintClient {
                         };
                         return Err(fail(kind, source));
                     }
+                    let stalled = matches!(kind, DownloadErrorKind::Stalled);
                     if ranges && opts.resume && written > 0 {
+                        self.observe(crate::observe::ClientEvent::DownloadInterrupted {
+                            stalled,
+                            resumed: true,
+                        });
                         resumes += 1;
                         tracing::warn!(instance_id = %id, %kind, written, "download broken; resuming with Range");
                     } else {
+                        self.observe(crate::observe::ClientEvent::DownloadInterrupted {
+                            stalled,
+                            resumed: false,
+                        });
                         restarts += 1;
                         tracing::warn!(instance_id = %id, %kind, written, "download broken; restarting from zero");
                         self.restart_sink(

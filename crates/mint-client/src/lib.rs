@@ -61,6 +61,7 @@ mod download;
 mod error;
 mod ids;
 mod model;
+mod observe;
 mod retry;
 mod token;
 
@@ -83,6 +84,7 @@ pub use model::{
     Activity, ActivityStatus, ActivityType, Flow, Instance, InstanceError, InstanceStatus,
     ListFlows, OrderBy, PAGE_LIMIT_MAX, Page, Progress, SortBy, StartInstance, StartedInstance,
 };
+pub use observe::{ClientEvent, Observer};
 pub use retry::{RetryConfig, RetryPermit, RetryQuota, backoff_delay, parse_retry_after};
 pub use secrecy::SecretString;
 pub use token::{TokenInfo, renew_after};

@@ -62,6 +62,7 @@ pub struct Application {
     workers: Option<tokio::task::JoinHandle<()>>,
     workers_alive: Arc<AtomicBool>,
     grace: Duration,
+    metrics: Arc<crate::metrics::Registry>,
 }
 
 /// Builds the Mint client of one profile, its budget windows scaled to the clock's speed.
@@ -70,6 +71,17 @@ pub fn mint_client(
     profile: &MintProfile,
     clock: &Clock,
     tune: Option<fn(MintConfig) -> MintConfig>,
+) -> anyhow::Result<MintClient> {
+    mint_client_observed(name, profile, clock, tune, None)
+}
+
+/// Like [`mint_client`], with an observer told about every request (for metrics).
+pub fn mint_client_observed(
+    name: &str,
+    profile: &MintProfile,
+    clock: &Clock,
+    tune: Option<fn(MintConfig) -> MintConfig>,
+    observer: Option<Arc<dyn mint_client::Observer>>,
 ) -> anyhow::Result<MintClient> {
     // Mint's limits are per minute and per second of Mint's time; a faster clock (the demo) runs
     // every such duration faster too.
@@ -105,6 +117,10 @@ pub fn mint_client(
     .environment(name)
     .budget(budget)
     .retry(retry);
+    let config = match observer {
+        Some(observer) => config.observer(observer),
+        None => config,
+    };
     let config = match tune {
         Some(tune) => tune(config),
         None => config,
@@ -132,13 +148,30 @@ impl Application {
         let archive: Arc<dyn Archive> = Arc::new(LocalArchive::new(PathBuf::from(
             &config.service.archive_dir,
         )));
+        let metrics = crate::metrics::Registry::new();
         let mut clients = BTreeMap::new();
         for (name, profile) in &config.mint {
+            let observer = Arc::new(crate::metrics::ClientMetrics {
+                environment: name.clone(),
+                registry: metrics.clone(),
+            });
             clients.insert(
                 name.clone(),
-                mint_client(name, profile, &options.clock, options.tune_mint)?,
+                mint_client_observed(
+                    name,
+                    profile,
+                    &options.clock,
+                    options.tune_mint,
+                    Some(observer),
+                )?,
             );
         }
+        let mut pipeline_config = config.pipeline.clone();
+        pipeline_config.price_cents = config
+            .mint
+            .iter()
+            .map(|(name, profile)| (name.clone(), profile.price_cents))
+            .collect();
         let wake = Arc::new(Notify::new());
         let clients = Clients::new(clients);
         let pipeline = Arc::new(Pipeline {
@@ -146,10 +179,20 @@ impl Application {
             clients: clients.clone(),
             archive,
             clock: options.clock.clone(),
-            config: config.pipeline.clone(),
+            config: pipeline_config.clone(),
             owner: options.owner.clone(),
             wake: wake.clone(),
+            metrics: metrics.clone(),
         });
+        let monitor = crate::monitor::MonitorState {
+            store: store.clone(),
+            clock: options.clock.clone(),
+            clients: clients.clone(),
+            registry: metrics.clone(),
+            pipeline: pipeline_config,
+            api_keys: Arc::new(config.service.api_keys.clone()),
+            wake: wake.clone(),
+        };
         let workers_alive = Arc::new(AtomicBool::new(false));
         let state = ApiState {
             ingest: crate::ingest::Ingest::start(store.clone()),
@@ -180,7 +223,15 @@ impl Application {
         };
         let address = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let router = api::router(state, config.webhook.body_bytes_max);
+        let scoped = metrics.clone();
+        let router = api::router(state, config.webhook.body_bytes_max)
+            .merge(crate::monitor::router(monitor))
+            // Every request records into this service's metrics.
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    scoped.scope(next.run(request))
+                },
+            ));
         let server_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -209,7 +260,13 @@ impl Application {
             workers,
             workers_alive,
             grace: config.service.shutdown_grace,
+            metrics,
         })
+    }
+
+    /// This service's metrics (what `/metrics` renders).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Registry> {
+        &self.metrics
     }
 
     pub fn address(&self) -> SocketAddr {

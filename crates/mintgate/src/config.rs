@@ -150,6 +150,19 @@ pub struct PipelineConfig {
     /// How long a flow listing is cached (flow ids are checked against it when requests arrive).
     #[serde(with = "humantime_serde")]
     pub flow_cache_ttl: Duration,
+    /// Month-to-date spend (all environments, cents) above which the spend alert fires; none: never.
+    pub monthly_spend_alert_cents: Option<u64>,
+    /// Month-to-date spend (cents) that new executions may not exceed: their starts are held in the
+    /// queue (never dropped) until the next month or until an operator raises the cap with
+    /// `PUT /v1/budget/cap`, whose value (kept in the database) overrides this one. None: no cap.
+    pub monthly_spend_cap_cents: Option<u64>,
+    /// How often a start held by the cap looks again.
+    #[serde(with = "humantime_serde")]
+    pub spend_cap_recheck: Duration,
+    /// Price of one execution per environment, in cents: filled from `mint.<env>.price_cents` when
+    /// the service is built (not a key of its own).
+    #[serde(skip)]
+    pub price_cents: BTreeMap<String, u32>,
 }
 
 impl Default for PipelineConfig {
@@ -166,6 +179,10 @@ impl Default for PipelineConfig {
             download_workers: 2,
             idle_wait: Duration::from_secs(1),
             flow_cache_ttl: Duration::from_secs(5 * 60),
+            monthly_spend_alert_cents: None,
+            monthly_spend_cap_cents: None,
+            spend_cap_recheck: Duration::from_secs(5 * 60),
+            price_cents: BTreeMap::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod burst;
 pub mod download;
 pub mod ingest;
+pub mod quota;
 pub mod sim;
 
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// API units per archived execution: webhooks + fallback poller vs polling every 30 s and 2 s.
+    Quota(quota::QuotaArgs),
 }
 
 /// Parses sizes such as `5MiB`, `2GiB`, `1000`.
@@ -66,6 +69,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let dir = dir.unwrap_or_else(|| temp.path().to_path_buf());
             download::run(size, &dir).await
         }
+        BenchCommand::Quota(args) => quota::run(args).await,
     }
 }
 

@@ -58,6 +58,9 @@ pub struct ExecutionPatch {
     pub start_ambiguous: Option<bool>,
     pub start_attempts_add: i64,
     pub billed_add: i64,
+    /// What the `billed_add` starts cost, in cents: recorded in the cost ledger in the same
+    /// transaction.
+    pub billed_cents: i64,
 }
 
 impl ExecutionPatch {
@@ -170,6 +173,18 @@ pub enum WebhookRecorded {
     Duplicate,
 }
 
+/// One line of the cost ledger: what one flow of one environment cost on one day.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpendRow {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub environment: String,
+    pub flow_id: String,
+    pub executions: i64,
+    pub cents: i64,
+}
+
 /// The durable state of the service. SQLite by default; PostgreSQL for several replicas.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -260,6 +275,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Is the database reachable?
     async fn ping(&self) -> anyhow::Result<()>;
+
+    /// The cost ledger of one month (`YYYY-MM`, UTC), by day, environment and flow. Ledger lines are
+    /// written by [`Store::finish_step`] when a patch has `billed_add`.
+    async fn spend(&self, month: &str) -> anyhow::Result<Vec<SpendRow>> {
+        let _ = month;
+        anyhow::bail!("this store keeps no cost ledger")
+    }
+
+    /// An operator setting (e.g. the spend cap), if set.
+    async fn setting(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let _ = key;
+        anyhow::bail!("this store keeps no settings")
+    }
+
+    /// Sets (or, with `None`, removes) an operator setting.
+    async fn set_setting(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let _ = (key, value, now);
+        anyhow::bail!("this store keeps no settings")
+    }
 }
 
 pub type SharedStore = Arc<dyn Store>;

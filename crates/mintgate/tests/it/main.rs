@@ -5,5 +5,6 @@ mod api;
 mod cli;
 mod demo;
 mod helpers;
+mod monitoring;
 mod pipeline;
 mod webhooks;
