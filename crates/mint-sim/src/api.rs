@@ -471,7 +471,7 @@ async fn start_instance(
     }
     let mut jobs = Vec::new();
     let base = app.base_url.clone();
-    let expires = now + chrono::Duration::seconds(start.workflow_url_ttl_secs as i64);
+    let expires = crate::state::later(now, start.workflow_url_ttl_secs);
     let Some(id) = st.start_instance(
         now,
         &flow_id,
@@ -723,6 +723,27 @@ struct Streaming {
     slow_rate: Option<u64>,
     started: Instant,
     done: bool,
+    written: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+/// Bytes that tell when hyper is done with them (written to the socket, or the connection gone).
+struct SignalOnDrop {
+    data: Vec<u8>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl AsRef<[u8]> for SignalOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for SignalOnDrop {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
 }
 
 /// Largest piece of a slow body, so the pace is smooth.
@@ -746,6 +767,7 @@ fn body_stream(
         slow_rate,
         started: Instant::now(),
         done: false,
+        written: None,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         if s.done {
@@ -760,7 +782,11 @@ fn body_stream(
         }
         if let Some(cut) = s.cut_at {
             if s.sent >= cut {
-                // Abort the connection: the client sees a body shorter than Content-Length.
+                // Fail only once hyper has written (and dropped) the last piece before the cut, so
+                // the client gets exactly `cut` bytes and then a connection abort.
+                if let Some(written) = s.written.take() {
+                    let _ = written.await;
+                }
                 s.done = true;
                 let error = std::io::Error::new(
                     std::io::ErrorKind::ConnectionAborted,
@@ -769,9 +795,15 @@ fn body_stream(
                 return Some((Err(error), s));
             }
             let room = cut - s.sent;
-            if (piece.len() as u64) > room {
+            if piece.len() as u64 >= room {
                 piece.truncate(room as usize);
                 s.pending = None;
+                let (done, written) = tokio::sync::oneshot::channel();
+                s.written = Some(written);
+                piece = Bytes::from_owner(SignalOnDrop {
+                    data: piece.to_vec(),
+                    done: Some(done),
+                });
             }
         }
         if let Some(rate) = s.slow_rate {

@@ -811,6 +811,25 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let config = SimConfig::from_toml_str(include_str!("../sim.example.toml")).unwrap();
+        assert_eq!(config.seed, 42);
+        assert_eq!(config.clients, SimConfig::fixture().clients);
+        assert_eq!(config.flows.len(), 2);
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.service, ServiceSettings::default());
+        assert_eq!(config.faults, Faults::default());
+        assert!(matches!(
+            &config.flows[1].steps[1],
+            StepConfig::User { behaviour: Some(b), .. } if *b == UserBehaviour::default()
+        ));
+        assert!(matches!(
+            &config.flows[0].steps[3],
+            StepConfig::HttpRequest { headers, .. } if headers["X-Webhook-Source"] == "mint-sim"
+        ));
+    }
+
+    #[test]
     fn steps_parse_from_toml() {
         let config = SimConfig::from_toml_str(
             r#"

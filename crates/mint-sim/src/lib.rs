@@ -10,8 +10,9 @@
 //! Everything runs on a controllable clock, so tests expire tokens and reach the 30-day deletion
 //! in milliseconds.
 //!
-//! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
 //! use std::time::Duration;
 //! use mint_sim::{Simulator, UserStepAction};
 //!
@@ -33,9 +34,10 @@
 //! let admin = sim.admin();
 //! admin.advance_clock(Duration::from_secs(2)).await?;          // "Prepare session" done
 //! admin.user_step(id, UserStepAction::Complete).await?;        // the end user did their part
-//! admin.advance_clock(Duration::from_secs(5)).await?;          // verification done, webhook sent
+//! admin.advance_clock(Duration::from_secs(5)).await?;          // verified; no webhook URL set
 //! let (sha256, len) = mint_sim::result_file_sha256(42, id, 5 * 1024 * 1024);
-//! # let _ = (sha256, len);
+//! assert_eq!(admin.result_sha256(id).await?, (sha256, len));
+//! assert_eq!(admin.instance(id).await?.status, "Finished");
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```
@@ -47,7 +49,7 @@ mod api;
 mod app;
 mod auth;
 pub mod bench;
-pub mod clock;
+mod clock;
 pub mod config;
 pub mod limiter;
 pub mod model;

@@ -51,8 +51,13 @@ impl SlidingLog {
 
     /// Records an admission (call only after `fits`).
     pub fn record(&mut self, now_micros: i64, cost_units: u64) {
-        self.log.push_back((now_micros, cost_units));
         self.sum_units += cost_units;
+        match self.log.back_mut() {
+            // Same instant (a frozen clock, or a burst): one entry, so the log stays short.
+            Some((at, units)) if *at == now_micros => *units += cost_units,
+            _ if cost_units == 0 => {}
+            _ => self.log.push_back((now_micros, cost_units)),
+        }
     }
 
     /// Microseconds until `cost_units` would fit; `None` if they never can (cost above the limit).

@@ -28,7 +28,7 @@ const DOS_TIME: u16 = 0;
 /// SplitMix64: a tiny generator whose output never changes between versions, so result files
 /// and ids stay reproducible from the seed forever.
 #[derive(Debug, Clone)]
-pub struct SplitMix(u64);
+pub(crate) struct SplitMix(u64);
 
 impl SplitMix {
     /// A generator from a seed.
@@ -44,7 +44,7 @@ impl SplitMix {
 }
 
 /// The SplitMix64 finaliser: a good 64-bit mixing function.
-pub fn mix64(mut z: u64) -> u64 {
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

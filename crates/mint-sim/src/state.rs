@@ -169,8 +169,8 @@ pub struct WebhookJob {
     pub epoch: u64,
     /// Index of the step.
     pub step: usize,
-    /// Where to send (none: the step sends nothing and completes).
-    pub url: Option<String>,
+    /// Where to send.
+    pub url: String,
     /// Headers (rendered).
     pub headers: BTreeMap<String, String>,
     /// Body (rendered).
@@ -304,8 +304,7 @@ impl State {
         if let Some(seed) = faults.seed {
             self.fault_rng = StdRng::seed_from_u64(seed);
         }
-        self.storm_until = (faults.storm_for_secs > 0)
-            .then(|| now + Duration::seconds(faults.storm_for_secs as i64));
+        self.storm_until = (faults.storm_for_secs > 0).then(|| later(now, faults.storm_for_secs));
         self.faults = faults;
     }
 
@@ -384,7 +383,7 @@ impl State {
             token.clone(),
             Token {
                 client_id: client_id.to_owned(),
-                expires_at: now + Duration::seconds(lifetime_secs as i64),
+                expires_at: later(now, lifetime_secs),
                 revoked: false,
             },
         );
@@ -507,10 +506,9 @@ impl State {
 
     /// Whether `instance` is still retained at `now`.
     pub fn retained(&self, instance: &Instance, now: DateTime<Utc>) -> bool {
-        instance.finished_at.is_none_or(|end| {
-            now < end
-                + Duration::seconds(self.service.retention_secs.min(i64::MAX as u64 / 2) as i64)
-        })
+        instance
+            .finished_at
+            .is_none_or(|end| now < later(end, self.service.retention_secs))
     }
 
     /// A retained instance by id.
@@ -625,7 +623,7 @@ impl State {
                 } else {
                     Outcome::Complete
                 };
-                self.schedule(at + secs(duration_secs), id, epoch, index, outcome);
+                self.schedule(later(at, duration_secs), id, epoch, index, outcome);
             }
             StepConfig::User {
                 behaviour,
@@ -638,19 +636,19 @@ impl State {
                         |rng: &mut StdRng, [min, max]: [u64; 2]| rng.random_range(min..=max);
                     if roll < b.complete_probability {
                         let delay = uniform(&mut self.behaviour_rng, b.complete_after_secs);
-                        self.schedule(at + secs(delay), id, epoch, index, Outcome::Complete);
+                        self.schedule(later(at, delay), id, epoch, index, Outcome::Complete);
                     } else if roll < b.complete_probability + b.dawdle_probability {
                         let delay = uniform(&mut self.behaviour_rng, b.dawdle_after_secs);
-                        self.schedule(at + secs(delay), id, epoch, index, Outcome::Complete);
+                        self.schedule(later(at, delay), id, epoch, index, Outcome::Complete);
                     } else if roll
                         < b.complete_probability + b.dawdle_probability + b.abandon_probability
                     {
-                        let at = at + secs(b.abandon_timeout_secs);
+                        let at = later(at, b.abandon_timeout_secs);
                         self.schedule(at, id, epoch, index, Outcome::Fault);
                     }
                 }
                 if let Some(timeout) = timeout_secs {
-                    self.schedule(at + secs(timeout), id, epoch, index, Outcome::Fault);
+                    self.schedule(later(at, timeout), id, epoch, index, Outcome::Fault);
                 }
             }
             StepConfig::HttpRequest {
@@ -660,6 +658,11 @@ impl State {
                 hmac_secret,
                 ..
             } => {
+                let Some(url) = url.or_else(|| self.webhook_url.clone()) else {
+                    // Nowhere to send: the step has nothing to wait for.
+                    self.complete_step(id, at, jobs);
+                    return;
+                };
                 let render = |text: &str| {
                     text.replace("{{instanceId}}", &instance.id)
                         .replace("{{flowId}}", &instance.flow_id)
@@ -670,7 +673,7 @@ impl State {
                     instance_id: id.to_owned(),
                     epoch,
                     step: index,
-                    url: url.or_else(|| self.webhook_url.clone()),
+                    url,
                     headers: headers
                         .iter()
                         .map(|(k, v)| (k.clone(), render(v)))
@@ -820,8 +823,10 @@ impl State {
     /// The admin view of an instance.
     pub fn admin_instance(&self, instance: &Instance, now: DateTime<Utc>) -> AdminInstance {
         let deleted_at = (!self.retained(instance, now)).then(|| {
-            instance.finished_at.unwrap_or(now)
-                + Duration::seconds(self.service.retention_secs.min(i64::MAX as u64 / 2) as i64)
+            later(
+                instance.finished_at.unwrap_or(now),
+                self.service.retention_secs,
+            )
         });
         AdminInstance {
             id: instance.id.clone(),
@@ -852,8 +857,13 @@ impl State {
     }
 }
 
-fn secs(s: u64) -> Duration {
-    Duration::seconds(s.min(i64::MAX as u64 / 2_000_000) as i64)
+/// `at` plus `secs` seconds, saturating at the end of representable time (config values are
+/// outside input: they must not be able to overflow the clock into a panic).
+pub fn later(at: DateTime<Utc>, secs: u64) -> DateTime<Utc> {
+    let secs = secs.min(i64::MAX as u64 / 1_000_000) as i64;
+    Duration::try_seconds(secs)
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn output(instance: &Instance) -> Value {

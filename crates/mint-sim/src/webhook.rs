@@ -16,8 +16,6 @@ use crate::model;
 use crate::state::WebhookJob;
 
 enum Plan {
-    /// No URL: nothing to send.
-    Nothing,
     Drop,
     Delay(Duration),
     Reorder(Duration),
@@ -31,9 +29,7 @@ pub(crate) async fn deliver(app: Arc<Shared>, job: WebhookJob) {
         let mut st = app.lock();
         let faults = st.faults.clone();
         let delay = Duration::from_millis(faults.webhook_delay_millis);
-        if job.url.is_none() {
-            Plan::Nothing
-        } else if st.draw(faults.webhook_drop_rate) {
+        if st.draw(faults.webhook_drop_rate) {
             st.usage.webhooks.dropped += 1;
             Plan::Drop
         } else if st.draw(faults.webhook_delay_rate) {
@@ -50,7 +46,7 @@ pub(crate) async fn deliver(app: Arc<Shared>, job: WebhookJob) {
         }
     };
     match plan {
-        Plan::Nothing | Plan::Drop => step_done(&app, &job),
+        Plan::Drop => step_done(&app, &job),
         Plan::Delay(delay) => {
             step_done(&app, &job);
             tokio::select! {
@@ -113,7 +109,6 @@ fn step_done(app: &Arc<Shared>, job: &WebhookJob) {
 
 /// One POST attempt; counts it as delivered (2xx) or failed.
 async fn post(app: &Arc<Shared>, job: &WebhookJob) {
-    let Some(url) = &job.url else { return };
     let timeout = {
         let mut st = app.lock();
         st.usage.webhooks.attempted += 1;
@@ -121,7 +116,7 @@ async fn post(app: &Arc<Shared>, job: &WebhookJob) {
     };
     let mut request = app
         .http
-        .post(url)
+        .post(&job.url)
         .timeout(timeout)
         .header("content-type", "application/json")
         .header("user-agent", "Signicat-Mint-HttpRequest/1.0 (mint-sim)");

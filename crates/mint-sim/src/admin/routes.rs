@@ -4,14 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use super::types::*;
-use crate::api::json_response;
 use crate::app::Shared;
 use crate::config::{ClientConfig, Faults, FlowConfig, Limits, ServiceSettings, SimConfig};
 use crate::result_file::result_file_sha256;
@@ -66,8 +65,15 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// A 200 JSON answer ending in a newline, so `curl` output stays readable.
 fn ok<T: serde::Serialize>(body: &T) -> Response {
-    json_response(200, body)
+    match serde_json::to_vec(body) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 fn no_content() -> Response {

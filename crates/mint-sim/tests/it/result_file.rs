@@ -165,3 +165,65 @@ async fn range_from_an_offset_is_honoured_when_enabled() {
         .unwrap();
     assert_eq!(ranged("bytes=10-").await.unwrap().status(), 200);
 }
+
+/// Reads a result file lazily, so the zip crate can inspect a multi-GB archive without it ever
+/// being materialised.
+struct Lazy {
+    file: mint_sim::result_file::ResultFile,
+    position: u64,
+}
+
+impl std::io::Read for Lazy {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(piece) = self.file.pieces_from(self.position).next() else {
+            return Ok(0);
+        };
+        let n = piece.len().min(buf.len());
+        buf[..n].copy_from_slice(&piece[..n]);
+        self.position += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Lazy {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let len = self.file.len() as i64;
+        let target = match to {
+            std::io::SeekFrom::Start(n) => n as i64,
+            std::io::SeekFrom::End(d) => len + d,
+            std::io::SeekFrom::Current(d) => self.position as i64 + d,
+        };
+        if target < 0 {
+            return Err(std::io::Error::other("seek before start"));
+        }
+        self.position = target as u64;
+        Ok(self.position)
+    }
+}
+
+#[tokio::test]
+async fn a_file_past_four_gib_is_a_valid_zip64_archive() {
+    let size = 5 * 1024 * 1024 * 1024 + 12_345;
+    let file = mint_sim::result_file::ResultFile::new(SEED, "big-instance", size);
+    assert_eq!(file.len(), size);
+    let mut archive = zip::ZipArchive::new(Lazy { file, position: 0 }).unwrap();
+    let mut data_bytes = 0;
+    let mut last_start = 0;
+    for i in 0..archive.len() {
+        let entry = archive.by_index_raw(i).unwrap();
+        data_bytes += entry.size();
+        last_start = entry.data_start();
+    }
+    assert!(
+        last_start > u32::MAX as u64,
+        "offsets past 4 GiB: {last_start}"
+    );
+    assert!(data_bytes > size - 2_000, "{data_bytes}");
+    let mut report = String::new();
+    archive
+        .by_name("report.json")
+        .unwrap()
+        .read_to_string(&mut report)
+        .unwrap();
+    assert!(report.contains("big-instance"));
+}
