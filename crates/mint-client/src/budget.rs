@@ -92,11 +92,12 @@ impl Default for AdaptiveConfig {
 /// The budget's configuration.
 ///
 /// The defaults are 90 units per 60 s and 18 units per second: 10 % under Mint's reported 100/min and
-/// modelled 20/s. The server counts a request when it *arrives* and its window is exact, while this
-/// budget counts it when it is *sent*; latency jitter can pack requests sent just over a window apart
-/// into one server window, and other tools (a `doctor` run, a second process) may spend units of the
-/// same API client. 10 % absorbs both; set `limit_units: 100` if you own the API client alone and
-/// accept the odd 429 (which is retried and lowers the effective limit anyway).
+/// modelled 20/s. Latency alone needs no headroom: a request counts here until a window after its
+/// answer, which covers any arrival time at the server (see the module invariant). The headroom is
+/// for what this process cannot see: other tools spending units of the same API client (a `doctor`
+/// run, a second replica before a shared budget is configured, a person with curl), a server window
+/// that is not exactly 60.000 s, and limits that are "about" 100. Set `limit_units: 100` if you own
+/// the API client alone and accept the odd 429 (retried, and it lowers the effective limit anyway).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BudgetConfig {
     /// Units admitted per `window`.
