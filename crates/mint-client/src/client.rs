@@ -509,17 +509,20 @@ impl MintClient {
         let mut permit: Option<RetryPermit> = None;
         loop {
             attempt += 1;
-            if let Err(e) = self.inner.budget.acquire(units, self.priority).await {
-                return Err(Error::NotSent {
-                    operation: op,
-                    reason: NotSentReason::Budget(e.to_string()),
-                    source: Some(Box::new(e)),
-                });
-            }
+            let ticket = match self.inner.budget.acquire(units, self.priority).await {
+                Ok(t) => t,
+                Err(e) => {
+                    return Err(Error::NotSent {
+                        operation: op,
+                        reason: NotSentReason::Budget(e.to_string()),
+                        source: Some(Box::new(e)),
+                    });
+                }
+            };
             let token = match self.inner.tokens.bearer().await {
                 Ok(t) => t,
                 Err(e) => {
-                    self.inner.budget.refund(units).await;
+                    self.inner.budget.refund(ticket).await;
                     return Err(e);
                 }
             };
@@ -561,12 +564,14 @@ impl MintClient {
             });
             let (error, class, retry_after) = match outcome {
                 Outcome::Done(reply) => {
+                    // Headers (and for JSON calls the body) arrived: the server has seen it.
+                    self.inner.budget.answered(ticket).await;
                     self.inner.quota.on_success(permit);
                     return Ok(reply);
                 }
                 Outcome::Unauthorized => {
                     // A 401 consumed no units (the token is checked before the rate).
-                    self.inner.budget.refund(units).await;
+                    self.inner.budget.refund(ticket).await;
                     if renewed {
                         return Err(Error::Auth {
                             kind: AuthErrorKind::TokenRejected,
@@ -587,7 +592,7 @@ impl MintClient {
                 }
                 Outcome::Throttled(retry_after) => {
                     // A 429 consumed no units, but it says we are too fast: slow down for everyone.
-                    self.inner.budget.refund(units).await;
+                    self.inner.budget.refund(ticket).await;
                     self.inner.budget.on_throttled(retry_after).await;
                     self.observe(ClientEvent::Throttled {
                         operation: op,
@@ -605,7 +610,9 @@ impl MintClient {
                     retry_after,
                 } => {
                     if class == RetryClass::NotSent {
-                        self.inner.budget.refund(units).await;
+                        self.inner.budget.refund(ticket).await;
+                    } else {
+                        self.inner.budget.answered(ticket).await;
                     }
                     (error, class, retry_after)
                 }
