@@ -88,6 +88,7 @@ pub fn mint_client_observed(
     let defaults = BudgetConfig::default();
     let adaptive = mint_client::AdaptiveConfig {
         default_pause: clock.real(defaults.adaptive.default_pause),
+        max_pause: clock.real(defaults.adaptive.max_pause),
         recovery_interval: clock.real(defaults.adaptive.recovery_interval),
         ceiling_memory: clock.real(defaults.adaptive.ceiling_memory),
         ..defaults.adaptive.clone()

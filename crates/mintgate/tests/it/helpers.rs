@@ -76,6 +76,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(mut setup: Setup) -> TestApp {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let dir = tempfile::tempdir().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
@@ -151,6 +157,7 @@ impl TestApp {
                     // (mint-client's own tests cover them).
                     config.budget.adaptive.enabled = false;
                     config.budget.adaptive.default_pause = std::time::Duration::from_millis(10);
+                    config.budget.adaptive.max_pause = std::time::Duration::from_millis(50);
                     config.retry(mint_client::RetryConfig {
                         max_attempts: 2,
                         base_delay: std::time::Duration::from_millis(10),
