@@ -70,6 +70,8 @@ pub struct DemoReport {
     pub units_used: u64,
     pub budget_units_per_minute: u64,
     pub throttled: u64,
+    /// 429s served while the injected storm lasted (the rest came from the normal budget).
+    pub throttled_in_storm: u64,
     pub cents_owed: u64,
     pub bytes_archived: u64,
     pub archives_verified: u64,
@@ -245,6 +247,8 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
     say(live, &format!("requested {} onboardings", args.onboardings));
 
     let mut storm_done = false;
+    // (sim time the storm ends, 429s before it began, 429s when it ended)
+    let mut storm: Option<(chrono::DateTime<chrono::Utc>, u64, Option<u64>)> = None;
     let mut restarted = false;
     let mut last_line = Instant::now() - Duration::from_secs(5);
     let store = crate::app::open_store(&config).await?;
@@ -266,7 +270,15 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
             let mut faults = sim_config(args, String::new()).faults;
             // Every request is refused for the next 20 simulated minutes.
             faults.storm_for_secs = 20 * 60;
+            let before = admin
+                .usage()
+                .await?
+                .clients
+                .get("demo")
+                .map_or(0, |c| c.throttled);
+            let ends = admin.now().await? + chrono::TimeDelta::seconds(20 * 60);
             admin.set_faults(faults).await?;
+            storm = Some((ends, before, None));
             storm_done = true;
             say(
                 live,
@@ -286,6 +298,17 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
                 .with_context(|| format!("binding {address} again after the restart"))?;
             app = Some(Application::build(config.clone(), build(listener)).await?);
             restarted = true;
+        }
+        if let Some((ends, before, None)) = storm
+            && admin.now().await? >= ends
+        {
+            let after = admin
+                .usage()
+                .await?
+                .clients
+                .get("demo")
+                .map_or(0, |c| c.throttled);
+            storm = Some((ends, before, Some(after)));
         }
         if live && last_line.elapsed() >= Duration::from_secs(1) {
             last_line = Instant::now();
@@ -317,7 +340,12 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
     if let Some(app) = app.take() {
         app.shutdown().await;
     }
-    let report = report(args, &store, &admin, sim_start, real_start, &sim).await?;
+    let mut report = report(args, &store, &admin, sim_start, real_start, &sim).await?;
+    report.throttled_in_storm = match storm {
+        Some((_, before, Some(after))) => after - before,
+        Some((_, before, None)) => report.throttled - before,
+        None => 0,
+    };
     sim.shutdown().await;
     Ok(report)
 }
@@ -388,6 +416,7 @@ async fn report(
         units_used: client.units,
         budget_units_per_minute: 100,
         throttled: client.throttled,
+        throttled_in_storm: 0,
         cents_owed: client.cents_owed,
         bytes_archived: bytes,
         archives_verified: verified,
@@ -431,8 +460,10 @@ fn print_report(report: &DemoReport) {
         report.units_used, report.budget_units_per_minute
     );
     println!(
-        "  429s received               {}   (simulator's ground truth)",
-        report.throttled
+        "  429s received               {} ({} during the injected storm, {} outside it; simulator's ground truth)",
+        report.throttled,
+        report.throttled_in_storm,
+        report.throttled - report.throttled_in_storm
     );
     println!(
         "  money spent                 ${}.{:02}",
