@@ -38,12 +38,20 @@ struct WrkResult {
 fn wrk_script(dir: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("post.lua");
     let script = format!(
-        r#"-- POST a Finished webhook with a distinct instance id each time, with the shared secret.
+        r#"-- POST a Finished webhook with a distinct body each time (per thread and per run), with the shared secret.
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
 counter = 0
 request = function()
   counter = counter + 1
-  local body = string.format('{{"instanceId":"inst-%d-%d","flowId":"flow-kyc-basic","status":"Finished"}}', math.random(1, 1e9), counter)
+  local body = string.format('{{"instanceId":"inst-%d-%d-%d","flowId":"flow-kyc-basic","status":"Finished"}}', tid or 0, math.random(1, 1e9), counter)
   return wrk.format("POST", "/webhooks/mint", {{["Content-Type"] = "application/json", ["X-Mint-Webhook-Secret"] = "{SECRET}"}}, body)
+end
+function init(args)
+  math.randomseed(os.time() * 1000 + (tid or 0))
 end
 "#
     );
