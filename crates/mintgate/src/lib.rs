@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod pipeline;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 pub mod webhook;

@@ -691,7 +691,7 @@ impl Store for SqliteStore {
             return Ok(WebhookRecorded::Duplicate);
         }
         let outcome = match (execution_id, state) {
-            (Some(id), Some(state)) if matches!(state, ExecutionState::Running) => {
+            (Some(id), Some(ExecutionState::Running)) => {
                 insert_job(
                     &mut tx,
                     &NewJob {

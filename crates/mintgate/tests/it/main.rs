@@ -4,4 +4,5 @@
 mod api;
 mod helpers;
 mod pipeline;
+mod store;
 mod webhooks;
