@@ -204,6 +204,11 @@ struct State {
     next_seq: u64,
     /// Units spent on the local share, with when: repaid to the shared limiter on recovery.
     spent_locally: VecDeque<(Instant, u32)>,
+    /// Units this replica got from the shared limiter during the last window.
+    spent_shared: VecDeque<(Instant, u32)>,
+    /// On entering the fallback, this replica's shared spending of the last window, charged to
+    /// the local share before anything else: the fleet may have used the whole window already.
+    precharge: Vec<u32>,
     last_probe: Option<Instant>,
 }
 
@@ -300,8 +305,33 @@ impl RedisBudget {
         state.spent_locally.iter().map(|(_, u)| u).sum()
     }
 
+    fn record_shared(&self, units: u32) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        while let Some(&(at, _)) = state.spent_shared.front() {
+            if now.duration_since(at) >= self.cfg.window {
+                state.spent_shared.pop_front();
+            } else {
+                break;
+            }
+        }
+        state.spent_shared.push_back((now, units));
+    }
+
     fn enter_fallback(&self, error: &anyhow::Error) {
         if !self.degraded.swap(true, Ordering::Relaxed) {
+            {
+                let mut state = self.lock();
+                let now = Instant::now();
+                let window = self.cfg.window;
+                let recent: Vec<u32> = state
+                    .spent_shared
+                    .drain(..)
+                    .filter(|(at, _)| now.duration_since(*at) < window)
+                    .map(|(_, units)| units)
+                    .collect();
+                state.precharge = recent;
+            }
             tracing::warn!(
                 budget = self.name,
                 error = format!("{error:#}"),
@@ -339,6 +369,15 @@ impl RedisBudget {
     }
 
     async fn spend_locally(&self, units: u32, priority: Priority) -> Result<(), BudgetError> {
+        // Each replica's share of a window covers what it spent through Redis as well, so the
+        // fleet as a whole stays under the limit across the switch (conservatively: the charges
+        // are dated now, not when they were spent).
+        let precharge = std::mem::take(&mut self.lock().precharge);
+        for charged in precharge {
+            self.fallback
+                .acquire(charged, Priority::Interactive)
+                .await?;
+        }
         self.fallback.acquire(units, priority).await?;
         self.lock().spent_locally.push_back((Instant::now(), units));
         Ok(())
@@ -410,6 +449,7 @@ impl RedisBudget {
             };
             match wait {
                 None if !self.is_degraded() => {
+                    self.record_shared(units);
                     drop(guard);
                     return Ok(());
                 }

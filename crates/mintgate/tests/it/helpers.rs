@@ -71,6 +71,20 @@ pub struct TestApp {
     background_workers: bool,
 }
 
+/// The pipeline retries on its own (advanced) clock, but the client's own retries and its adaptive
+/// slow-down run in real time: keep them short in tests (mint-client's own tests cover them).
+pub fn tune_mint_for_tests(mut config: mint_client::MintConfig) -> mint_client::MintConfig {
+    config.budget.adaptive.enabled = false;
+    config.budget.adaptive.default_pause = Duration::from_millis(10);
+    config.retry(mint_client::RetryConfig {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        retry_after_max: Duration::from_millis(50),
+        ..mint_client::RetryConfig::default()
+    })
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(Setup::default()).await
 }
@@ -145,20 +159,7 @@ impl TestApp {
                 owner: format!("test-{}", uuid::Uuid::new_v4()),
                 run_workers: self.background_workers,
                 listener: Some(listener),
-                tune_mint: Some(|mut config| {
-                    // The pipeline retries on its own (advanced) clock, but the client's own
-                    // retries and its adaptive slow-down run in real time: keep them short here
-                    // (mint-client's own tests cover them).
-                    config.budget.adaptive.enabled = false;
-                    config.budget.adaptive.default_pause = std::time::Duration::from_millis(10);
-                    config.retry(mint_client::RetryConfig {
-                        max_attempts: 2,
-                        base_delay: std::time::Duration::from_millis(10),
-                        max_delay: std::time::Duration::from_millis(50),
-                        retry_after_max: std::time::Duration::from_millis(50),
-                        ..mint_client::RetryConfig::default()
-                    })
-                }),
+                tune_mint: Some(tune_mint_for_tests),
             },
         )
         .await
@@ -304,7 +305,6 @@ pub fn postgres_server(test: &str) -> Option<String> {
 }
 
 /// The Redis server of the tests (`MINTGATE_TEST_REDIS_URL`), or `None` (with a note on stderr).
-#[allow(dead_code)] // the Redis tests arrive with the replica tests
 pub fn redis_server(test: &str) -> Option<String> {
     match std::env::var("MINTGATE_TEST_REDIS_URL") {
         Ok(url) if !url.is_empty() => Some(url),

@@ -4,5 +4,6 @@
 mod api;
 mod helpers;
 mod pipeline;
+mod replicas;
 mod store;
 mod webhooks;
