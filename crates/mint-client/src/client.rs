@@ -24,6 +24,7 @@ use crate::model::{
     Activity, Flow, Instance, ListFlows, PAGE_LIMIT_MAX, Page, Progress, StartInstance,
     StartedInstance,
 };
+use crate::observe::ClientEvent;
 use crate::retry::{RetryPermit, RetryQuota, backoff_delay, parse_retry_after};
 use crate::token::{TokenInfo, TokenManager, TokenStore};
 
@@ -265,6 +266,12 @@ impl MintClient {
     /// Tokens left in the retry quota (for metrics).
     pub fn retry_quota_available(&self) -> u32 {
         self.inner.quota.available()
+    }
+
+    /// The current token's information without fetching one (`None` before the first call), for
+    /// metrics.
+    pub fn token_info(&self) -> Option<TokenInfo> {
+        self.inner.tokens.current_info()
     }
 
     /// The lifetime of the current token (fetching one if there is none), for `doctor`.
@@ -512,17 +519,20 @@ impl MintClient {
         let mut permit: Option<RetryPermit> = None;
         loop {
             attempt += 1;
-            if let Err(e) = self.inner.budget.acquire(units, self.priority).await {
-                return Err(Error::NotSent {
-                    operation: op,
-                    reason: NotSentReason::Budget(e.to_string()),
-                    source: Some(Box::new(e)),
-                });
-            }
+            let ticket = match self.inner.budget.acquire(units, self.priority).await {
+                Ok(t) => t,
+                Err(e) => {
+                    return Err(Error::NotSent {
+                        operation: op,
+                        reason: NotSentReason::Budget(e.to_string()),
+                        source: Some(Box::new(e)),
+                    });
+                }
+            };
             let token = match self.inner.tokens.bearer().await {
                 Ok(t) => t,
                 Err(e) => {
-                    self.inner.budget.refund(units).await;
+                    self.inner.budget.refund(ticket).await;
                     return Err(e);
                 }
             };
@@ -542,14 +552,36 @@ impl MintClient {
                 .attempt(req, &token.value, want)
                 .instrument(span.clone())
                 .await;
+            let (charged, status) = match &outcome {
+                Outcome::Done(Reply::Body { status, .. }) => (units, Some(*status)),
+                Outcome::Done(Reply::Stream(resp)) => (units, Some(resp.status().as_u16())),
+                Outcome::Unauthorized => (0, Some(401)),
+                Outcome::Throttled(_) => (0, Some(429)),
+                Outcome::Failed { retry, error, .. } => (
+                    if *retry == RetryClass::NotSent {
+                        0
+                    } else {
+                        units
+                    },
+                    error.status(),
+                ),
+            };
+            self.observe(ClientEvent::Request {
+                operation: op,
+                priority: self.priority,
+                units: charged,
+                status,
+            });
             let (error, class, retry_after) = match outcome {
                 Outcome::Done(reply) => {
+                    // Headers (and for JSON calls the body) arrived: the server has seen it.
+                    self.inner.budget.answered(ticket).await;
                     self.inner.quota.on_success(permit);
                     return Ok(reply);
                 }
                 Outcome::Unauthorized => {
                     // A 401 consumed no units (the token is checked before the rate).
-                    self.inner.budget.refund(units).await;
+                    self.inner.budget.refund(ticket).await;
                     if renewed {
                         return Err(Error::Auth {
                             kind: AuthErrorKind::TokenRejected,
@@ -570,8 +602,12 @@ impl MintClient {
                 }
                 Outcome::Throttled(retry_after) => {
                     // A 429 consumed no units, but it says we are too fast: slow down for everyone.
-                    self.inner.budget.refund(units).await;
+                    self.inner.budget.refund(ticket).await;
                     self.inner.budget.on_throttled(retry_after).await;
+                    self.observe(ClientEvent::Throttled {
+                        operation: op,
+                        priority: self.priority,
+                    });
                     let error = Error::RateLimited {
                         operation: op,
                         retry_after,
@@ -584,7 +620,9 @@ impl MintClient {
                     retry_after,
                 } => {
                     if class == RetryClass::NotSent {
-                        self.inner.budget.refund(units).await;
+                        self.inner.budget.refund(ticket).await;
+                    } else {
+                        self.inner.budget.answered(ticket).await;
                     }
                     (error, class, retry_after)
                 }
@@ -599,6 +637,7 @@ impl MintClient {
             }
             let timeout = matches!(class, RetryClass::Transient { timeout: true });
             let Some(p) = self.inner.quota.try_acquire(timeout) else {
+                self.observe(ClientEvent::RetryQuotaExhausted { operation: op });
                 span.in_scope(
                     || tracing::warn!(error = %error, "retry quota exhausted; not retrying"),
                 );
@@ -606,12 +645,20 @@ impl MintClient {
             };
             permit = Some(p);
             retries += 1;
+            self.observe(ClientEvent::Retry { operation: op });
             let backoff = backoff_delay(retries, retry.base_delay, retry.max_delay, rand::random());
             let delay = retry_after.unwrap_or(backoff);
             span.in_scope(
                 || tracing::warn!(error = %error, delay_ms = delay.as_millis() as u64, "retrying"),
             );
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Tells the configured observer, if any.
+    pub(crate) fn observe(&self, event: ClientEvent) {
+        if let Some(observer) = &self.inner.cfg.observer {
+            observer.observe(&event);
         }
     }
 

@@ -91,6 +91,8 @@ pub struct MintConfig {
     pub retry: RetryConfig,
     /// `User-Agent` header.
     pub user_agent: String,
+    /// Told about requests, retries, tokens and downloads (for metrics); none by default.
+    pub observer: Option<std::sync::Arc<dyn crate::observe::Observer>>,
 }
 
 impl MintConfig {
@@ -114,7 +116,14 @@ impl MintConfig {
             budget: BudgetConfig::default(),
             retry: RetryConfig::default(),
             user_agent: concat!("mint-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            observer: None,
         }
+    }
+
+    /// Sets the [`Observer`](crate::Observer) told about requests, retries, tokens and downloads.
+    pub fn observer(mut self, observer: std::sync::Arc<dyn crate::observe::Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Reads `MINT_API_BASE`, `MINT_TOKEN_URL` (both default to Signicat's production hosts),

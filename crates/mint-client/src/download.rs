@@ -19,6 +19,10 @@ use crate::error::{BoxError, DownloadErrorKind, Error, Operation};
 use crate::ids::InstanceId;
 use crate::retry::backoff_delay;
 
+/// Write buffer of [`MintClient::download_result_to_path`] (the memory a download holds, with the
+/// HTTP stack's own buffers).
+const FILE_BUFFER_BYTES: usize = 1024 * 1024;
+
 /// Progress of a download, as given to [`DownloadOptions::progress`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DownloadProgress {
@@ -108,6 +112,13 @@ impl RestartableWrite for tokio::fs::File {
         self.set_len(0).await?;
         self.seek(io::SeekFrom::Start(0)).await?;
         Ok(())
+    }
+}
+
+impl RestartableWrite for tokio::io::BufWriter<tokio::fs::File> {
+    async fn restart(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        self.get_mut().restart().await
     }
 }
 
@@ -231,16 +242,19 @@ impl MintClient {
             source: Some(Box::new(e)),
         };
         let part = part_path(path);
-        let mut file = tokio::fs::OpenOptions::new()
+        let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&part)
             .await
             .map_err(io_err)?;
+        // Few, large writes: each write of a tokio `File` is a hop to the blocking pool.
+        let mut file = tokio::io::BufWriter::with_capacity(FILE_BUFFER_BYTES, file);
         let result = self
             .download_into(id, &mut Restartable(&mut file), opts)
             .await;
+        let file = file.into_inner();
         let finished = match result {
             Ok(d) => async {
                 file.sync_all().await?;
@@ -446,10 +460,19 @@ impl MintClient {
                         };
                         return Err(fail(kind, source));
                     }
+                    let stalled = matches!(kind, DownloadErrorKind::Stalled);
                     if ranges && opts.resume && written > 0 {
+                        self.observe(crate::observe::ClientEvent::DownloadInterrupted {
+                            stalled,
+                            resumed: true,
+                        });
                         resumes += 1;
                         tracing::warn!(instance_id = %id, %kind, written, "download broken; resuming with Range");
                     } else {
+                        self.observe(crate::observe::ClientEvent::DownloadInterrupted {
+                            stalled,
+                            resumed: false,
+                        });
                         restarts += 1;
                         tracing::warn!(instance_id = %id, %kind, written, "download broken; restarting from zero");
                         self.restart_sink(

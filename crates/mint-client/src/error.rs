@@ -260,8 +260,9 @@ pub enum Error {
 
     /// A definition id was passed where a flow id belongs.
     #[error(
-        "{definition_id} is a definition id, not a flow id: Mint answered 404 \"Flow not found\" for \
-         it; use one of its flow ids instead: {}", list(.flow_ids)
+        "{definition_id} is a definition id, not a flow id: Mint answered 404 \"Flow not found\", \
+         and the flow list (looked up to explain the 404) shows it is the definition of flow(s) {}; \
+         pass one of those flow ids instead", list(.flow_ids)
     )]
     DefinitionIdAsFlowId {
         /// The id that was passed.

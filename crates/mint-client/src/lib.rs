@@ -24,6 +24,7 @@
 //! use futures::TryStreamExt;
 //! use mint_client::{DownloadOptions, FlowId, ListFlows, MintClient, MintConfig, Progress, StartInstance};
 //! use secrecy::SecretString;
+//! use std::time::Duration;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,17 +39,26 @@
 //! let flow = FlowId::new("flow-kyc-basic")?;
 //! let started = client.start_instance(&flow, &StartInstance::default()).await?;
 //! let id = started.instance.id;
-//! assert!(matches!(client.instance_progress(&id).await?, Progress::WaitingForUser { .. }));
+//! // "Running" alone says little; the activities tell whether Mint works or waits for the user.
+//! assert_eq!(client.instance_progress(&id).await?, Progress::Processing { step: Some("Prepare session".into()) });
 //!
-//! sim.admin().user_step(id.as_str(), mint_sim::UserStepAction::Complete).await?;
-//! # for _ in 0..200 {
+//! // Drive the simulator: its clock past the automatic step, then the end user's part.
+//! let admin = sim.admin();
+//! admin.advance_clock(Duration::from_secs(2)).await?;
+//! assert!(matches!(client.instance_progress(&id).await?, Progress::WaitingForUser { .. }));
+//! admin.user_step(id.as_str(), mint_sim::UserStepAction::Complete).await?;
+//! admin.advance_clock(Duration::from_secs(10)).await?;
+//! # for _ in 0..500 {
 //! #     if matches!(client.instance_progress(&id).await?, Progress::Finished { .. }) { break; }
-//! #     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+//! #     admin.advance_clock(Duration::from_secs(1)).await?;
 //! # }
+//! assert!(matches!(client.instance_progress(&id).await?, Progress::Finished { .. }));
+//!
 //! let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("result.zip");
 //! let download = client.download_result_to_path(&id, &path, &DownloadOptions::default()).await?;
-//! println!("{} bytes, sha256 {}", download.bytes, download.sha256);
+//! let (sha256, bytes) = mint_sim::result_file_sha256(0, id.as_str(), 5 * 1024 * 1024);
+//! assert_eq!((download.sha256, download.bytes), (sha256, bytes));
 //! sim.shutdown().await;
 //! # Ok(())
 //! # }
@@ -61,12 +71,13 @@ mod download;
 mod error;
 mod ids;
 mod model;
+mod observe;
 mod retry;
 mod token;
 
 pub use budget::{
     AdaptiveConfig, BoxFuture, Budget, BudgetConfig, BudgetError, BudgetSnapshot, LocalBudget,
-    Priority, Refusal, WindowBudget,
+    Priority, Refusal, Ticket, WindowBudget,
 };
 pub use client::MintClient;
 pub use config::{
@@ -83,6 +94,7 @@ pub use model::{
     Activity, ActivityStatus, ActivityType, Flow, Instance, InstanceError, InstanceStatus,
     ListFlows, OrderBy, PAGE_LIMIT_MAX, Page, Progress, SortBy, StartInstance, StartedInstance,
 };
+pub use observe::{ClientEvent, Observer};
 pub use retry::{RetryConfig, RetryPermit, RetryQuota, backoff_delay, parse_retry_after};
 pub use secrecy::SecretString;
 pub use token::{MemoryTokenStore, SharedToken, TokenInfo, TokenStore, renew_after};

@@ -207,6 +207,7 @@ pub(crate) struct TokenManager {
     timeout: Duration,
     margin: Duration,
     retry: RetryConfig,
+    observer: Option<Arc<dyn crate::observe::Observer>>,
     current: RwLock<Option<Arc<CachedToken>>>,
     refresh: tokio::sync::Mutex<()>,
     generation: AtomicU64,
@@ -231,6 +232,7 @@ impl TokenManager {
             timeout: cfg.timeouts.token,
             margin: cfg.token_renewal.margin,
             retry: cfg.retry.clone(),
+            observer: cfg.observer.clone(),
             current: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
@@ -367,6 +369,17 @@ impl TokenManager {
         }
     }
 
+    /// Information about the cached token, if there is one (never fetches).
+    pub(crate) fn current_info(&self) -> Option<TokenInfo> {
+        self.cached().map(|t| t.info.clone())
+    }
+
+    fn observe(&self, event: crate::observe::ClientEvent) {
+        if let Some(observer) = &self.observer {
+            observer.observe(&event);
+        }
+    }
+
     /// Information about the current token, fetching one if needed.
     pub(crate) async fn info(&self) -> Result<TokenInfo, Error> {
         Ok(self.bearer().await?.info.clone())
@@ -398,9 +411,16 @@ impl TokenManager {
             );
             let result = self.fetch_once().instrument(span.clone()).await;
             match result {
-                Ok(t) => return Ok(t),
+                Ok(t) => {
+                    self.observe(crate::observe::ClientEvent::TokenIssued {
+                        expires_in: t.info.expires_in,
+                        renewal: t.generation > 1,
+                    });
+                    return Ok(t);
+                }
                 Err((err, retry_after)) => {
                     if !err.is_retryable() || attempt >= self.retry.max_attempts.max(1) {
+                        self.observe(crate::observe::ClientEvent::TokenFailed);
                         return Err(err);
                     }
                     let delay = retry_after.unwrap_or_else(|| {

@@ -39,6 +39,7 @@ pub struct ApiState {
     pub wake: Arc<Notify>,
     pub clients: crate::pipeline::Clients,
     pub flow_cache: Arc<crate::flow_cache::FlowCache>,
+    pub ingest: crate::ingest::Ingest,
     pub workers_alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -73,7 +74,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -81,7 +82,7 @@ impl ApiError {
         }
     }
 
-    fn internal(error: anyhow::Error) -> Self {
+    pub(crate) fn internal(error: anyhow::Error) -> Self {
         tracing::error!(error = format!("{error:#}"), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,6 +110,14 @@ impl IntoResponse for ApiError {
 }
 
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    authorize_keys(&state.api_keys, headers)
+}
+
+/// Checks the bearer API key of a request of the own API against `api_keys`.
+pub(crate) fn authorize_keys(
+    api_keys: &[SecretString],
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -123,7 +132,7 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     };
     // Compare with every key, in constant time each, so timing tells nothing.
     let mut ok = false;
-    for key in state.api_keys.iter() {
+    for key in api_keys {
         ok |= bool::from(given.as_bytes().ct_eq(key.expose_secret().as_bytes()));
     }
     if ok {
@@ -437,8 +446,8 @@ async fn receive_webhook(
         execution_id: None,
     };
     let recorded = state
-        .store
-        .record_webhook(record, now + delta(state.webhook_settle))
+        .ingest
+        .record(record, now + delta(state.webhook_settle))
         .await
         .map_err(ApiError::internal)?;
     crate::metrics::webhook_received(match recorded {

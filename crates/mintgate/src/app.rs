@@ -66,6 +66,7 @@ pub struct Application {
     listener: Option<tokio::task::JoinHandle<()>>,
     workers_alive: Arc<AtomicBool>,
     grace: Duration,
+    metrics: Arc<crate::metrics::Registry>,
 }
 
 /// Builds the Mint client of one profile, its budget windows scaled to the clock's speed. With
@@ -78,13 +79,42 @@ pub fn mint_client(
     tune: Option<fn(MintConfig) -> MintConfig>,
     shared: Option<(&SharedRedis, u32)>,
 ) -> anyhow::Result<MintClient> {
+    mint_client_observed(name, profile, clock, tune, None, shared)
+}
+
+/// Like [`mint_client`], with an observer told about every request (for metrics).
+pub fn mint_client_observed(
+    name: &str,
+    profile: &MintProfile,
+    clock: &Clock,
+    tune: Option<fn(MintConfig) -> MintConfig>,
+    observer: Option<Arc<dyn mint_client::Observer>>,
+    shared: Option<(&SharedRedis, u32)>,
+) -> anyhow::Result<MintClient> {
+    // Mint's limits are per minute and per second of Mint's time; a faster clock (the demo) runs
+    // every such duration faster too.
+    let defaults = BudgetConfig::default();
+    let adaptive = mint_client::AdaptiveConfig {
+        default_pause: clock.real(defaults.adaptive.default_pause),
+        recovery_interval: clock.real(defaults.adaptive.recovery_interval),
+        ceiling_memory: clock.real(defaults.adaptive.ceiling_memory),
+        ..defaults.adaptive.clone()
+    };
     let budget = BudgetConfig {
         // 10 % under the API client's limit: see BudgetConfig's documentation.
         limit_units: profile.budget_units_per_minute * 9 / 10,
         window: clock.real(Duration::from_secs(60)),
         burst_units: (profile.budget_burst_units * 9 / 10).max(5),
         burst_window: clock.real(Duration::from_secs(1)),
-        ..BudgetConfig::default()
+        adaptive,
+        ..defaults
+    };
+    let retry_defaults = mint_client::RetryConfig::default();
+    let retry = mint_client::RetryConfig {
+        base_delay: clock.real(retry_defaults.base_delay),
+        max_delay: clock.real(retry_defaults.max_delay),
+        retry_after_max: clock.real(retry_defaults.retry_after_max),
+        ..retry_defaults
     };
     let config = MintConfig::new(
         profile.api_base.as_str(),
@@ -93,7 +123,12 @@ pub fn mint_client(
         profile.client_secret.clone(),
     )
     .environment(name)
-    .budget(budget);
+    .budget(budget)
+    .retry(retry);
+    let config = match observer {
+        Some(observer) => config.observer(observer),
+        None => config,
+    };
     let config = match tune {
         Some(tune) => tune(config),
         None => config,
@@ -146,14 +181,32 @@ impl Application {
             )?),
             None => None,
         };
+        let metrics = crate::metrics::Registry::new();
         let mut clients = BTreeMap::new();
         for (name, profile) in &config.mint {
+            let observer = Arc::new(crate::metrics::ClientMetrics {
+                environment: name.clone(),
+                registry: metrics.clone(),
+            });
             let shared = redis.as_ref().map(|r| (r, config.service.replicas));
             clients.insert(
                 name.clone(),
-                mint_client(name, profile, &options.clock, options.tune_mint, shared)?,
+                mint_client_observed(
+                    name,
+                    profile,
+                    &options.clock,
+                    options.tune_mint,
+                    Some(observer),
+                    shared,
+                )?,
             );
         }
+        let mut pipeline_config = config.pipeline.clone();
+        pipeline_config.price_cents = config
+            .mint
+            .iter()
+            .map(|(name, profile)| (name.clone(), profile.price_cents))
+            .collect();
         let wake = Arc::new(Notify::new());
         let clients = Clients::new(clients);
         let pipeline = Arc::new(Pipeline {
@@ -161,12 +214,23 @@ impl Application {
             clients: clients.clone(),
             archive,
             clock: options.clock.clone(),
-            config: config.pipeline.clone(),
+            config: pipeline_config.clone(),
             owner: options.owner.clone(),
             wake: wake.clone(),
+            metrics: metrics.clone(),
         });
+        let monitor = crate::monitor::MonitorState {
+            store: store.clone(),
+            clock: options.clock.clone(),
+            clients: clients.clone(),
+            registry: metrics.clone(),
+            pipeline: pipeline_config,
+            api_keys: Arc::new(config.service.api_keys.clone()),
+            wake: wake.clone(),
+        };
         let workers_alive = Arc::new(AtomicBool::new(false));
         let state = ApiState {
+            ingest: crate::ingest::Ingest::start(store.clone()),
             store,
             clock: options.clock.clone(),
             verifier: Verifier::new(&config.webhook),
@@ -200,7 +264,15 @@ impl Application {
         };
         let address = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let router = api::router(state, config.webhook.body_bytes_max);
+        let scoped = metrics.clone();
+        let router = api::router(state, config.webhook.body_bytes_max)
+            .merge(crate::monitor::router(monitor))
+            // Every request records into this service's metrics.
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    scoped.scope(next.run(request))
+                },
+            ));
         let server_shutdown = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
@@ -237,7 +309,13 @@ impl Application {
             listener,
             workers_alive,
             grace: config.service.shutdown_grace,
+            metrics,
         })
+    }
+
+    /// This service's metrics (what `/metrics` renders).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Registry> {
+        &self.metrics
     }
 
     pub fn address(&self) -> SocketAddr {

@@ -47,8 +47,10 @@ pub struct ServiceConfig {
     /// `sqlite://path/to/mintgate.db` (the default) or, for several replicas, `postgres://…`.
     pub database_url: String,
     pub archive_dir: PathBuf,
-    /// Bearer keys that may call the own API (`/v1/…`).
+    /// Bearer keys that may call the own API (`/v1/…`). The operator commands use the first.
     pub api_keys: Vec<SecretString>,
+    /// Where the operator commands reach this service (`mintgate start`); `http://<listen>` if unset.
+    pub url: Option<Url>,
     /// How long a graceful shutdown waits for in-flight work.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -71,6 +73,7 @@ impl Default for ServiceConfig {
             database_url: "sqlite://mintgate.db".to_owned(),
             archive_dir: PathBuf::from("archive"),
             api_keys: Vec::new(),
+            url: None,
             shutdown_grace: Duration::from_secs(20),
             log_format: "json".to_owned(),
             redis_url: None,
@@ -158,6 +161,19 @@ pub struct PipelineConfig {
     /// How long a flow listing is cached (flow ids are checked against it when requests arrive).
     #[serde(with = "humantime_serde")]
     pub flow_cache_ttl: Duration,
+    /// Month-to-date spend (all environments, cents) above which the spend alert fires; none: never.
+    pub monthly_spend_alert_cents: Option<u64>,
+    /// Month-to-date spend (cents) that new executions may not exceed: their starts are held in the
+    /// queue (never dropped) until the next month or until an operator raises the cap with
+    /// `PUT /v1/budget/cap`, whose value (kept in the database) overrides this one. None: no cap.
+    pub monthly_spend_cap_cents: Option<u64>,
+    /// How often a start held by the cap looks again.
+    #[serde(with = "humantime_serde")]
+    pub spend_cap_recheck: Duration,
+    /// Price of one execution per environment, in cents: filled from `mint.<env>.price_cents` when
+    /// the service is built (not a key of its own).
+    #[serde(skip)]
+    pub price_cents: BTreeMap<String, u32>,
 }
 
 impl Default for PipelineConfig {
@@ -174,6 +190,10 @@ impl Default for PipelineConfig {
             download_workers: 2,
             idle_wait: Duration::from_secs(1),
             flow_cache_ttl: Duration::from_secs(5 * 60),
+            monthly_spend_alert_cents: None,
+            monthly_spend_cap_cents: None,
+            spend_cap_recheck: Duration::from_secs(5 * 60),
+            price_cents: BTreeMap::new(),
         }
     }
 }
@@ -219,6 +239,40 @@ fn default_price_cents() -> u32 {
     50
 }
 
+impl MintProfile {
+    /// Checks one profile; every error names the key (`mint.<name>.…`).
+    pub fn validate(&self, name: &str) -> anyhow::Result<()> {
+        if self.client_id.trim().is_empty() {
+            bail!("invalid configuration: `mint.{name}.client_id` is empty");
+        }
+        let secret = self.client_secret.expose_secret();
+        if secret.is_empty() {
+            bail!("invalid configuration: `mint.{name}.client_secret` is empty");
+        }
+        if secret.trim() != secret {
+            bail!(
+                "invalid configuration: `mint.{name}.client_secret` has leading or trailing whitespace; Mint would refuse it as a wrong secret"
+            );
+        }
+        for (key, url) in [("api_base", &self.api_base), ("token_url", &self.token_url)] {
+            if !matches!(url.scheme(), "http" | "https") {
+                bail!("invalid configuration: `mint.{name}.{key}` must be an http(s) URL");
+            }
+        }
+        if self.budget_units_per_minute < 5 {
+            bail!(
+                "invalid configuration: `mint.{name}.budget_units_per_minute` must be at least 5 (one download costs 5 units)"
+            );
+        }
+        if self.budget_burst_units < 5 {
+            bail!(
+                "invalid configuration: `mint.{name}.budget_burst_units` must be at least 5 (one download costs 5 units)"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Loads the configuration from an optional TOML file and the environment, and validates it.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
@@ -228,6 +282,22 @@ impl Config {
 
     /// Loads from a file and an explicit set of environment variables (tests).
     pub fn load_from(file: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::Result<Self> {
+        let config = Self::load_unchecked_from(file, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads without [`Config::validate`]: for the operator commands, which check only what they
+    /// use (and `doctor`, which reports every problem instead of stopping at the first).
+    pub fn load_unchecked(file: Option<&Path>) -> anyhow::Result<Self> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        Self::load_unchecked_from(file, &env)
+    }
+
+    fn load_unchecked_from(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Self> {
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
@@ -240,7 +310,8 @@ impl Config {
             .iter()
             .filter_map(|(k, v)| {
                 k.strip_prefix("MINTGATE_")
-                    .filter(|rest| !rest.starts_with("TEST_"))
+                    // MINTGATE_CONFIG names the file itself (the `--config` flag).
+                    .filter(|rest| !rest.starts_with("TEST_") && *rest != "CONFIG")
                     .map(|rest| (rest.to_owned(), v.clone()))
             })
             .collect();
@@ -262,11 +333,9 @@ impl Config {
                 ));
             }
         }
-        let config: Config = figment
+        figment
             .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe_figment(&e)))?;
-        config.validate()?;
-        Ok(config)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe_figment(&e)))
     }
 
     /// Checks what types alone cannot; every error names the key.
@@ -286,36 +355,7 @@ impl Config {
             );
         }
         for (name, profile) in &self.mint {
-            if profile.client_id.trim().is_empty() {
-                bail!("invalid configuration: `mint.{name}.client_id` is empty");
-            }
-            let secret = profile.client_secret.expose_secret();
-            if secret.is_empty() {
-                bail!("invalid configuration: `mint.{name}.client_secret` is empty");
-            }
-            if secret.trim() != secret {
-                bail!(
-                    "invalid configuration: `mint.{name}.client_secret` has leading or trailing whitespace; Mint would refuse it as a wrong secret"
-                );
-            }
-            for (key, url) in [
-                ("api_base", &profile.api_base),
-                ("token_url", &profile.token_url),
-            ] {
-                if !matches!(url.scheme(), "http" | "https") {
-                    bail!("invalid configuration: `mint.{name}.{key}` must be an http(s) URL");
-                }
-            }
-            if profile.budget_units_per_minute < 5 {
-                bail!(
-                    "invalid configuration: `mint.{name}.budget_units_per_minute` must be at least 5 (one download costs 5 units)"
-                );
-            }
-            if profile.budget_burst_units < 5 {
-                bail!(
-                    "invalid configuration: `mint.{name}.budget_burst_units` must be at least 5 (one download costs 5 units)"
-                );
-            }
+            profile.validate(name)?;
         }
         match self.webhook.auth {
             WebhookAuth::Hmac | WebhookAuth::SharedSecret => {
@@ -441,6 +481,7 @@ impl Config {
                 "database_url": redact_url_password(&self.service.database_url),
                 "archive_dir": self.service.archive_dir,
                 "api_keys": self.service.api_keys.iter().map(redact).collect::<Vec<_>>(),
+                "url": self.service.url.as_ref().map(Url::as_str),
                 "shutdown_grace": humantime::format_duration(self.service.shutdown_grace).to_string(),
                 "log_format": self.service.log_format,
                 "redis_url": self.service.redis_url.as_deref().map(redact_url_password),
@@ -692,6 +733,37 @@ mod tests {
                 .to_string();
             assert!(error.contains(named), "{key}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn the_config_file_variable_is_not_read_as_a_key() {
+        let config = Config::load_from(
+            None,
+            &env(&[
+                ("MINTGATE_CONFIG", "/etc/mintgate.toml"),
+                ("MINT_CLIENT_ID", "demo"),
+                ("MINT_CLIENT_SECRET", "demo-secret"),
+                ("MINTGATE_WEBHOOK__SECRET", SECRET),
+                ("MINTGATE_SERVICE__URL", "https://mintgate.internal:8443"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.service.url.as_ref().map(Url::as_str),
+            Some("https://mintgate.internal:8443/")
+        );
+    }
+
+    #[test]
+    fn operator_commands_can_load_what_the_service_would_refuse() {
+        let vars = env(&[("MINT_CLIENT_ID", "demo"), ("MINT_CLIENT_SECRET", "s")]);
+        assert!(Config::load_from(None, &vars).is_err(), "no webhook secret");
+        let config = Config::load_unchecked_from(None, &vars).unwrap();
+        config
+            .profile("sandbox")
+            .unwrap()
+            .validate("sandbox")
+            .unwrap();
     }
 
     #[test]

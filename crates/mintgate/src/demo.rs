@@ -27,7 +27,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 150)]
     pub onboardings: u32,
     /// Simulated seconds per real second.
-    #[arg(long, default_value_t = 1200.0)]
+    #[arg(long, default_value_t = 600.0)]
     pub time_scale: f64,
     /// Seed of the simulator's randomness (end users, faults).
     #[arg(long, default_value_t = 7)]
@@ -47,7 +47,7 @@ impl Default for DemoArgs {
     fn default() -> Self {
         Self {
             onboardings: 150,
-            time_scale: 1200.0,
+            time_scale: 600.0,
             seed: 7,
             timeout: Duration::from_secs(150),
             archive: None,
@@ -264,13 +264,13 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
         // A 429 storm in the middle of the morning.
         if !storm_done && count(ExecutionState::Archived) >= u64::from(args.onboardings) / 5 {
             let mut faults = sim_config(args, String::new()).faults;
-            faults.storm_rate = 1.0;
-            faults.storm_for_secs = 120;
+            // Every request is refused for the next 20 simulated minutes.
+            faults.storm_for_secs = 20 * 60;
             admin.set_faults(faults).await?;
             storm_done = true;
             say(
                 live,
-                "the simulator starts a 429 storm (2 simulated minutes)",
+                "the simulator starts a 429 storm (20 simulated minutes)",
             );
         }
         // One crash of the service while downloads are in flight, then a restart on the same database.

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
     name = "mintgate",
     version,
     about = "A durable, budget-aware onboarding pipeline for the Signicat Mint API",
-    after_help = "Examples:\n  mintgate demo                      # the whole pipeline against a simulated Mint, in about a minute\n  mintgate serve --config mintgate.toml\n  mintgate bench download --size 2GiB"
+    after_help = "Examples:\n  mintgate demo                      # the whole pipeline against a simulated Mint, in about a minute\n  mintgate serve --config mintgate.toml\n  mintgate doctor --all              # credentials, token and roles of every environment\n  mintgate status <instance id>      # what an instance is doing, in plain words\n  mintgate bench download --size 2GiB"
 )]
 struct Cli {
     /// The configuration file (TOML); MINTGATE_… and MINT_… environment variables override it.
@@ -47,19 +47,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let command = match cli.command {
+        // Operator commands report their own errors (with hints) and choose their exit code.
+        Command::Ops(command) => {
+            return ExitCode::from(
+                runtime.block_on(mintgate::ops::run(command, cli.config.as_deref())),
+            );
+        }
+        command => command,
+    };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve => serve(cli.config).await,
             Command::Demo(args) => mintgate::demo::run(args).await.map_err(internal),
             Command::Bench(command) => mintgate::bench::run(command).await.map_err(internal),
-            Command::Ops(command) => match mintgate::ops::run(command, cli.config.as_deref()).await
-            {
-                0 => Ok(()),
-                code => Err(Failure {
-                    code,
-                    error: anyhow::anyhow!("the command failed (see above)"),
-                }),
-            },
+            Command::Ops(_) => unreachable!("operator commands returned above"),
         }
     });
     match result {

@@ -1,8 +1,11 @@
 //! `mintgate bench …`: the benchmarks that hold the project's speed and memory goals. Each prints its
 //! figures; none is a test (timings never decide whether a test passes).
 
+pub mod burst;
 pub mod download;
 pub mod fleet;
+pub mod ingest;
+pub mod quota;
 pub mod replicas;
 pub mod sim;
 
@@ -15,6 +18,10 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// The simulator's serving rate: a 2 GiB result file over loopback, and small requests.
     Sim,
+    /// Durable webhook ingest under load (wrk), optionally beside the Express + BullMQ peer.
+    Ingest(ingest::IngestArgs),
+    /// A burst of executions against a scaled budget: acceptance time, start rate, 429s.
+    Burst(burst::BurstArgs),
     /// Download a result file to disk with mint-client, side by side with curl.
     Download {
         /// Size of the result file, e.g. 100MiB, 2GiB.
@@ -47,6 +54,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10.0)]
         time_scale: f64,
     },
+    /// API units per archived execution: webhooks + fallback poller vs polling every 30 s and 2 s.
+    Quota(quota::QuotaArgs),
 }
 
 /// Parses sizes such as `5MiB`, `2GiB`, `1000`.
@@ -78,6 +87,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Sim => sim::run().await,
+        BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Burst(args) => burst::run(args).await,
         BenchCommand::Download { size, dir } => {
             let temp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| temp.path().to_path_buf());
@@ -99,6 +110,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             })
             .await
         }
+        BenchCommand::Quota(args) => quota::run(args).await,
     }
 }
 

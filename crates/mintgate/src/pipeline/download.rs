@@ -83,6 +83,7 @@ pub(super) async fn step(
         Err(error) => return Err(classify(&error, job.attempts).into()),
     };
     crate::metrics::download_finished(download.bytes, started.elapsed());
+    crate::metrics::download_throughput(download.bytes, started.elapsed());
     let manifest = Manifest {
         execution_id: execution.id.to_string(),
         environment: execution.environment.clone(),

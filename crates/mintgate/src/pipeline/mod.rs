@@ -69,6 +69,8 @@ pub struct Pipeline {
     pub owner: String,
     /// Rung when new work is durable, so idle workers look at once.
     pub wake: Arc<Notify>,
+    /// This service's metrics: every job step records into it.
+    pub metrics: Arc<crate::metrics::Registry>,
 }
 
 /// What a step function answers: the outcome to commit, or an error that the runner turns into a
@@ -102,7 +104,9 @@ impl Pipeline {
             execution_id = %job.execution_id,
             instance_id = tracing::field::Empty,
         );
-        self.run_job(job, lease).instrument(span).await;
+        self.metrics
+            .scope(self.run_job(job, lease).instrument(span))
+            .await;
         Ok(true)
     }
 

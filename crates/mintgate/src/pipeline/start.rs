@@ -58,6 +58,26 @@ pub(super) async fn step(
         }
     }
 
+    // The monthly spend cap holds new starts in the queue (delayed, never failed).
+    let now = pipeline.clock.now();
+    if let Some(until) = crate::spend::held_until(
+        pipeline.store.as_ref(),
+        &pipeline.config,
+        &execution.environment,
+        now,
+    )
+    .await?
+    {
+        crate::metrics::start_held();
+        tracing::info!(until = %until, "start held: the monthly spend cap is reached");
+        return Ok(StepOutcome::done().with_job(JobDisposition::Retry {
+            run_at: until,
+            error: Some("held: the monthly spend cap is reached".to_owned()),
+            counts: false,
+            priority: None,
+        }));
+    }
+
     // Durably record that a start may be in flight before sending it.
     pipeline
         .store
@@ -226,6 +246,10 @@ fn started(
             started_at: Some(instance.created_at.unwrap_or(now)),
             start_ambiguous: Some(false),
             billed_add: 1,
+            billed_cents: i64::from(crate::spend::price_cents(
+                &pipeline.config,
+                &execution.environment,
+            )),
             ..ExecutionPatch::default()
         })
         .then(NewJob {

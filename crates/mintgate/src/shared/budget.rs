@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mint_client::{
-    BoxFuture, Budget, BudgetConfig, BudgetError, BudgetSnapshot, LocalBudget, Priority,
+    BoxFuture, Budget, BudgetConfig, BudgetError, BudgetSnapshot, LocalBudget, Priority, Ticket,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -198,6 +198,13 @@ pub struct RedisBudget {
     degraded: AtomicBool,
 }
 
+/// Where an admitted request's units came from.
+#[derive(Debug, Clone, Copy)]
+enum Admission {
+    Shared { units: u32 },
+    Local(Ticket),
+}
+
 #[derive(Default)]
 struct State {
     waiters: BTreeMap<(Reverse<Priority>, u64), u32>,
@@ -206,6 +213,9 @@ struct State {
     spent_locally: VecDeque<(Instant, u32)>,
     /// Units this replica got from the shared limiter during the last window.
     spent_shared: VecDeque<(Instant, u32)>,
+    /// Admitted requests not yet answered or refunded: where their units came from.
+    tickets: BTreeMap<u64, Admission>,
+    next_ticket: u64,
     /// On entering the fallback, this replica's shared spending of the last window, charged to
     /// the local share before anything else: the fleet may have used the whole window already.
     precharge: Vec<u32>,
@@ -368,22 +378,32 @@ impl RedisBudget {
         due
     }
 
-    async fn spend_locally(&self, units: u32, priority: Priority) -> Result<(), BudgetError> {
+    fn issue(&self, admission: Admission) -> Ticket {
+        let mut state = self.lock();
+        state.next_ticket += 1;
+        let ticket = state.next_ticket;
+        state.tickets.insert(ticket, admission);
+        Ticket(ticket)
+    }
+
+    async fn spend_locally(&self, units: u32, priority: Priority) -> Result<Ticket, BudgetError> {
         // Each replica's share of a window covers what it spent through Redis as well, so the
         // fleet as a whole stays under the limit across the switch (conservatively: the charges
         // are dated now, not when they were spent).
         let precharge = std::mem::take(&mut self.lock().precharge);
         for charged in precharge {
-            self.fallback
+            let ticket = self
+                .fallback
                 .acquire(charged, Priority::Interactive)
                 .await?;
+            self.fallback.answered(ticket).await;
         }
-        self.fallback.acquire(units, priority).await?;
+        let local = self.fallback.acquire(units, priority).await?;
         self.lock().spent_locally.push_back((Instant::now(), units));
-        Ok(())
+        Ok(self.issue(Admission::Local(local)))
     }
 
-    async fn acquire_inner(&self, units: u32, priority: Priority) -> Result<(), BudgetError> {
+    async fn acquire_inner(&self, units: u32, priority: Priority) -> Result<Ticket, BudgetError> {
         let largest = self
             .params
             .window_capacity_units
@@ -451,7 +471,7 @@ impl RedisBudget {
                 None if !self.is_degraded() => {
                     self.record_shared(units);
                     drop(guard);
-                    return Ok(());
+                    return Ok(self.issue(Admission::Shared { units }));
                 }
                 None => {
                     // Redis is down: the local share, still in priority order (the fallback has
@@ -493,16 +513,35 @@ impl Drop for QueueGuard<'_> {
 }
 
 impl Budget for RedisBudget {
-    fn acquire(&self, units: u32, priority: Priority) -> BoxFuture<'_, Result<(), BudgetError>> {
+    fn acquire(
+        &self,
+        units: u32,
+        priority: Priority,
+    ) -> BoxFuture<'_, Result<Ticket, BudgetError>> {
         Box::pin(self.acquire_inner(units, priority))
     }
 
-    fn refund(&self, units: u32) -> BoxFuture<'_, ()> {
+    fn answered(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
+        // The shared GCRA counts at admission; the local share's log wants the arrival.
+        let admission = self.lock().tickets.remove(&ticket.0);
         Box::pin(async move {
-            if self.is_degraded() {
-                self.fallback.refund(units).await;
-                return;
+            if let Some(Admission::Local(local)) = admission {
+                self.fallback.answered(local).await;
             }
+        })
+    }
+
+    fn refund(&self, ticket: Ticket) -> BoxFuture<'_, ()> {
+        let admission = self.lock().tickets.remove(&ticket.0);
+        Box::pin(async move {
+            let units = match admission {
+                None => return,
+                Some(Admission::Local(local)) => {
+                    self.fallback.refund(local).await;
+                    return;
+                }
+                Some(Admission::Shared { units }) => units,
+            };
             let script = redis::Script::new(REFUND);
             let mut invocation = script.prepare_invoke();
             invocation

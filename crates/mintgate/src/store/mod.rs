@@ -59,6 +59,9 @@ pub struct ExecutionPatch {
     pub start_ambiguous: Option<bool>,
     pub start_attempts_add: i64,
     pub billed_add: i64,
+    /// What the `billed_add` starts cost, in cents: recorded in the cost ledger in the same
+    /// transaction.
+    pub billed_cents: i64,
 }
 
 impl ExecutionPatch {
@@ -171,6 +174,18 @@ pub enum WebhookRecorded {
     Duplicate,
 }
 
+/// One line of the cost ledger: what one flow of one environment cost on one day.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpendRow {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    pub environment: String,
+    pub flow_id: String,
+    pub executions: i64,
+    pub cents: i64,
+}
+
 /// The durable state of the service. SQLite by default; PostgreSQL for several replicas.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -237,6 +252,19 @@ pub trait Store: Send + Sync + 'static {
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded>;
 
+    /// Records several webhooks; a store may commit them together (one fsync for all). The
+    /// default records them one by one.
+    async fn record_webhooks(
+        &self,
+        batch: Vec<(WebhookRecord, DateTime<Utc>)>,
+    ) -> anyhow::Result<Vec<WebhookRecorded>> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (record, check_at) in batch {
+            outcomes.push(self.record_webhook(record, check_at).await?);
+        }
+        Ok(outcomes)
+    }
+
     async fn webhooks_for(&self, instance_id: &str) -> anyhow::Result<Vec<WebhookRecord>>;
 
     async fn events_for(&self, execution_id: Uuid) -> anyhow::Result<Vec<Event>>;
@@ -258,6 +286,30 @@ pub trait Store: Send + Sync + 'static {
         _shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
         None
+    }
+
+    /// The cost ledger of one month (`YYYY-MM`, UTC), by day, environment and flow. Ledger lines are
+    /// written by [`Store::finish_step`] when a patch has `billed_add`.
+    async fn spend(&self, month: &str) -> anyhow::Result<Vec<SpendRow>> {
+        let _ = month;
+        anyhow::bail!("this store keeps no cost ledger")
+    }
+
+    /// An operator setting (e.g. the spend cap), if set.
+    async fn setting(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let _ = key;
+        anyhow::bail!("this store keeps no settings")
+    }
+
+    /// Sets (or, with `None`, removes) an operator setting.
+    async fn set_setting(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let _ = (key, value, now);
+        anyhow::bail!("this store keeps no settings")
     }
 }
 

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::sqlite::{max_attempts, request_fingerprint};
 use super::{
     Created, ExecutionFilter, ExecutionPatch, JobDisposition, LeaseLost, NewExecution, NewJob,
-    Overview, StepOutcome, Store, WebhookRecorded,
+    Overview, SpendRow, StepOutcome, Store, WebhookRecorded,
 };
 use crate::model::{
     Event, Execution, ExecutionState, Job, JobError, JobKind, JobPriority, JobState, Lease,
@@ -329,6 +329,20 @@ async fn patch_execution(
         .execute(&mut **tx)
         .await
         .context("updating an execution")?;
+    if patch.billed_add > 0 {
+        sqlx::query(
+            "INSERT INTO spend_ledger (execution_id, environment, flow_id, billed_at, day, month, cents)
+             SELECT id, environment, flow_id, $2, $3, $4, $5 FROM executions WHERE id = $1",
+        )
+        .bind(execution_id.to_string())
+        .bind(ms(now))
+        .bind(now.format("%Y-%m-%d").to_string())
+        .bind(now.format("%Y-%m").to_string())
+        .bind(patch.billed_cents)
+        .execute(&mut **tx)
+        .await
+        .context("recording a billed start in the cost ledger")?;
+    }
     Ok(())
 }
 
@@ -843,6 +857,67 @@ impl Store for PgStore {
         .await
         .context("listing unarchived executions")?;
         rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn spend(&self, month: &str) -> anyhow::Result<Vec<SpendRow>> {
+        let rows = sqlx::query(
+            "SELECT day, environment, flow_id, COUNT(*) AS executions, SUM(cents)::BIGINT AS cents
+             FROM spend_ledger WHERE month = $1
+             GROUP BY day, environment, flow_id ORDER BY day, environment, flow_id",
+        )
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the cost ledger")?;
+        rows.iter()
+            .map(|row| {
+                Ok(SpendRow {
+                    day: row.try_get("day")?,
+                    environment: row.try_get("environment")?,
+                    flow_id: row.try_get("flow_id")?,
+                    executions: row.try_get("executions")?,
+                    cents: row.try_get("cents")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn setting(&self, key: &str) -> anyhow::Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a setting")
+    }
+
+    async fn set_setting(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        match value {
+            Some(value) => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(ms(now))
+                .execute(&self.pool)
+                .await
+                .context("writing a setting")?;
+            }
+            None => {
+                sqlx::query("DELETE FROM settings WHERE key = $1")
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await
+                    .context("removing a setting")?;
+            }
+        }
+        Ok(())
     }
 
     fn spawn_wake_listener(

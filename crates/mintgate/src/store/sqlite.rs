@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::{
     Created, ExecutionFilter, ExecutionPatch, JobDisposition, LeaseLost, NewExecution, NewJob,
-    Overview, StepOutcome, Store, WebhookRecorded,
+    Overview, SpendRow, StepOutcome, Store, WebhookRecorded,
 };
 use crate::model::{
     Event, Execution, ExecutionState, Job, JobError, JobKind, JobPriority, JobState, Lease,
@@ -299,6 +299,20 @@ async fn patch_execution(
         .execute(&mut **tx)
         .await
         .context("updating an execution")?;
+    if patch.billed_add > 0 {
+        sqlx::query(
+            "INSERT INTO spend_ledger (execution_id, environment, flow_id, billed_at, day, month, cents)
+             SELECT id, environment, flow_id, ?2, ?3, ?4, ?5 FROM executions WHERE id = ?1",
+        )
+        .bind(execution_id.to_string())
+        .bind(ms(now))
+        .bind(now.format("%Y-%m-%d").to_string())
+        .bind(now.format("%Y-%m").to_string())
+        .bind(patch.billed_cents)
+        .execute(&mut **tx)
+        .await
+        .context("recording a billed start in the cost ledger")?;
+    }
     Ok(())
 }
 
@@ -334,6 +348,79 @@ fn push_error(errors_json: &str, at: DateTime<Utc>, error: &str) -> String {
         errors.drain(5..errors.len() - (ERRORS_KEPT - 5));
     }
     serde_json::to_string(&errors).unwrap_or_else(|_| "[]".to_owned())
+}
+
+async fn record_webhook_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    record: WebhookRecord,
+    check_at: DateTime<Utc>,
+) -> anyhow::Result<WebhookRecorded> {
+    let execution = sqlx::query("SELECT id, state FROM executions WHERE instance_id = ?1")
+        .bind(&record.instance_id)
+        .fetch_optional(&mut **tx)
+        .await
+        .context("matching a webhook")?;
+    let (execution_id, state) = match execution {
+        Some(row) => (
+            Some(uuid(&row.try_get::<String, _>("id")?)?),
+            ExecutionState::parse(&row.try_get::<String, _>("state")?),
+        ),
+        None => (None, None),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO webhooks (id, received_at, instance_id, claimed_status, authentic, body_sha256, execution_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (body_sha256) DO NOTHING",
+    )
+    .bind(record.id.to_string())
+    .bind(ms(record.received_at))
+    .bind(&record.instance_id)
+    .bind(record.claimed_status.as_deref())
+    .bind(i64::from(record.authentic))
+    .bind(&record.body_sha256)
+    .bind(execution_id.map(|id| id.to_string()))
+    .execute(&mut **tx)
+    .await
+    .context("recording a webhook")?;
+    if inserted.rows_affected() == 0 {
+        return Ok(WebhookRecorded::Duplicate);
+    }
+    let outcome = match (execution_id, state) {
+        (Some(id), Some(ExecutionState::Running)) => {
+            insert_job(
+                tx,
+                &NewJob {
+                    execution_id: id,
+                    kind: JobKind::Check,
+                    run_at: check_at,
+                    priority: JobPriority::Webhook,
+                },
+                record.received_at,
+            )
+            .await?;
+            insert_event(
+                tx,
+                id,
+                record.received_at,
+                "webhook",
+                &serde_json::json!({"claimedStatus": record.claimed_status, "authentic": record.authentic}),
+            )
+            .await?;
+            WebhookRecorded::Matched
+        }
+        (Some(id), _) => {
+            insert_event(
+                tx,
+                id,
+                record.received_at,
+                "webhook",
+                &serde_json::json!({"claimedStatus": record.claimed_status, "authentic": record.authentic, "ignored": "not running"}),
+            )
+            .await?;
+            WebhookRecorded::Unmatched
+        }
+        _ => WebhookRecorded::Unmatched,
+    };
+    Ok(outcome)
 }
 
 #[async_trait]
@@ -660,74 +747,23 @@ impl Store for SqliteStore {
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded> {
         let mut tx = self.write().await?;
-        let execution = sqlx::query("SELECT id, state FROM executions WHERE instance_id = ?1")
-            .bind(&record.instance_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("matching a webhook")?;
-        let (execution_id, state) = match execution {
-            Some(row) => (
-                Some(uuid(&row.try_get::<String, _>("id")?)?),
-                ExecutionState::parse(&row.try_get::<String, _>("state")?),
-            ),
-            None => (None, None),
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO webhooks (id, received_at, instance_id, claimed_status, authentic, body_sha256, execution_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (body_sha256) DO NOTHING",
-        )
-        .bind(record.id.to_string())
-        .bind(ms(record.received_at))
-        .bind(&record.instance_id)
-        .bind(record.claimed_status.as_deref())
-        .bind(i64::from(record.authentic))
-        .bind(&record.body_sha256)
-        .bind(execution_id.map(|id| id.to_string()))
-        .execute(&mut *tx)
-        .await
-        .context("recording a webhook")?;
-        if inserted.rows_affected() == 0 {
-            tx.commit().await?;
-            return Ok(WebhookRecorded::Duplicate);
-        }
-        let outcome = match (execution_id, state) {
-            (Some(id), Some(ExecutionState::Running)) => {
-                insert_job(
-                    &mut tx,
-                    &NewJob {
-                        execution_id: id,
-                        kind: JobKind::Check,
-                        run_at: check_at,
-                        priority: JobPriority::Webhook,
-                    },
-                    record.received_at,
-                )
-                .await?;
-                insert_event(
-                    &mut tx,
-                    id,
-                    record.received_at,
-                    "webhook",
-                    &serde_json::json!({"claimedStatus": record.claimed_status, "authentic": record.authentic}),
-                )
-                .await?;
-                WebhookRecorded::Matched
-            }
-            (Some(id), _) => {
-                insert_event(
-                    &mut tx,
-                    id,
-                    record.received_at,
-                    "webhook",
-                    &serde_json::json!({"claimedStatus": record.claimed_status, "authentic": record.authentic, "ignored": "not running"}),
-                )
-                .await?;
-                WebhookRecorded::Unmatched
-            }
-            _ => WebhookRecorded::Unmatched,
-        };
+        let outcome = record_webhook_in(&mut tx, record, check_at).await?;
         tx.commit().await.context("committing a webhook")?;
         Ok(outcome)
+    }
+
+    async fn record_webhooks(
+        &self,
+        batch: Vec<(WebhookRecord, DateTime<Utc>)>,
+    ) -> anyhow::Result<Vec<WebhookRecorded>> {
+        // Group commit: one transaction (one fsync) for every webhook that arrived meanwhile.
+        let mut tx = self.write().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (record, check_at) in batch {
+            outcomes.push(record_webhook_in(&mut tx, record, check_at).await?);
+        }
+        tx.commit().await.context("committing webhooks")?;
+        Ok(outcomes)
     }
 
     async fn webhooks_for(&self, instance_id: &str) -> anyhow::Result<Vec<WebhookRecord>> {
@@ -813,6 +849,69 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .context("pinging SQLite")?;
+        Ok(())
+    }
+
+    async fn spend(&self, month: &str) -> anyhow::Result<Vec<SpendRow>> {
+        let rows = sqlx::query(
+            "SELECT day, environment, flow_id, COUNT(*) AS executions, SUM(cents) AS cents
+             FROM spend_ledger WHERE month = ?1
+             GROUP BY day, environment, flow_id ORDER BY day, environment, flow_id",
+        )
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the cost ledger")?;
+        rows.iter()
+            .map(|row| {
+                Ok(SpendRow {
+                    day: row.try_get("day")?,
+                    environment: row.try_get("environment")?,
+                    flow_id: row.try_get("flow_id")?,
+                    executions: row.try_get("executions")?,
+                    cents: row.try_get("cents")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn setting(&self, key: &str) -> anyhow::Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a setting")
+    }
+
+    async fn set_setting(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.write().await?;
+        match value {
+            Some(value) => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await
+                .context("writing a setting")?;
+            }
+            None => {
+                sqlx::query("DELETE FROM settings WHERE key = ?1")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .context("removing a setting")?;
+            }
+        }
+        tx.commit().await.context("committing a setting")?;
         Ok(())
     }
 }

@@ -2,7 +2,10 @@
 //! simulator's ground truth.
 
 mod api;
+mod cli;
+mod demo;
 mod helpers;
+mod monitoring;
 mod pipeline;
 mod replicas;
 mod store;

@@ -1,0 +1,17 @@
+//! The integration tests of `mint-client`, one binary, against an in-process `mint-sim`.
+//!
+//! Every assertion about what reached the server reads the simulator's ground truth
+//! (`sim.admin().usage()`), never the client's own bookkeeping.
+
+mod helpers;
+
+mod budget;
+mod config;
+mod download;
+mod ids_and_models;
+mod observability;
+mod pagination;
+mod progress;
+mod retries;
+mod roles;
+mod tokens;

@@ -1,0 +1,310 @@
+//! `mintgate bench quota`: Mint API units spent per archived execution, on one seeded workload, in
+//! three modes: webhooks with the fallback poller (mintgate's default), polling every 30 s, and
+//! polling every 2 s (both without webhooks).
+//!
+//! The goal: the default spends at least 60 % fewer units than 30 s polling and at least 95 % fewer
+//! than 2 s polling, with the same number archived. Units are the simulator's count (its ground
+//! truth), not the service's. The budget is set out of the way (the question is what each mode
+//! *asks* for), and each mode's achieved polling interval is printed, because a poller that cannot
+//! keep up spends less than its configuration says.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mint_sim::{Limits, SimConfig, StepConfig, UserBehaviour};
+use secrecy::SecretString;
+
+use crate::app::{Application, BuildOptions};
+use crate::clock::Clock;
+use crate::config::{
+    Config, MintProfile, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
+};
+use crate::model::ExecutionState;
+
+const WEBHOOK_SECRET: &str = "bench-webhook-secret-0123456789";
+const API_KEY: &str = "bench-api-key-0123456789";
+
+/// Options of `mintgate bench quota`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuotaArgs {
+    /// Executions in the workload.
+    #[arg(long, default_value_t = 20)]
+    pub executions: u32,
+    /// Simulated seconds per real second for the webhook and 30 s modes.
+    #[arg(long, default_value_t = 120.0)]
+    pub time_scale: f64,
+    /// Simulated seconds per real second for the 2 s mode (slower, so its poller keeps up).
+    #[arg(long, default_value_t = 15.0)]
+    pub fast_poll_time_scale: f64,
+    /// Seed of the simulator (end users' behaviour).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// One mode's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModeFigures {
+    pub mode: &'static str,
+    pub units: u64,
+    pub requests_by_endpoint: BTreeMap<String, u64>,
+    pub archived: u64,
+    pub failed: u64,
+    pub unfinished: u64,
+    pub checks: u64,
+    /// Simulated seconds the instances ran, summed (start to finish).
+    pub running_secs: f64,
+    pub real_secs: f64,
+}
+
+impl ModeFigures {
+    pub fn units_per_archived(&self) -> f64 {
+        self.units as f64 / (self.archived.max(1) as f64)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Webhooks,
+    Poll(Duration),
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Webhooks => "webhooks + fallback poller (default)",
+            Mode::Poll(d) if d >= Duration::from_secs(30) => "polling every 30 s",
+            Mode::Poll(_) => "polling every 2 s",
+        }
+    }
+}
+
+fn sim_config(seed: u64, time_scale: f64, webhook_url: Option<String>) -> SimConfig {
+    let mut config = SimConfig::fixture();
+    config.seed = seed;
+    config.time_scale = time_scale;
+    config.webhook_url = webhook_url;
+    config.limits = Limits::unlimited();
+    config.service.list_delay_micros_per_instance = 0;
+    let people = UserBehaviour {
+        complete_probability: 0.8,
+        complete_after_secs: [60, 600],
+        dawdle_probability: 0.2,
+        dawdle_after_secs: [1200, 1800],
+        abandon_probability: 0.0,
+        abandon_timeout_secs: 3600,
+    };
+    for flow in &mut config.flows {
+        flow.result_file_bytes = 64 * 1024;
+        for step in &mut flow.steps {
+            match step {
+                StepConfig::User { behaviour, .. } => *behaviour = Some(people.clone()),
+                StepConfig::HttpRequest { hmac_secret, .. } => {
+                    *hmac_secret = Some(WEBHOOK_SECRET.to_owned());
+                }
+                StepConfig::Auto { .. } => {}
+            }
+        }
+    }
+    config
+}
+
+fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, mode: Mode) -> Config {
+    let mut mint = BTreeMap::new();
+    mint.insert(
+        "sandbox".to_owned(),
+        MintProfile {
+            api_base: sim.base_url().parse().expect("the simulator's URL"),
+            token_url: sim.token_url().parse().expect("the simulator's URL"),
+            client_id: "demo".to_owned(),
+            client_secret: SecretString::from("demo-secret"),
+            // Out of the way: the benchmark measures what each mode asks for.
+            budget_units_per_minute: 1_000_000,
+            budget_burst_units: 1_000_000,
+            price_cents: 50,
+        },
+    );
+    let defaults = PipelineConfig::default();
+    let pipeline = match mode {
+        Mode::Webhooks => PipelineConfig {
+            lease: Duration::from_secs(3600),
+            idle_wait: Duration::from_millis(50),
+            ..defaults
+        },
+        Mode::Poll(every) => PipelineConfig {
+            poll_grace: every,
+            poll_interval_min: every,
+            poll_interval_max: every,
+            lease: Duration::from_secs(3600),
+            idle_wait: Duration::from_millis(50),
+            check_workers: 8,
+            ..defaults
+        },
+    };
+    Config {
+        service: ServiceConfig {
+            database_url: format!("sqlite://{}", dir.join("mintgate.db").display()),
+            archive_dir: dir.join("archive"),
+            api_keys: vec![SecretString::from(API_KEY)],
+            shutdown_grace: Duration::from_secs(5),
+            log_format: "text".to_owned(),
+            ..ServiceConfig::default()
+        },
+        webhook: WebhookConfig {
+            auth: WebhookAuth::Hmac,
+            secret: Some(SecretString::from(WEBHOOK_SECRET)),
+            ..WebhookConfig::default()
+        },
+        pipeline,
+        default_environment: "sandbox".to_owned(),
+        mint,
+    }
+}
+
+async fn run_mode(args: &QuotaArgs, mode: Mode) -> anyhow::Result<ModeFigures> {
+    let real_start = Instant::now();
+    // On tmpfs when there is one: the modes compare API units, not disk syncs.
+    let temp = match tempfile::tempdir_in("/dev/shm") {
+        Ok(dir) => dir,
+        Err(_) => tempfile::tempdir().context("creating a temporary folder")?,
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the service")?;
+    let address = listener.local_addr()?;
+    let (scale, webhook_url) = match mode {
+        Mode::Webhooks => (
+            args.time_scale,
+            Some(format!("http://{address}/webhooks/mint")),
+        ),
+        Mode::Poll(every) if every >= Duration::from_secs(30) => (args.time_scale, None),
+        Mode::Poll(_) => (args.fast_poll_time_scale, None),
+    };
+    let sim = mint_sim::Simulator::builder()
+        .config(sim_config(args.seed, scale, webhook_url))
+        .start()
+        .await
+        .context("starting the simulator")?;
+    let admin = sim.admin();
+    let clock = Clock::scaled(admin.now().await?, scale);
+    let config = service_config(&sim, temp.path(), mode);
+    let app = Application::build(
+        config.clone(),
+        BuildOptions {
+            clock: clock.clone(),
+            owner: "bench".to_owned(),
+            run_workers: true,
+            listener: Some(listener),
+            tune_mint: None,
+        },
+    )
+    .await?;
+    let http = reqwest::Client::new();
+    for i in 0..args.executions {
+        let flow = if i % 4 == 3 {
+            "flow-kyc-video"
+        } else {
+            "flow-kyc-basic"
+        };
+        let response = http
+            .post(format!("http://{address}/v1/executions"))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({"flowId": flow, "input": {"customer": i}}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == reqwest::StatusCode::ACCEPTED,
+            "the service refused execution {i}: {}",
+            response.status()
+        );
+    }
+    let store = app.pipeline().store.clone();
+    // Longest a mode may take: the slowest end user plus margin, in simulated time.
+    let limit = Duration::from_secs(3 * 3600).div_f64(scale) + Duration::from_secs(30);
+    let executions = loop {
+        let executions = store
+            .executions(crate::store::ExecutionFilter {
+                state: None,
+                limit: i64::from(args.executions) * 2,
+            })
+            .await?;
+        let open = executions.iter().filter(|e| !e.state.is_terminal()).count();
+        if open == 0 || real_start.elapsed() > limit {
+            break executions;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    app.shutdown().await;
+    let usage = admin.usage().await?;
+    let client = usage.clients.get("demo").cloned().unwrap_or_default();
+    let count =
+        |state: ExecutionState| executions.iter().filter(|e| e.state == state).count() as u64;
+    let running_secs = executions
+        .iter()
+        .filter_map(|e| Some((e.finished_at? - e.started_at?).num_milliseconds() as f64 / 1000.0))
+        .sum();
+    let checks = client
+        .requests_by_endpoint
+        .iter()
+        .filter(|(endpoint, _)| endpoint.as_str() == "get_instance")
+        .map(|(_, n)| *n)
+        .sum();
+    sim.shutdown().await;
+    Ok(ModeFigures {
+        mode: mode.name(),
+        units: client.units,
+        requests_by_endpoint: client.requests_by_endpoint,
+        archived: count(ExecutionState::Archived),
+        failed: count(ExecutionState::Failed) + count(ExecutionState::Expired),
+        unfinished: executions.iter().filter(|e| !e.state.is_terminal()).count() as u64,
+        checks,
+        running_secs,
+        real_secs: real_start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs the three modes and prints the comparison.
+pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
+    let mut figures = Vec::new();
+    for mode in [
+        Mode::Webhooks,
+        Mode::Poll(Duration::from_secs(30)),
+        Mode::Poll(Duration::from_secs(2)),
+    ] {
+        let f = run_mode(&args, mode).await?;
+        println!(
+            "{:<38} units {:>6}  archived {:>3}  failed {:>2}  unfinished {:>2}  units/archived {:>7.1}  ({:.0} s)",
+            f.mode,
+            f.units,
+            f.archived,
+            f.failed,
+            f.unfinished,
+            f.units_per_archived(),
+            f.real_secs
+        );
+        println!(
+            "    requests by endpoint: {:?}; one status read per {:.1} simulated s of running instance",
+            f.requests_by_endpoint,
+            f.running_secs / (f.checks.max(1) as f64)
+        );
+        figures.push(f);
+    }
+    let ours = figures[0].units_per_archived();
+    let mut ok = true;
+    for (other, goal) in [(&figures[1], 0.60), (&figures[2], 0.95)] {
+        let saving = 1.0 - ours / other.units_per_archived();
+        let met = saving >= goal && other.archived == figures[0].archived;
+        ok &= met;
+        println!(
+            "default vs {}: {:.1} % fewer units per archived execution (goal {:.0} %, same number archived: {}) {}",
+            other.mode,
+            saving * 100.0,
+            goal * 100.0,
+            other.archived == figures[0].archived,
+            if met { "MET" } else { "MISSED" }
+        );
+    }
+    println!("{}", serde_json::to_string(&figures).unwrap_or_default());
+    if !ok {
+        anyhow::bail!("the quota goal was missed (see above)");
+    }
+    Ok(())
+}

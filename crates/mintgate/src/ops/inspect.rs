@@ -1,0 +1,322 @@
+//! `mintgate inspect`: the whole chain the service recorded for one execution: requested, started,
+//! webhooks (authentic or not), polls, download attempts, the archived file, Mint's deletion
+//! deadline and the cost. Reads the service's database directly, so it works while the service is
+//! down too.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::output::{
+    CliError, CliResult, dollars, human_bytes, print_json, timestamp, timestamp_relative,
+};
+use crate::config::Config;
+use crate::model::{Event, Execution, JobKind};
+use crate::store::SharedStore;
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// A Mint instance id, or a mintgate execution id.
+    #[arg(value_name = "INSTANCE_ID|EXECUTION_ID")]
+    id: String,
+    /// Print the records as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The time to compare against (RFC 3339), instead of the clock.
+    #[arg(long, hide = true)]
+    now: Option<DateTime<Utc>>,
+}
+
+/// The database file of a `sqlite:` URL, if it names one.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+}
+
+/// Opens the service's database; refuses to create one where none exists.
+pub(super) async fn open_store(config: &Config) -> CliResult<SharedStore> {
+    let url = &config.service.database_url;
+    if let Some(file) = sqlite_file(url)
+        && !file.exists()
+    {
+        return Err(CliError::user(format!(
+            "there is no service database at {}",
+            file.display()
+        ))
+        .hint(
+            "this command reads the database of `mintgate serve` (`service.database_url`): run it \
+             with the same --config file and MINTGATE_… variables as the service, on its machine",
+        ));
+    }
+    crate::app::open_store(config)
+        .await
+        .map_err(|e| CliError::remote(format!("{e:#}")))
+}
+
+pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
+    let config = super::load_config(config_path)?;
+    let store = open_store(&config).await?;
+    let now = super::now_or(args.now);
+    let mut execution = match Uuid::parse_str(&args.id) {
+        Ok(id) => store.execution(id).await?,
+        Err(_) => None,
+    };
+    if execution.is_none() {
+        execution = store.execution_by_instance(&args.id).await?;
+    }
+    let Some(execution) = execution else {
+        return Err(CliError::user(format!(
+            "the service has no record of {:?} (neither an execution id nor an instance id it started)",
+            args.id
+        ))
+        .hint("an instance started with --direct or by another system is not followed by the service")
+        .hint(format!("`mintgate status {}` asks Mint", args.id)));
+    };
+    let events = store.events_for(execution.id).await?;
+    let jobs = store.jobs_for(execution.id).await?;
+    let webhooks = match &execution.instance_id {
+        Some(instance) => store.webhooks_for(instance).await?,
+        None => Vec::new(),
+    };
+    let price_cents = config
+        .mint
+        .get(&execution.environment)
+        .map_or(50, |p| p.price_cents);
+    let cost_cents = execution.billed_count * i64::from(price_cents);
+    // Every check of the instance's state in Mint records how it came about (`via`).
+    let checks: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.detail.get("via").is_some())
+        .collect();
+    let download_jobs: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Download)
+        .collect();
+    let download_errors: Vec<_> = download_jobs.iter().flat_map(|j| j.errors.iter()).collect();
+    let downloads_succeeded = events.iter().filter(|e| e.kind == "archived").count();
+    if args.json {
+        print_json(&json!({
+            "execution": crate::api::view(&execution, now),
+            "billedCount": execution.billed_count,
+            "costCents": cost_cents,
+            "startAttempts": execution.start_attempts,
+            "startAmbiguous": execution.start_ambiguous,
+            "events": events,
+            "webhooks": webhooks,
+            "jobs": jobs,
+        }));
+        return Ok(());
+    }
+    print!(
+        "{}",
+        render(&execution, &events, now, &webhooks, price_cents)
+    );
+    let polls_by_poller = checks.iter().filter(|e| e.detail["via"] == "poll").count();
+    println!(
+        "checks in Mint: {} ({} by the poller, {} brought forward by a webhook)",
+        checks.len(),
+        polls_by_poller,
+        checks.len() - polls_by_poller
+    );
+    let attempts = download_errors.len() + downloads_succeeded;
+    println!(
+        "downloads: {attempts} attempt(s), {} failed",
+        download_errors.len()
+    );
+    for error in &download_errors {
+        println!("  {}  {}", timestamp(error.at), error.error);
+    }
+    let dead: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.state == crate::model::JobState::Dead)
+        .collect();
+    for job in dead {
+        println!(
+            "dead letter: {} job {} gave up after {} attempt(s); retry with `mintgate dead-letters retry {}`",
+            job.kind.as_str(),
+            job.id,
+            job.attempts,
+            job.id
+        );
+    }
+    match (&execution.archive_path, &execution.sha256, execution.bytes) {
+        (Some(path), Some(sha256), Some(bytes)) => {
+            println!("archive: {path}");
+            println!(
+                "  {} ({bytes} bytes), sha256 {sha256}",
+                human_bytes(u64::try_from(bytes).unwrap_or(0))
+            );
+        }
+        _ => println!("archive: not archived yet"),
+    }
+    match execution.deadline_at {
+        Some(deadline) if deadline > now => {
+            println!("deletion by Mint: {}", timestamp_relative(deadline, now))
+        }
+        Some(deadline) => println!("deletion by Mint: {} (deleted)", timestamp(deadline)),
+        None => println!("deletion by Mint: 30 days after the instance ends"),
+    }
+    println!(
+        "cost: {} execution(s) billed, {} ({} start attempt(s))",
+        execution.billed_count,
+        dollars(cost_cents),
+        execution.start_attempts
+    );
+    Ok(())
+}
+
+fn render(
+    execution: &Execution,
+    events: &[Event],
+    now: DateTime<Utc>,
+    webhooks: &[crate::model::WebhookRecord],
+    _price_cents: u32,
+) -> String {
+    let mut out = String::new();
+    let instance = execution
+        .instance_id
+        .as_deref()
+        .map(|i| format!(" (instance {i})"))
+        .unwrap_or_default();
+    out.push_str(&format!("execution {}{instance}\n", execution.id));
+    out.push_str(&format!(
+        "  flow {} in {}{}\n",
+        execution.flow_id,
+        execution.environment,
+        execution
+            .idempotency_key
+            .as_deref()
+            .map(|k| format!("; idempotency key {k}"))
+            .unwrap_or_default()
+    ));
+    out.push_str(&format!(
+        "  state: {}: {}\n",
+        execution.state.as_str(),
+        crate::api::summary(execution, now)
+    ));
+    out.push_str("\ntimeline:\n");
+    for event in events {
+        out.push_str(&format!(
+            "  {}  {}\n",
+            timestamp(event.at),
+            describe_event(event)
+        ));
+    }
+    let authentic = webhooks.iter().filter(|w| w.authentic).count();
+    out.push_str(&format!(
+        "\nwebhooks: {} received ({authentic} authentic, {} not authentic)\n",
+        webhooks.len(),
+        webhooks.len() - authentic
+    ));
+    for webhook in webhooks {
+        out.push_str(&format!(
+            "  {}  {}, claims {}\n",
+            timestamp(webhook.received_at),
+            if webhook.authentic {
+                "authentic"
+            } else {
+                "NOT authentic"
+            },
+            webhook.claimed_status.as_deref().unwrap_or("nothing")
+        ));
+    }
+    out
+}
+
+fn text(value: &Value) -> Option<&str> {
+    value.as_str()
+}
+
+/// One event in words; unknown kinds are shown with their detail, so new ones are never hidden.
+fn describe_event(event: &Event) -> String {
+    let d = &event.detail;
+    match event.kind.as_str() {
+        "requested" => format!(
+            "requested: flow {} in {}",
+            text(&d["flowId"]).unwrap_or("?"),
+            text(&d["environment"]).unwrap_or("?")
+        ),
+        "started" => format!(
+            "started in Mint: instance {}",
+            text(&d["instanceId"]).unwrap_or("?")
+        ),
+        "reconciled" => format!(
+            "found in Mint after a lost start answer: instance {}",
+            text(&d["instanceId"]).unwrap_or("?")
+        ),
+        "start_ambiguous" => {
+            "the answer to the start was lost: looking for the instance before any retry".to_owned()
+        }
+        "webhook" => format!(
+            "webhook received ({}), claims {}{}",
+            if d["authentic"] == Value::Bool(true) {
+                "authentic"
+            } else {
+                "NOT authentic"
+            },
+            text(&d["claimedStatus"]).unwrap_or("nothing"),
+            text(&d["ignored"])
+                .map(|i| format!("; ignored: {i}"))
+                .unwrap_or_default()
+        ),
+        "checked" => {
+            let progress = &d["progress"];
+            let step = text(&progress["step"])
+                .map(|s| format!(" at step '{s}'"))
+                .unwrap_or_default();
+            let what = match text(&progress["kind"]) {
+                Some("waitingForUser") => format!("waiting for the end user{step}"),
+                Some("processing") => format!("processing{step}"),
+                _ => "running".to_owned(),
+            };
+            format!("checked {}: {what}", via(d))
+        }
+        "finished" => format!("finished in Mint (seen {})", via(d)),
+        "archived" => format!(
+            "archived ({}): {}",
+            text(&d["how"]).unwrap_or("downloaded"),
+            text(&d["location"]).unwrap_or("?")
+        ),
+        "dead_letter" => format!(
+            "dead letter: the {} job ran out of attempts: {}",
+            text(&d["kind"]).unwrap_or("?"),
+            text(&d["error"]).unwrap_or("?")
+        ),
+        "dead_letter_retried" => format!(
+            "dead letter retried by an operator: the {} job",
+            text(&d["kind"]).unwrap_or("?")
+        ),
+        other if d.as_object().is_none_or(|o| o.is_empty()) => other.replace('_', " "),
+        other => format!("{}: {d}", other.replace('_', " ")),
+    }
+}
+
+fn via(detail: &Value) -> &'static str {
+    match text(&detail["via"]) {
+        Some("webhook") => "after a webhook",
+        _ => "by the poller",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/mintgate.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/mintgate.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite://mintgate.db"),
+            Some(PathBuf::from("mintgate.db"))
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+    }
+}

@@ -1,0 +1,632 @@
+//! The operator commands, run as the real binary against an in-process simulator (and, for the
+//! commands that read the service's records, the service), configured through a TOML file and
+//! environment variables as an operator would. Human output is snapshot-tested with ids, times,
+//! ports and paths redacted; every output is piped, so none may hold a control character.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use mint_sim::{ClientConfig, SimConfig, Simulator, UserStepAction};
+use secrecy::ExposeSecret as _;
+use tempfile::TempDir;
+
+use crate::helpers::{API_KEY, Setup, TestApp, spawn_with};
+
+/// A simulator with small result files. Its clock runs in real time (so its rate windows pass, as
+/// Mint's do) and tests move it forward further.
+async fn simulator() -> Simulator {
+    simulator_at(1.0).await
+}
+
+/// A simulator whose clock only moves when the test moves it: for outputs that show times. (Its rate
+/// windows never pass either, so such a test must stay under one window's units.)
+async fn frozen_simulator() -> Simulator {
+    simulator_at(0.0).await
+}
+
+async fn simulator_at(time_scale: f64) -> Simulator {
+    let mut config = SimConfig::fixture();
+    config.seed = 7;
+    config.time_scale = time_scale;
+    config.service.list_delay_micros_per_instance = 0;
+    for flow in &mut config.flows {
+        flow.result_file_bytes = 64 * 1024;
+    }
+    Simulator::builder().config(config).start().await.unwrap()
+}
+
+/// What `mintgate serve` needs besides Mint, so that `doctor` has nothing to say about it.
+const SERVICE_TOML: &str = "[webhook]\nsecret = \"a-webhook-secret-of-some-length\"\n\n";
+
+/// One `[mint.<name>]` profile of a configuration file.
+fn profile(sim: &Simulator, name: &str, client_id: &str, secret: &str) -> String {
+    format!(
+        "[mint.{name}]\napi_base = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{client_id}\"\nclient_secret = \"{secret}\"\n\n",
+        sim.base_url(),
+        sim.token_url()
+    )
+}
+
+/// A temporary folder holding `mintgate.toml`.
+struct Files {
+    dir: TempDir,
+}
+
+impl Files {
+    fn new(toml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mintgate.toml"), toml).unwrap();
+        Self { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("mintgate.toml")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// The configuration file of a running service (the same file `mintgate serve` would read).
+fn service_toml(app: &TestApp) -> String {
+    let config = &app.config;
+    let sandbox = &config.mint["sandbox"];
+    format!(
+        "default_environment = \"sandbox\"\n\n[service]\nlisten = \"{}\"\ndatabase_url = \"{}\"\narchive_dir = \"{}\"\napi_keys = [\"{API_KEY}\"]\n\n[webhook]\nsecret = \"{}\"\n\n[mint.sandbox]\napi_base = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
+        app.address,
+        config.service.database_url,
+        config.service.archive_dir.display(),
+        config
+            .webhook
+            .secret
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned())
+            .unwrap_or_default(),
+        sandbox.api_base,
+        sandbox.token_url,
+        sandbox.client_id,
+        sandbox.client_secret.expose_secret(),
+    )
+}
+
+/// `mintgate --config FILE ARGS…` with nothing from the test's own environment.
+fn mintgate(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::cargo_bin("mintgate").unwrap();
+    command
+        .env_clear()
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .timeout(Duration::from_secs(30));
+    command
+}
+
+/// Runs the binary off the async runtime (the simulator keeps serving meanwhile) and checks that
+/// its piped output holds no control characters.
+async fn run(mut command: Command) -> Output {
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    for (name, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        let text = String::from_utf8(bytes.clone()).expect("output is UTF-8");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "piped {name} holds a control character: {text:?}"
+        );
+    }
+    output
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited with a code")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Exit code, stdout and stderr in one text, for a snapshot.
+fn transcript(output: &Output) -> String {
+    format!(
+        "exit code: {}\n--- stdout\n{}--- stderr\n{}",
+        code(output),
+        stdout(output),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+/// Redacts what changes from run to run: ids, times, ports, temporary paths, hashes, rates.
+fn filters(dir: Option<&Path>) -> Vec<(String, String)> {
+    let mut filters = Vec::new();
+    if let Some(dir) = dir {
+        filters.push((escape(&dir.display().to_string()), "[TMP]".to_owned()));
+    }
+    // Temporary folders the service's helpers made (the archive), and the archive's date folders.
+    filters.push((r"\S*/\.tmp[A-Za-z0-9]+".to_owned(), "[TMP]".to_owned()));
+    filters.push((r"/\d{4}/\d{2}/".to_owned(), "/[YYYY]/[MM]/".to_owned()));
+    for (pattern, replacement) in [
+        (
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            "[ID]",
+        ),
+        (r"trace id [^)\s]+", "trace id [TRACE]"),
+        (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC", "[TIME]"),
+        (r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z", "[TIME]"),
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]"),
+        (r"\b[0-9a-f]{64}\b", "[SHA256]"),
+        (r"[\d.]+ (B|KiB|MiB|GiB)/s", "[RATE]"),
+        (r"expires=\d+", "expires=[EXPIRES]"),
+    ] {
+        filters.push((pattern.to_owned(), replacement.to_owned()));
+    }
+    filters
+}
+
+macro_rules! snapshot {
+    ($name:expr, $text:expr, $dir:expr) => {{
+        let filters = filters($dir);
+        let mut settings = insta::Settings::clone_current();
+        for (pattern, replacement) in &filters {
+            settings.add_filter(pattern, replacement.clone());
+        }
+        settings.bind(|| insta::assert_snapshot!($name, $text));
+    }};
+}
+
+async fn starts_billed(sim: &Simulator) -> u64 {
+    sim.admin()
+        .usage()
+        .await
+        .unwrap()
+        .clients
+        .values()
+        .map(|c| c.starts_billed)
+        .sum()
+}
+
+#[tokio::test]
+async fn doctor_passes_for_the_client_with_every_role_and_starts_nothing() {
+    let sim = simulator().await;
+    // The lifetime shown is the one Mint gave, not a default.
+    let mut demo = ClientConfig::new(
+        "demo",
+        "demo-secret",
+        &["Flow Viewer", "Flow Editor", "Flow Instance Download"],
+    );
+    demo.token_lifetime_secs = 900;
+    sim.admin().put_client(demo).await.unwrap();
+    let files = Files::new(&format!(
+        "{SERVICE_TOML}{}",
+        profile(&sim, "sandbox", "demo", "demo-secret")
+    ));
+    let output = run(mintgate(&files.config(), &["doctor"])).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    snapshot!("doctor_demo", transcript(&output), None);
+    let usage = sim.admin().usage().await.unwrap();
+    let demo = &usage.clients["demo"];
+    assert_eq!(demo.starts_billed, 0);
+    assert_eq!(demo.cents_owed, 0);
+    // The start probe did reach Mint (and was refused as an unknown flow).
+    assert_eq!(demo.requests_by_endpoint.get("start"), Some(&1));
+    assert!(sim.admin().instances().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn doctor_names_the_missing_roles_of_the_viewer_and_no_download_clients() {
+    let sim = simulator().await;
+    for (client, missing) in [
+        ("viewer", &["Flow Editor", "Flow Instance Download"][..]),
+        ("no-download", &["Flow Instance Download"][..]),
+    ] {
+        let files = Files::new(&profile(
+            &sim,
+            "sandbox",
+            client,
+            &format!("{client}-secret"),
+        ));
+        let output = run(mintgate(&files.config(), &["doctor"])).await;
+        assert_eq!(code(&output), 1, "{}", transcript(&output));
+        let text = stdout(&output);
+        for role in missing {
+            assert!(
+                text.contains(&format!("this API client lacks the role {role}")),
+                "{text}"
+            );
+        }
+        snapshot!(format!("doctor_{client}"), transcript(&output), None);
+    }
+    assert_eq!(starts_billed(&sim).await, 0);
+    assert!(sim.admin().instances().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn doctor_flags_a_role_granted_in_sandbox_but_missing_in_production() {
+    let sim = simulator().await;
+    let toml = format!(
+        "{SERVICE_TOML}{}{}",
+        profile(&sim, "sandbox", "demo", "demo-secret"),
+        profile(&sim, "production", "no-download", "no-download-secret")
+    );
+    let files = Files::new(&toml);
+    let output = run(mintgate(&files.config(), &["doctor", "--all"])).await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    snapshot!("doctor_two_environments", transcript(&output), None);
+
+    let output = run(mintgate(&files.config(), &["doctor", "--all", "--json"])).await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["roleDifferences"],
+        serde_json::json!([{
+            "role": "Flow Instance Download",
+            "grantedIn": ["sandbox"],
+            "missingIn": ["production"],
+        }])
+    );
+    assert_eq!(report["environments"][0]["token"]["expiresInSecs"], 600);
+    assert_eq!(starts_billed(&sim).await, 0);
+}
+
+#[tokio::test]
+async fn doctor_explains_a_secret_with_trailing_whitespace_and_never_prints_it() {
+    let sim = simulator().await;
+    let files = Files::new(&profile(&sim, "sandbox", "demo", "demo-secret\\n"));
+    let output = run(mintgate(&files.config(), &["doctor"])).await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    let text = transcript(&output);
+    assert!(text.contains("whitespace"), "{text}");
+    assert!(
+        !text.contains("demo-secret"),
+        "the secret was printed: {text}"
+    );
+    snapshot!("doctor_whitespace_secret", text, None);
+}
+
+#[tokio::test]
+async fn doctor_reads_the_conventional_mint_variables_and_reports_an_unreachable_token_endpoint() {
+    let files = Files::new("");
+    let mut command = mintgate(&files.config(), &["doctor"]);
+    command
+        .env("MINT_CLIENT_ID", "demo")
+        .env("MINT_CLIENT_SECRET", "demo-secret")
+        .env("MINT_API_BASE", "http://127.0.0.1:9/mint")
+        .env("MINT_TOKEN_URL", "http://127.0.0.1:9/token");
+    let output = run(command).await;
+    assert_eq!(code(&output), 2, "{}", transcript(&output));
+    snapshot!("doctor_unreachable", transcript(&output), None);
+}
+
+#[tokio::test]
+async fn flows_shows_flow_ids_beside_definition_ids() {
+    let sim = simulator().await;
+    let files = Files::new(&profile(&sim, "sandbox", "demo", "demo-secret"));
+    let output = run(mintgate(&files.config(), &["flows"])).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    snapshot!("flows", transcript(&output), None);
+
+    let output = run(mintgate(
+        &files.config(),
+        &["flows", "--search", "video", "--json"],
+    ))
+    .await;
+    assert_eq!(code(&output), 0);
+    let flows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(flows[0]["id"], "flow-kyc-video");
+    assert_eq!(flows[0]["definitionId"], "def-kyc-video");
+    assert_eq!(flows.as_array().unwrap().len(), 1);
+}
+
+/// Starts an instance with `mintgate start --direct` and answers its id.
+async fn start_direct(sim: &Simulator, files: &Files) -> String {
+    std::fs::write(files.path("input.json"), r#"{"customer": "c-42"}"#).unwrap();
+    let input = files.path("input.json");
+    let output = run(mintgate(
+        &files.config(),
+        &[
+            "start",
+            "flow-kyc-basic",
+            "--direct",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    snapshot!("start_direct", transcript(&output), Some(files.dir.path()));
+    let instances = sim.admin().instances().await.unwrap();
+    assert_eq!(instances.len(), 1);
+    instances[0].id.clone()
+}
+
+async fn status(sim: &Simulator, files: &Files, instance: &str) -> Output {
+    let now = sim.admin().now().await.unwrap().to_rfc3339();
+    run(mintgate(
+        &files.config(),
+        &["status", instance, "--now", &now],
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn status_says_in_plain_words_who_the_instance_waits_for() {
+    let sim = frozen_simulator().await;
+    let files = Files::new(&profile(&sim, "sandbox", "demo", "demo-secret"));
+    let instance = start_direct(&sim, &files).await;
+    assert_eq!(starts_billed(&sim).await, 1);
+    let admin = sim.admin();
+
+    admin.advance_clock(Duration::from_secs(2)).await.unwrap();
+    admin
+        .advance_clock(Duration::from_secs(12 * 60))
+        .await
+        .unwrap();
+    let output = status(&sim, &files, &instance).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    assert!(
+        stdout(&output).contains("waiting for the end user at step 'Identity document' for 12 min"),
+        "{}",
+        stdout(&output)
+    );
+    snapshot!("status_waiting", transcript(&output), None);
+
+    admin
+        .user_step(&instance, UserStepAction::Complete)
+        .await
+        .unwrap();
+    let output = status(&sim, &files, &instance).await;
+    assert!(
+        stdout(&output).contains("processing step 'Verify document'"),
+        "{}",
+        stdout(&output)
+    );
+    snapshot!("status_processing", transcript(&output), None);
+
+    admin.advance_clock(Duration::from_secs(5)).await.unwrap();
+    admin
+        .advance_clock(Duration::from_secs(3 * 24 * 3600))
+        .await
+        .unwrap();
+    let output = status(&sim, &files, &instance).await;
+    assert!(
+        stdout(&output).contains("finished 3 days ago; result deleted by Mint in 27 days"),
+        "{}",
+        stdout(&output)
+    );
+    snapshot!("status_finished", transcript(&output), None);
+
+    let output = run(mintgate(&files.config(), &["status", &instance, "--json"])).await;
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["status"], "Finished");
+    assert_eq!(json["activities"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn status_of_an_unknown_instance_is_a_user_error_with_what_to_try() {
+    let sim = simulator().await;
+    let files = Files::new(&profile(&sim, "sandbox", "demo", "demo-secret"));
+    let output = run(mintgate(&files.config(), &["status", "no-such-instance"])).await;
+    assert_eq!(code(&output), 1);
+    snapshot!("status_unknown", transcript(&output), None);
+}
+
+#[tokio::test]
+async fn download_prints_size_and_sha256_and_plain_progress_when_piped() {
+    let sim = simulator().await;
+    let files = Files::new(&format!(
+        "{}{}",
+        profile(&sim, "sandbox", "demo", "demo-secret"),
+        profile(&sim, "production", "no-download", "no-download-secret")
+    ));
+    let instance = start_direct(&sim, &files).await;
+    let admin = sim.admin();
+    admin.advance_clock(Duration::from_secs(2)).await.unwrap();
+    admin
+        .user_step(&instance, UserStepAction::Complete)
+        .await
+        .unwrap();
+    admin.advance_clock(Duration::from_secs(5)).await.unwrap();
+
+    let path = files.path("result.zip");
+    let output = run(mintgate(
+        &files.config(),
+        &["download", &instance, "-o", path.to_str().unwrap()],
+    ))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let (sha256, size) = admin.result_sha256(&instance).await.unwrap();
+    let text = stdout(&output);
+    assert!(text.contains(&sha256), "{text}");
+    assert!(text.contains(&format!("({size} bytes)")), "{text}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+    snapshot!("download", transcript(&output), Some(files.dir.path()));
+
+    // Not over an existing file without --force.
+    let output = run(mintgate(
+        &files.config(),
+        &["download", &instance, "-o", path.to_str().unwrap()],
+    ))
+    .await;
+    assert_eq!(code(&output), 1);
+    // An API client without the role is told which role, where to grant it.
+    let other = files.path("other.zip");
+    let output = run(mintgate(
+        &files.config(),
+        &[
+            "download",
+            &instance,
+            "--env",
+            "production",
+            "-o",
+            other.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(code(&output), 1);
+    snapshot!(
+        "download_missing_role",
+        transcript(&output),
+        Some(files.dir.path())
+    );
+    assert!(!other.exists());
+}
+
+#[tokio::test]
+async fn start_goes_through_the_service_and_inspect_shows_the_whole_chain() {
+    let app = spawn_with(Setup::default()).await;
+    let files = Files::new(&service_toml(&app));
+    let start = || {
+        mintgate(
+            &files.config(),
+            &[
+                "start",
+                "flow-kyc-basic",
+                "--idempotency-key",
+                "signup-42",
+                "--input",
+                "-",
+            ],
+        )
+    };
+    let mut command = start();
+    command.write_stdin(r#"{"customer": "42"}"#);
+    let output = run(command).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    snapshot!("start_through_service", transcript(&output), None);
+    // The same key again: the same execution, nothing new to bill.
+    let mut command = start();
+    command.write_stdin(r#"{"customer": "42"}"#);
+    let again = run(command).await;
+    assert_eq!(stdout(&again), stdout(&output));
+
+    app.run_until_idle().await;
+    let execution = app
+        .pipeline()
+        .store
+        .executions(Default::default())
+        .await
+        .unwrap();
+    assert_eq!(execution.len(), 1);
+    let id = execution[0].id;
+    let instance = app.instance_of(id).await;
+    app.complete_user_steps(&instance).await;
+    app.eventually(
+        Duration::from_secs(10),
+        "the execution is archived",
+        || async {
+            app.run_until_idle().await;
+            app.execution(id).await.state.as_str() == "archived"
+        },
+    )
+    .await;
+    assert_eq!(
+        app.admin.usage().await.unwrap().clients["demo"].starts_billed,
+        1
+    );
+
+    let now = app.clock.now().to_rfc3339();
+    for key in [instance.clone(), id.to_string()] {
+        let output = run(mintgate(&files.config(), &["inspect", &key, "--now", &now])).await;
+        assert_eq!(code(&output), 0, "{}", transcript(&output));
+        snapshot!("inspect", transcript(&output), Some(files.dir.path()));
+    }
+    let output = run(mintgate(&files.config(), &["inspect", &instance, "--json"])).await;
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["execution"]["state"], "archived");
+    assert_eq!(json["costCents"], 50);
+}
+
+#[tokio::test]
+async fn start_without_a_reachable_service_says_how_to_proceed() {
+    let sim = simulator().await;
+    let toml = format!(
+        "[service]\nlisten = \"127.0.0.1:9\"\napi_keys = [\"{API_KEY}\"]\n\n{}",
+        profile(&sim, "sandbox", "demo", "demo-secret")
+    );
+    let files = Files::new(&toml);
+    let output = run(mintgate(&files.config(), &["start", "flow-kyc-basic"])).await;
+    assert_eq!(code(&output), 2, "{}", transcript(&output));
+    snapshot!("start_service_unreachable", transcript(&output), None);
+    assert_eq!(starts_billed(&sim).await, 0);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_retried() {
+    let app = spawn_with(Setup {
+        client_id: "no-download",
+        ..Setup::default()
+    })
+    .await;
+    let files = Files::new(&service_toml(&app));
+    let output = run(mintgate(&files.config(), &["dead-letters"])).await;
+    assert_eq!(code(&output), 0);
+    assert_eq!(stdout(&output), "no dead letters\n");
+
+    let id = app.request("flow-kyc-basic").await;
+    app.run_until_idle().await;
+    let instance = app.instance_of(id).await;
+    app.complete_user_steps(&instance).await;
+    for _ in 0..20 {
+        app.advance(Duration::from_secs(31 * 60)).await;
+        app.run_until_idle().await;
+    }
+    let output = run(mintgate(&files.config(), &["dead-letters"])).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    snapshot!("dead_letters", transcript(&output), None);
+
+    app.admin
+        .put_client(ClientConfig::new(
+            "no-download",
+            "no-download-secret",
+            &["Flow Viewer", "Flow Editor", "Flow Instance Download"],
+        ))
+        .await
+        .unwrap();
+    let output = run(mintgate(
+        &files.config(),
+        &["dead-letters", "retry", "--all"],
+    ))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    snapshot!("dead_letters_retry", transcript(&output), None);
+    app.run_until_idle().await;
+    assert_eq!(app.execution(id).await.state.as_str(), "archived");
+    let output = run(mintgate(
+        &files.config(),
+        &["dead-letters", "retry", "not-a-job"],
+    ))
+    .await;
+    assert_eq!(code(&output), 1);
+}
+
+#[tokio::test]
+async fn commands_that_read_the_service_refuse_to_invent_a_database() {
+    let sim = simulator().await;
+    let files = Files::new(&format!(
+        "[service]\ndatabase_url = \"sqlite://{}\"\n\n{}",
+        files_path_placeholder(),
+        profile(&sim, "sandbox", "demo", "demo-secret")
+    ));
+    let output = run(mintgate(&files.config(), &["inspect", "x"])).await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    snapshot!("inspect_no_database", transcript(&output), None);
+    assert!(!Path::new(&files_path_placeholder()).exists());
+}
+
+fn files_path_placeholder() -> String {
+    "/nonexistent-mintgate-test/mintgate.db".to_owned()
+}
