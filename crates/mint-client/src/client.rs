@@ -26,7 +26,7 @@ use crate::model::{
 };
 use crate::observe::ClientEvent;
 use crate::retry::{RetryPermit, RetryQuota, backoff_delay, parse_retry_after};
-use crate::token::{TokenInfo, TokenManager};
+use crate::token::{TokenInfo, TokenManager, TokenStore};
 
 /// How many instance ids the client remembers to tell "expired" from "never existed" on a 404.
 const KNOWN_INSTANCES_MAX: usize = 100_000;
@@ -181,6 +181,16 @@ impl MintClient {
 
     /// A client spending from a given (possibly shared) budget.
     pub fn with_budget(cfg: MintConfig, budget: Arc<dyn Budget>) -> Result<Self, Error> {
+        Self::with_shared(cfg, budget, None)
+    }
+
+    /// A client spending from a given budget and sharing its token through `tokens` (when several
+    /// processes use one API client: one token, renewed by one of them at a time).
+    pub fn with_shared(
+        cfg: MintConfig,
+        budget: Arc<dyn Budget>,
+        tokens: Option<Arc<dyn TokenStore>>,
+    ) -> Result<Self, Error> {
         let mut api_base = Url::parse(&cfg.api_base)
             .map_err(|e| Error::Config(format!("api base {:?} is not a URL: {e}", cfg.api_base)))?;
         Url::parse(&cfg.token_url).map_err(|e| {
@@ -213,7 +223,7 @@ impl MintClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
-        let tokens = TokenManager::new(http.clone(), &cfg);
+        let tokens = TokenManager::new(http.clone(), &cfg, tokens);
         let quota = RetryQuota::new(cfg.retry.clone());
         tracing::debug!(config = %cfg.redacted_summary(), "mint client configured");
         Ok(Self {
@@ -586,7 +596,7 @@ impl MintClient {
                     span.in_scope(|| {
                         tracing::info!("token rejected (401): renewing once and retrying")
                     });
-                    self.inner.tokens.invalidate(token.generation);
+                    self.inner.tokens.invalidate(&token).await;
                     renewed = true;
                     continue;
                 }

@@ -97,4 +97,4 @@ pub use model::{
 pub use observe::{ClientEvent, Observer};
 pub use retry::{RetryConfig, RetryPermit, RetryQuota, backoff_delay, parse_retry_after};
 pub use secrecy::SecretString;
-pub use token::{TokenInfo, renew_after};
+pub use token::{MemoryTokenStore, SharedToken, TokenInfo, TokenStore, renew_after};

@@ -1,7 +1,13 @@
 //! OAuth 2.0 client credentials, by hand: a cached token renewed ahead of expiry, one renewal at a time.
+//!
+//! Several processes that use one API client (replicas of a service) can share the token through a
+//! [`TokenStore`]: the client looks there before it fetches, publishes what it fetched, and takes the
+//! store's renewal lock first, so one process in the fleet renews while the others wait for it or
+//! keep using the current token.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +16,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::budget::BoxFuture;
 use crate::config::{ClientAuth, DEFAULT_SCOPE, MintConfig};
 use crate::error::{AuthErrorKind, BoxError, Error};
 use crate::retry::{RetryConfig, backoff_delay, parse_retry_after};
@@ -36,12 +43,134 @@ pub fn renew_after(expires_in: Duration, margin: Duration) -> Duration {
     expires_in - margin
 }
 
+/// A token as processes share it: the value and its wall-clock times. `Debug` never shows the value.
+#[derive(Clone)]
+pub struct SharedToken {
+    /// The bearer token.
+    pub value: SecretString,
+    /// When the server stops accepting it.
+    pub expires_at: DateTime<Utc>,
+    /// When it should be renewed (ahead of `expires_at`).
+    pub renew_at: DateTime<Utc>,
+    /// `token_type` (`Bearer`).
+    pub token_type: String,
+    /// `scope`, if the server echoed it.
+    pub scope: Option<String>,
+    /// When it was fetched.
+    pub fetched_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for SharedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedToken")
+            .field("value", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .field("renew_at", &self.renew_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the processes of one API client share its token (Redis, for replicas of a service).
+///
+/// Object-safe (boxed futures), so `Arc<dyn TokenStore>` works. Its methods cannot fail from the
+/// client's point of view: a store that cannot answer behaves as empty and unlocked, so the client
+/// fetches its own token, exactly as without a store.
+pub trait TokenStore: Send + Sync + fmt::Debug + 'static {
+    /// The shared token, if there is one (the client checks its times).
+    fn load(&self) -> BoxFuture<'_, Option<SharedToken>>;
+    /// Publishes a token this process just fetched.
+    fn save(&self, token: SharedToken) -> BoxFuture<'_, ()>;
+    /// Asks to be the one process that renews, for at most `hold`; `false` if another one is.
+    fn try_lock_renewal(&self, hold: Duration) -> BoxFuture<'_, bool>;
+    /// Gives up the renewal lock this process holds (never another's).
+    fn unlock_renewal(&self) -> BoxFuture<'_, ()>;
+    /// Forgets the shared token if it is still `value` (the server rejected it with a 401).
+    fn discard(&self, value: &SecretString) -> BoxFuture<'_, ()>;
+}
+
+/// A [`TokenStore`] in memory: clients of one process share one token (and the tests of the hook).
+#[derive(Debug, Default)]
+pub struct MemoryTokenStore {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    token: Option<SharedToken>,
+    locked_until: Option<Instant>,
+}
+
+impl MemoryTokenStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl TokenStore for MemoryTokenStore {
+    fn load(&self) -> BoxFuture<'_, Option<SharedToken>> {
+        let token = self.state.lock().unwrap().token.clone();
+        Box::pin(std::future::ready(token))
+    }
+
+    fn save(&self, token: SharedToken) -> BoxFuture<'_, ()> {
+        self.state.lock().unwrap().token = Some(token);
+        Box::pin(std::future::ready(()))
+    }
+
+    fn try_lock_renewal(&self, hold: Duration) -> BoxFuture<'_, bool> {
+        let mut state = self.state.lock().unwrap();
+        let now = Instant::now();
+        let free = state.locked_until.is_none_or(|until| until <= now);
+        if free {
+            state.locked_until = Some(now + hold);
+        }
+        Box::pin(std::future::ready(free))
+    }
+
+    fn unlock_renewal(&self) -> BoxFuture<'_, ()> {
+        self.state.lock().unwrap().locked_until = None;
+        Box::pin(std::future::ready(()))
+    }
+
+    fn discard(&self, value: &SecretString) -> BoxFuture<'_, ()> {
+        let mut state = self.state.lock().unwrap();
+        if state
+            .token
+            .as_ref()
+            .is_some_and(|t| t.value.expose_secret() == value.expose_secret())
+        {
+            state.token = None;
+        }
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// While another process renews the shared token, check for its result this often.
+const SHARED_POLL: Duration = Duration::from_millis(25);
+
 pub(crate) struct CachedToken {
     pub(crate) value: SecretString,
     pub(crate) generation: u64,
     renew_at: Instant,
     expires_at: Instant,
     info: TokenInfo,
+    /// The same times on the wall clock, to share with other processes.
+    renew_at_wall: DateTime<Utc>,
+    expires_at_wall: DateTime<Utc>,
+}
+
+impl CachedToken {
+    fn to_shared(&self) -> SharedToken {
+        SharedToken {
+            value: self.value.clone(),
+            expires_at: self.expires_at_wall,
+            renew_at: self.renew_at_wall,
+            token_type: self.info.token_type.clone(),
+            scope: self.info.scope.clone(),
+            fetched_at: self.info.fetched_at,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -82,10 +211,15 @@ pub(crate) struct TokenManager {
     current: RwLock<Option<Arc<CachedToken>>>,
     refresh: tokio::sync::Mutex<()>,
     generation: AtomicU64,
+    shared: Option<Arc<dyn TokenStore>>,
 }
 
 impl TokenManager {
-    pub(crate) fn new(http: reqwest::Client, cfg: &MintConfig) -> Self {
+    pub(crate) fn new(
+        http: reqwest::Client,
+        cfg: &MintConfig,
+        shared: Option<Arc<dyn TokenStore>>,
+    ) -> Self {
         Self {
             http,
             token_url: cfg.token_url.clone(),
@@ -102,6 +236,7 @@ impl TokenManager {
             current: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
+            shared,
         }
     }
 
@@ -124,7 +259,7 @@ impl TokenManager {
                 if let Some(newer) = self.cached().filter(|n| n.generation != t.generation) {
                     return Ok(newer);
                 }
-                return match self.fetch().await {
+                return match self.renew(Some(&t)).await {
                     Ok(fresh) => Ok(fresh),
                     Err(e) => {
                         tracing::warn!(error = %e, "token renewal failed; using the current token until it expires");
@@ -139,14 +274,98 @@ impl TokenManager {
         {
             return Ok(t);
         }
-        self.fetch().await
+        self.renew(None).await
     }
 
-    /// Forgets the token that got a 401 (unless another task already replaced it).
-    pub(crate) fn invalidate(&self, generation: u64) {
-        let mut cur = self.current.write().unwrap();
-        if cur.as_ref().is_some_and(|t| t.generation == generation) {
-            *cur = None;
+    /// Gets a fresh token, with the refresh mutex held: from the shared store if another process
+    /// renewed it, else fetched by the one process holding the store's renewal lock. With a still
+    /// valid `current` token, a process that does not get the lock keeps using it; without one, it
+    /// waits for the renewing process (at most a token request's timeout, then fetches itself).
+    async fn renew(&self, current: Option<&Arc<CachedToken>>) -> Result<Arc<CachedToken>, Error> {
+        let Some(shared) = &self.shared else {
+            return self.fetch().await;
+        };
+        // Long enough for one token request with its retries; a holder that dies frees it then.
+        let hold = self.timeout * 2 + Duration::from_secs(1);
+        let give_up = Instant::now() + hold;
+        loop {
+            if let Some(fresh) = self.adopt(shared.load().await) {
+                return Ok(fresh);
+            }
+            if shared.try_lock_renewal(hold).await {
+                // Another process may have published between the look and the lock.
+                if let Some(fresh) = self.adopt(shared.load().await) {
+                    shared.unlock_renewal().await;
+                    return Ok(fresh);
+                }
+                let fetched = self.fetch().await;
+                if let Ok(token) = &fetched {
+                    shared.save(token.to_shared()).await;
+                }
+                shared.unlock_renewal().await;
+                return fetched;
+            }
+            if let Some(current) = current {
+                return Ok(current.clone());
+            }
+            if Instant::now() >= give_up {
+                tracing::warn!(
+                    "the shared token's renewal is taking too long; fetching a token of our own"
+                );
+                return self.fetch().await;
+            }
+            tokio::time::sleep(SHARED_POLL).await;
+        }
+    }
+
+    /// Makes a shared token this process's current one, if it is not yet due for renewal.
+    fn adopt(&self, shared: Option<SharedToken>) -> Option<Arc<CachedToken>> {
+        let shared = shared?;
+        let now_wall = Utc::now();
+        let until_renew = (shared.renew_at - now_wall).to_std().ok()?;
+        let until_expiry = (shared.expires_at - now_wall).to_std().ok()?;
+        let now = Instant::now();
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let expires_in = (shared.expires_at - shared.fetched_at)
+            .to_std()
+            .unwrap_or(until_expiry);
+        let renew = (shared.renew_at - shared.fetched_at)
+            .to_std()
+            .unwrap_or(until_renew);
+        let token = Arc::new(CachedToken {
+            value: shared.value,
+            generation,
+            renew_at: now + until_renew,
+            expires_at: now + until_expiry,
+            info: TokenInfo {
+                expires_in,
+                renew_after: renew,
+                token_type: shared.token_type,
+                scope: shared.scope,
+                fetched_at: shared.fetched_at,
+            },
+            renew_at_wall: shared.renew_at,
+            expires_at_wall: shared.expires_at,
+        });
+        tracing::debug!("using the token another process fetched");
+        *self.current.write().unwrap() = Some(token.clone());
+        Some(token)
+    }
+
+    /// Forgets the token that got a 401 (unless another task already replaced it), here and in the
+    /// shared store.
+    pub(crate) async fn invalidate(&self, token: &CachedToken) {
+        {
+            let mut cur = self.current.write().unwrap();
+            if cur
+                .as_ref()
+                .is_some_and(|t| t.generation == token.generation)
+            {
+                *cur = None;
+            }
+        }
+        if let Some(shared) = &self.shared {
+            shared.discard(&token.value).await;
         }
     }
 
@@ -169,7 +388,11 @@ impl TokenManager {
     /// Fetches a new token now (for `doctor`), replacing the cached one.
     pub(crate) async fn fetch_now(&self) -> Result<TokenInfo, Error> {
         let _guard = self.refresh.lock().await;
-        Ok(self.fetch().await?.info.clone())
+        let token = self.fetch().await?;
+        if let Some(shared) = &self.shared {
+            shared.save(token.to_shared()).await;
+        }
+        Ok(token.info.clone())
     }
 
     /// Fetches a token, retrying transient failures (a token request is safe to repeat).
@@ -283,6 +506,10 @@ impl TokenManager {
                 // Measured from before the request left: the server's clock started later, so this errs early.
                 renew_at: started + renew,
                 expires_at: started + expires_in,
+                renew_at_wall: started_wall
+                    + chrono::TimeDelta::from_std(renew).unwrap_or_default(),
+                expires_at_wall: started_wall
+                    + chrono::TimeDelta::from_std(expires_in).unwrap_or_default(),
                 info: TokenInfo {
                     expires_in,
                     renew_after: renew,
@@ -398,7 +625,7 @@ mod tests {
         )
         .scope(scope)
         .environment("sandbox");
-        TokenManager::new(reqwest::Client::new(), &cfg)
+        TokenManager::new(reqwest::Client::new(), &cfg, None)
     }
 
     #[test]
@@ -460,5 +687,60 @@ mod tests {
             }
         ));
         assert!(e.is_retryable());
+    }
+
+    fn sim_config(sim: &mint_sim::Simulator) -> MintConfig {
+        MintConfig::new(
+            sim.base_url(),
+            sim.token_url(),
+            "demo",
+            SecretString::from("demo-secret"),
+        )
+    }
+
+    async fn list_once(client: &crate::MintClient) {
+        client
+            .list_flows(&crate::ListFlows::default())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn clients_sharing_a_token_store_fetch_one_token_between_them() {
+        let sim = mint_sim::Simulator::builder().start().await.unwrap();
+        let store: Arc<dyn TokenStore> = Arc::new(MemoryTokenStore::new());
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                let cfg = sim_config(&sim);
+                let budget = Arc::new(crate::LocalBudget::new(cfg.budget.clone()));
+                crate::MintClient::with_shared(cfg, budget, Some(store.clone())).unwrap()
+            })
+            .collect();
+        futures::future::join_all(clients.iter().map(list_once)).await;
+        futures::future::join_all(clients.iter().map(list_once)).await;
+        let usage = sim.admin().usage().await.unwrap();
+        assert_eq!(usage.clients["demo"].tokens_issued, 1, "{usage:?}");
+
+        // A token the server rejects is discarded from the store too: one renewal for everyone.
+        sim.admin().revoke_tokens("demo").await.unwrap();
+        list_once(&clients[0]).await;
+        futures::future::join_all(clients.iter().map(list_once)).await;
+        let usage = sim.admin().usage().await.unwrap();
+        assert_eq!(usage.clients["demo"].tokens_issued, 2, "{usage:?}");
+        sim.shutdown().await;
+    }
+
+    #[test]
+    fn a_shared_token_never_shows_its_value() {
+        let token = SharedToken {
+            value: SecretString::from("very-secret-bearer"),
+            expires_at: Utc::now(),
+            renew_at: Utc::now(),
+            token_type: "Bearer".into(),
+            scope: None,
+            fetched_at: Utc::now(),
+        };
+        let text = format!("{token:?}");
+        assert!(!text.contains("very-secret-bearer"), "{text}");
     }
 }

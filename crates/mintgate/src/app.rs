@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mint_client::{BudgetConfig, MintClient, MintConfig};
+use mint_client::{Budget, BudgetConfig, MintClient, MintConfig, TokenStore};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,9 @@ use crate::archive::{Archive, LocalArchive};
 use crate::clock::Clock;
 use crate::config::{Config, MintProfile};
 use crate::pipeline::{Clients, Pipeline};
+use crate::shared::{RedisBudget, RedisTokenStore, SharedRedis};
 use crate::store::SharedStore;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::webhook::Verifier;
 
@@ -60,19 +62,24 @@ pub struct Application {
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     workers: Option<tokio::task::JoinHandle<()>>,
+    /// Rings the workers when another replica makes work durable (PostgreSQL `LISTEN`).
+    listener: Option<tokio::task::JoinHandle<()>>,
     workers_alive: Arc<AtomicBool>,
     grace: Duration,
     metrics: Arc<crate::metrics::Registry>,
 }
 
-/// Builds the Mint client of one profile, its budget windows scaled to the clock's speed.
+/// Builds the Mint client of one profile, its budget windows scaled to the clock's speed. With
+/// `shared` (Redis), the budget is the fleet's and the token is shared; `replicas` sizes the local
+/// share a replica falls back to while Redis is unreachable.
 pub fn mint_client(
     name: &str,
     profile: &MintProfile,
     clock: &Clock,
     tune: Option<fn(MintConfig) -> MintConfig>,
+    shared: Option<(&SharedRedis, u32)>,
 ) -> anyhow::Result<MintClient> {
-    mint_client_observed(name, profile, clock, tune, None)
+    mint_client_observed(name, profile, clock, tune, None, shared)
 }
 
 /// Like [`mint_client`], with an observer told about every request (for metrics).
@@ -82,6 +89,7 @@ pub fn mint_client_observed(
     clock: &Clock,
     tune: Option<fn(MintConfig) -> MintConfig>,
     observer: Option<Arc<dyn mint_client::Observer>>,
+    shared: Option<(&SharedRedis, u32)>,
 ) -> anyhow::Result<MintClient> {
     // Mint's limits are per minute and per second of Mint's time; a faster clock (the demo) runs
     // every such duration faster too.
@@ -126,13 +134,31 @@ pub fn mint_client_observed(
         Some(tune) => tune(config),
         None => config,
     };
-    MintClient::new(config)
-        .with_context(|| format!("building the Mint client of environment {name:?}"))
+    let client = match shared {
+        None => MintClient::new(config),
+        Some((redis, replicas)) => {
+            // One budget and one token per API client, whichever environment names it.
+            let api_client = format!("{}:{}", profile.api_base, profile.client_id);
+            let budget: Arc<dyn Budget> = Arc::new(RedisBudget::new(
+                redis.clone(),
+                &api_client,
+                config.budget.clone(),
+                replicas,
+            ));
+            let tokens: Arc<dyn TokenStore> =
+                Arc::new(RedisTokenStore::new(redis.clone(), &api_client));
+            MintClient::with_shared(config, budget, Some(tokens))
+        }
+    };
+    client.with_context(|| format!("building the Mint client of environment {name:?}"))
 }
 
 /// Opens the configured store.
 pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
     let url = &config.service.database_url;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PgStore::open_url(url).await?));
+    }
     let store = SqliteStore::open_url(url).await?;
     Ok(Arc::new(store))
 }
@@ -149,6 +175,13 @@ impl Application {
         let archive: Arc<dyn Archive> = Arc::new(LocalArchive::new(PathBuf::from(
             &config.service.archive_dir,
         )));
+        let redis = match &config.service.redis_url {
+            Some(url) => Some(SharedRedis::connect_lazy(
+                url,
+                &config.service.redis_key_prefix,
+            )?),
+            None => None,
+        };
         let metrics = crate::metrics::Registry::new();
         let mut clients = BTreeMap::new();
         for (name, profile) in &config.mint {
@@ -156,6 +189,7 @@ impl Application {
                 environment: name.clone(),
                 registry: metrics.clone(),
             });
+            let shared = redis.as_ref().map(|r| (r, config.service.replicas));
             clients.insert(
                 name.clone(),
                 mint_client_observed(
@@ -164,6 +198,7 @@ impl Application {
                     &options.clock,
                     options.tune_mint,
                     Some(observer),
+                    shared,
                 )?,
             );
         }
@@ -206,11 +241,17 @@ impl Application {
             webhook_settle: config.webhook.settle,
             wake,
             clients,
-            flow_cache: Arc::new(crate::flow_cache::FlowCache::new(
-                config.pipeline.flow_cache_ttl,
-                Duration::from_secs(2),
-                options.clock.clone(),
-            )),
+            flow_cache: Arc::new({
+                let cache = crate::flow_cache::FlowCache::new(
+                    config.pipeline.flow_cache_ttl,
+                    Duration::from_secs(2),
+                    options.clock.clone(),
+                );
+                match &redis {
+                    Some(redis) => cache.shared(redis.clone()),
+                    None => cache,
+                }
+            }),
             workers_alive: workers_alive.clone(),
         };
         let listener = match options.listener {
@@ -240,6 +281,13 @@ impl Application {
                 .await
                 .context("serving HTTP")
         });
+        let listener = if options.run_workers {
+            pipeline
+                .store
+                .spawn_wake_listener(pipeline.wake.clone(), shutdown.clone())
+        } else {
+            None
+        };
         let workers = if options.run_workers {
             workers_alive.store(true, Ordering::Relaxed);
             let pipeline = pipeline.clone();
@@ -259,6 +307,7 @@ impl Application {
             shutdown,
             server,
             workers,
+            listener,
             workers_alive,
             grace: config.service.shutdown_grace,
             metrics,
@@ -296,6 +345,9 @@ impl Application {
             );
         }
         self.workers_alive.store(false, Ordering::Relaxed);
+        if let Some(listener) = self.listener.take() {
+            let _ = listener.await;
+        }
         match tokio::time::timeout(grace, &mut self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => {
@@ -315,6 +367,10 @@ impl Application {
         if let Some(workers) = self.workers.take() {
             workers.abort();
             let _ = workers.await;
+        }
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+            let _ = listener.await;
         }
         self.server.abort();
         let _ = (&mut self.server).await;

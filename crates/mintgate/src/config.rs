@@ -56,6 +56,14 @@ pub struct ServiceConfig {
     pub shutdown_grace: Duration,
     /// `json` (production) or `text`.
     pub log_format: String,
+    /// `redis://…`: share the Mint budget, the token and the flow cache with the other replicas
+    /// through Redis. Unset (the default), each process keeps its own.
+    pub redis_url: Option<String>,
+    /// The prefix of every Redis key mintgate writes (several fleets may share one Redis).
+    pub redis_key_prefix: String,
+    /// How many replicas run against the same Mint API client. When Redis is unreachable each
+    /// replica falls back to this share of the budget (limit / replicas).
+    pub replicas: u32,
 }
 
 impl Default for ServiceConfig {
@@ -68,6 +76,9 @@ impl Default for ServiceConfig {
             url: None,
             shutdown_grace: Duration::from_secs(20),
             log_format: "json".to_owned(),
+            redis_url: None,
+            redis_key_prefix: "mintgate".to_owned(),
+            replicas: 1,
         }
     }
 }
@@ -392,10 +403,43 @@ impl Config {
                 bail!("invalid configuration: `pipeline.{key}` must be between 1 and 64");
             }
         }
-        if !self.service.database_url.starts_with("sqlite:") {
+        let database_url = &self.service.database_url;
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
             bail!(
-                "invalid configuration: `service.database_url` must be a sqlite:// URL in this version (got a {:?} URL)",
-                self.service.database_url.split(':').next().unwrap_or("")
+                "invalid configuration: `service.database_url` must be a sqlite:// URL (one replica) or a postgres:// URL (several replicas); got a {:?} URL",
+                database_url.split(':').next().unwrap_or("")
+            );
+        }
+        if let Some(redis_url) = &self.service.redis_url {
+            let ok = Url::parse(redis_url)
+                .is_ok_and(|url| matches!(url.scheme(), "redis" | "rediss") && url.has_host());
+            if !ok {
+                bail!(
+                    "invalid configuration: `service.redis_url` must be a redis://host:port URL (or rediss://)"
+                );
+            }
+        }
+        if self.service.redis_key_prefix.is_empty()
+            || !self
+                .service
+                .redis_key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            bail!(
+                "invalid configuration: `service.redis_key_prefix` must be letters, digits, '-', '_', '.' or ':'"
+            );
+        }
+        if self.service.replicas == 0 || self.service.replicas > 1000 {
+            bail!("invalid configuration: `service.replicas` must be between 1 and 1000");
+        }
+        if self.service.replicas > 1 && database_url.starts_with("sqlite:") {
+            bail!(
+                "invalid configuration: `service.replicas` is {} but `service.database_url` is SQLite, which one process owns; use a postgres:// URL for several replicas",
+                self.service.replicas
             );
         }
         if !matches!(self.service.log_format.as_str(), "json" | "text") {
@@ -440,6 +484,9 @@ impl Config {
                 "url": self.service.url.as_ref().map(Url::as_str),
                 "shutdown_grace": humantime::format_duration(self.service.shutdown_grace).to_string(),
                 "log_format": self.service.log_format,
+                "redis_url": self.service.redis_url.as_deref().map(redact_url_password),
+                "redis_key_prefix": self.service.redis_key_prefix,
+                "replicas": self.service.replicas,
             },
             "webhook": {
                 "auth": self.webhook.auth,
@@ -633,6 +680,59 @@ mod tests {
         assert!(!text.contains(SECRET), "{text}");
         assert!(!text.contains("key-number-one"), "{text}");
         assert!(text.contains("[redacted]"));
+    }
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("MINT_CLIENT_ID", "demo"),
+            ("MINT_CLIENT_SECRET", "demo-secret"),
+            ("MINTGATE_WEBHOOK__SECRET", SECRET),
+        ]
+    }
+
+    #[test]
+    fn a_postgres_url_and_a_redis_url_switch_the_engines() {
+        let mut vars = base();
+        vars.push((
+            "MINTGATE_SERVICE__DATABASE_URL",
+            "postgres://mintgate:pw@db:5432/mintgate",
+        ));
+        vars.push(("MINTGATE_SERVICE__REDIS_URL", "redis://:pw@cache:6379"));
+        vars.push(("MINTGATE_SERVICE__REPLICAS", "3"));
+        let config = Config::load_from(None, &env(&vars)).unwrap();
+        assert_eq!(config.service.replicas, 3);
+        assert_eq!(
+            config.service.redis_url.as_deref(),
+            Some("redis://:pw@cache:6379")
+        );
+        let text = config.redacted().to_string();
+        assert!(!text.contains(":pw@"), "{text}");
+    }
+
+    #[test]
+    fn bad_scale_out_settings_name_their_key() {
+        for (key, value, named) in [
+            (
+                "MINTGATE_SERVICE__DATABASE_URL",
+                "mysql://db/x",
+                "service.database_url",
+            ),
+            (
+                "MINTGATE_SERVICE__REDIS_URL",
+                "http://cache",
+                "service.redis_url",
+            ),
+            ("MINTGATE_SERVICE__REPLICAS", "0", "service.replicas"),
+            // SQLite belongs to one process: several replicas need PostgreSQL.
+            ("MINTGATE_SERVICE__REPLICAS", "3", "service.database_url"),
+        ] {
+            let mut vars = base();
+            vars.push((key, value));
+            let error = Config::load_from(None, &env(&vars))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(named), "{key}={value}: {error}");
+        }
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! (with the flow ids that belong to it), instead of queueing an execution that can never start.
 //! When the listing cannot be had quickly (an outage, an exhausted budget, a missing role) the request
 //! is accepted unverified: a request is never lost because Mint was slow.
+//!
+//! With Redis (`service.redis_url`) the replicas share the listings: a replica whose own copy is
+//! stale looks in Redis before it asks Mint, and publishes what it fetched, so the fleet lists each
+//! environment's flows about once per TTL instead of once per replica. Redis errors fall back to the
+//! in-process behaviour.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,9 +19,10 @@ use futures::TryStreamExt as _;
 use mint_client::{ListFlows, MintClient, Priority};
 
 use crate::clock::{Clock, delta};
+use crate::shared::SharedRedis;
 
 /// One flow version, as the cache keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CachedFlow {
     pub id: String,
     pub definition_id: Option<String>,
@@ -39,6 +45,13 @@ struct Entry {
     flows: Arc<Vec<CachedFlow>>,
 }
 
+/// A listing as shared in Redis.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedEntry {
+    fetched_at: DateTime<Utc>,
+    flows: Vec<CachedFlow>,
+}
+
 /// The cache.
 pub struct FlowCache {
     ttl: Duration,
@@ -47,6 +60,7 @@ pub struct FlowCache {
     entries: std::sync::Mutex<HashMap<String, Entry>>,
     /// One fetch at a time per cache: concurrent misses wait for it instead of calling Mint too.
     fetching: tokio::sync::Mutex<()>,
+    shared: Option<SharedRedis>,
 }
 
 impl FlowCache {
@@ -57,6 +71,72 @@ impl FlowCache {
             clock,
             entries: std::sync::Mutex::new(HashMap::new()),
             fetching: tokio::sync::Mutex::new(()),
+            shared: None,
+        }
+    }
+
+    /// Shares the listings with the other replicas through Redis.
+    pub fn shared(mut self, redis: SharedRedis) -> Self {
+        self.shared = Some(redis);
+        self
+    }
+
+    fn remember(&self, environment: &str, fetched_at: DateTime<Utc>, flows: Arc<Vec<CachedFlow>>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(environment.to_owned(), Entry { fetched_at, flows });
+    }
+
+    /// A fresh listing another replica published, if any.
+    async fn shared_fresh(&self, environment: &str) -> Option<Arc<Vec<CachedFlow>>> {
+        let redis = self.shared.as_ref()?;
+        let key = redis.key("flows", environment);
+        let mut connection = redis.connection();
+        let text: String = redis
+            .run(async move {
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async::<Option<String>>(&mut connection)
+                    .await
+            })
+            .await
+            .inspect_err(|e| {
+                tracing::debug!(error = format!("{e:#}"), "shared flow cache unavailable")
+            })
+            .ok()??;
+        let entry: SharedEntry = serde_json::from_str(&text).ok()?;
+        if self.clock.now() - entry.fetched_at >= delta(self.ttl) {
+            return None;
+        }
+        let flows = Arc::new(entry.flows);
+        self.remember(environment, entry.fetched_at, flows.clone());
+        Some(flows)
+    }
+
+    async fn publish(&self, environment: &str, fetched_at: DateTime<Utc>, flows: &[CachedFlow]) {
+        let Some(redis) = &self.shared else { return };
+        let Ok(text) = serde_json::to_string(&SharedEntry {
+            fetched_at,
+            flows: flows.to_vec(),
+        }) else {
+            return;
+        };
+        let key = redis.key("flows", environment);
+        // Redis's clock is real time; the TTL is the service clock's.
+        let ttl_ms = self.clock.real(self.ttl).as_millis().max(1) as u64;
+        let mut connection = redis.connection();
+        let result = redis
+            .run(async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(text)
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::debug!(error = format!("{error:#}"), "cannot share a flow listing");
         }
     }
 
@@ -80,6 +160,9 @@ impl FlowCache {
         if let Some(flows) = self.fresh(environment) {
             return Ok(flows);
         }
+        if let Some(flows) = self.shared_fresh(environment).await {
+            return Ok(flows);
+        }
         let query = ListFlows {
             all_versions: Some(true),
             ..ListFlows::default()
@@ -94,15 +177,10 @@ impl FlowCache {
             })
             .try_collect()
             .await?;
+        let fetched_at = self.clock.now();
+        self.publish(environment, fetched_at, &flows).await;
         let flows = Arc::new(flows);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.insert(
-            environment.to_owned(),
-            Entry {
-                fetched_at: self.clock.now(),
-                flows: flows.clone(),
-            },
-        );
+        self.remember(environment, fetched_at, flows.clone());
         Ok(flows)
     }
 

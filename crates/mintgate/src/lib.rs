@@ -14,6 +14,7 @@ pub mod model;
 pub mod monitor;
 pub mod ops;
 pub mod pipeline;
+pub mod shared;
 pub mod spend;
 pub mod store;
 pub mod telemetry;

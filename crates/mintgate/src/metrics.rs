@@ -15,6 +15,9 @@ pub const START_AMBIGUOUS_TOTAL: &str = "mintgate_start_ambiguous_total";
 pub const DOWNLOAD_BYTES_TOTAL: &str = "mintgate_download_bytes_total";
 pub const DOWNLOAD_DURATION_SECONDS: &str = "mintgate_download_duration_seconds";
 pub const DEAD_LETTERS_TOTAL: &str = "mintgate_dead_letters_total";
+/// 1 while a replica spends its local share because Redis is unreachable, else 0.
+pub const BUDGET_FALLBACK_ACTIVE: &str = "mintgate_budget_fallback_active";
+pub const BUDGET_FALLBACKS_TOTAL: &str = "mintgate_budget_fallbacks_total";
 
 /// A webhook was recorded: `matched`, `unmatched` or `duplicate`.
 pub fn webhook_received(outcome: &'static str) {
@@ -53,6 +56,20 @@ pub fn download_finished(bytes: u64, took: Duration) {
 
 pub fn dead_lettered(kind: &'static str) {
     metrics::counter!(DEAD_LETTERS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// The shared budget `budget` is (or is no longer) on the local share.
+pub fn budget_fallback_active(budget: &str, active: bool) {
+    metrics::gauge!(BUDGET_FALLBACK_ACTIVE, "budget" => budget.to_owned()).set(if active {
+        1.0
+    } else {
+        0.0
+    });
+}
+
+/// The shared budget `budget` fell back to the local share (Redis unreachable).
+pub fn budget_fallback_started(budget: &str) {
+    metrics::counter!(BUDGET_FALLBACKS_TOTAL, "budget" => budget.to_owned()).increment(1);
 }
 
 // --- the Mint API client (from its observer) ---------------------------------------------------

@@ -77,7 +77,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         default_environment: "sandbox".to_owned(),
         mint,
     };
-    let budget = crate::app::mint_client("sandbox", &config.mint["sandbox"], &clock, None)?
+    let budget = crate::app::mint_client("sandbox", &config.mint["sandbox"], &clock, None, None)?
         .budget()
         .snapshot()
         .await;

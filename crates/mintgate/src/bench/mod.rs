@@ -3,8 +3,10 @@
 
 pub mod burst;
 pub mod download;
+pub mod fleet;
 pub mod ingest;
 pub mod quota;
+pub mod replicas;
 pub mod sim;
 
 use std::path::PathBuf;
@@ -28,6 +30,29 @@ pub enum BenchCommand {
         /// Where to write (a temporary folder by default).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Several replicas on PostgreSQL and Redis drain a burst of starts through one shared budget.
+    Replicas {
+        /// PostgreSQL server (a schema of its own is made and dropped).
+        #[arg(
+            long,
+            env = "MINTGATE_BENCH_POSTGRES_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        database_url: String,
+        #[arg(
+            long,
+            env = "MINTGATE_BENCH_REDIS_URL",
+            default_value = "redis://127.0.0.1:6379"
+        )]
+        redis_url: String,
+        #[arg(long, default_value_t = 200)]
+        executions: usize,
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        /// How much faster than real time the simulator and the replicas run.
+        #[arg(long, default_value_t = 10.0)]
+        time_scale: f64,
     },
     /// API units per archived execution: webhooks + fallback poller vs polling every 30 s and 2 s.
     Quota(quota::QuotaArgs),
@@ -68,6 +93,22 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             let temp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| temp.path().to_path_buf());
             download::run(size, &dir).await
+        }
+        BenchCommand::Replicas {
+            database_url,
+            redis_url,
+            executions,
+            replicas,
+            time_scale,
+        } => {
+            replicas::run(replicas::ReplicasArgs {
+                database_url,
+                redis_url,
+                executions,
+                replicas,
+                time_scale,
+            })
+            .await
         }
         BenchCommand::Quota(args) => quota::run(args).await,
     }

@@ -145,6 +145,7 @@ fn client_for(name: &str, profile: &MintProfile) -> CliResult<MintClient> {
             config.budget.max_wait = Some(BUDGET_WAIT_MAX);
             config
         }),
+        None,
     )
     .map_err(|e| CliError::user(format!("{e:#}")))
 }

@@ -1,11 +1,11 @@
 //! The downloader's step: stream a finished instance's result file into the archive, verify it and
 //! record it, while holding (and renewing) the job's lease.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mint_client::{DownloadOptions, InstanceId};
 
-use super::{Failure, MINT_RETENTION, Pipeline, StepResult, classify};
+use super::{Failure, MINT_RETENTION, Pipeline, StepResult, classify, keep_lease};
 use crate::archive::Manifest;
 use crate::clock::delta;
 use crate::model::{Execution, ExecutionState, Job, Lease};
@@ -109,25 +109,6 @@ pub(super) async fn step(
         ..manifest
     };
     Ok(archived(execution, &manifest, "downloaded"))
-}
-
-/// Renews the lease every third of its length; answers (with the error) only if it is lost.
-async fn keep_lease(pipeline: &Pipeline, lease: &Lease) -> anyhow::Error {
-    let every = pipeline
-        .clock
-        .real(pipeline.config.lease / 3)
-        .max(Duration::from_millis(50));
-    loop {
-        tokio::time::sleep(every).await;
-        let until = pipeline.clock.now() + delta(pipeline.config.lease);
-        if let Err(error) = pipeline.store.renew_lease(lease, until).await {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "lease lost during a download; stopping it"
-            );
-            return error;
-        }
-    }
 }
 
 fn archived(execution: &Execution, manifest: &Manifest, how: &str) -> StepOutcome {

@@ -297,6 +297,28 @@ impl Pipeline {
     }
 }
 
+/// Renews the lease every third of its length; answers (with the error) only if it is lost.
+///
+/// Steps that wait on Mint for long (a download; a start queued behind the shared budget) run
+/// beside it, so their job is not taken over by another replica while they still work on it.
+pub(crate) async fn keep_lease(pipeline: &Pipeline, lease: &Lease) -> anyhow::Error {
+    let every = pipeline
+        .clock
+        .real(pipeline.config.lease / 3)
+        .max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(every).await;
+        let until = pipeline.clock.now() + delta(pipeline.config.lease);
+        if let Err(error) = pipeline.store.renew_lease(lease, until).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "lease lost while the step was working; stopping it"
+            );
+            return error;
+        }
+    }
+}
+
 /// Exponential backoff for counted retries: 30 s, 1 min, 2 min, … capped at 30 min.
 pub fn backoff(attempts: i64) -> Duration {
     let exponent = u32::try_from(attempts.clamp(0, 6)).unwrap_or(6);

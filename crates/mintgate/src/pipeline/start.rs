@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use mint_client::{FlowId, StartInstance};
 
-use super::{Failure, Pipeline, StepResult, classify};
+use super::{Failure, Pipeline, StepResult, classify, keep_lease};
 use crate::api::CORRELATION_KEY;
 use crate::clock::delta;
 use crate::model::{Execution, ExecutionState, Job, JobKind, JobPriority, Lease};
@@ -107,7 +107,13 @@ pub(super) async fn step(
         workflow_url_ttl: None,
     };
     use mint_client::Error as E;
-    match client.start_instance(&flow_id, &request).await {
+    // The start may wait long for budget units (behind other replicas' work): hold the lease
+    // meanwhile, or another replica would take the job over, find no instance yet and start it too.
+    let result = tokio::select! {
+        result = client.start_instance(&flow_id, &request) => result,
+        lost = keep_lease(pipeline, lease) => return Err(lost),
+    };
+    match result {
         Ok(answer) => {
             crate::metrics::execution_started(&execution.flow_id, "started");
             Ok(started(

@@ -4,6 +4,7 @@
 //! [`Store::finish_step`] (or [`Store::patch_under_lease`]), which first checks the worker's fencing
 //! token, so a worker that lost its lease can never complete, reschedule or record anything.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -275,6 +276,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Is the database reachable?
     async fn ping(&self) -> anyhow::Result<()>;
+
+    /// Starts a task that rings `wake` whenever another process (another replica) makes work
+    /// durable, until `shutdown`. Stores only one process uses need none: the process rings `wake`
+    /// itself.
+    fn spawn_wake_listener(
+        &self,
+        _wake: Arc<tokio::sync::Notify>,
+        _shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 
     /// The cost ledger of one month (`YYYY-MM`, UTC), by day, environment and flow. Ledger lines are
     /// written by [`Store::finish_step`] when a patch has `billed_add`.

@@ -7,4 +7,6 @@ mod demo;
 mod helpers;
 mod monitoring;
 mod pipeline;
+mod replicas;
+mod store;
 mod webhooks;

@@ -1,0 +1,183 @@
+//! `mintgate bench replicas`: three replicas drain a burst of starts through one shared budget.
+//!
+//! The simulator and the replicas run `time_scale` times faster than real time, so Mint's budget
+//! (100 units a simulated minute, 20 a simulated second) is a budget of 100 units every 60/scale
+//! real seconds. The flow waits for its end user and the first poll is far off, so the drain spends
+//! units on starts only (plus one flow listing and no token: tokens cost no units). Figures, in
+//! simulated time, from the simulator's own records:
+//!
+//! - started executions per minute during the drain, as a fraction of the fleet's configured
+//!   budget: the shared GCRA's sustained rate plus its instant capacity over the drain's length
+//!   (the most the limiter may admit in that time; goal at least 0.95), and for reference as a
+//!   fraction of Mint's 100 units a minute;
+//! - 429s served (goal 0).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mint_client::BudgetConfig;
+
+use super::fleet::{Fleet, FleetOptions};
+use crate::config::PipelineConfig;
+use crate::shared::GcraParams;
+
+/// The benchmark's settings.
+#[derive(Debug, Clone)]
+pub struct ReplicasArgs {
+    pub database_url: String,
+    pub redis_url: String,
+    pub executions: usize,
+    pub replicas: usize,
+    pub time_scale: f64,
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: ReplicasArgs) -> anyhow::Result<()> {
+    let schema = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    create_schema(&args.database_url, &schema).await?;
+    let separator = if args.database_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let database_url = format!(
+        "{}{separator}options[search_path]={schema}",
+        args.database_url
+    );
+    let result = bench(&args, database_url).await;
+    drop_schema(&args.database_url, &schema).await;
+    result
+}
+
+async fn bench(args: &ReplicasArgs, database_url: String) -> anyhow::Result<()> {
+    let temp = tempfile::tempdir()?;
+    let mut sim = mint_sim::SimConfig::fixture();
+    sim.service.list_delay_micros_per_instance = 0;
+    let fleet = Fleet::start(FleetOptions {
+        replicas: args.replicas,
+        database_url,
+        redis_url: args.redis_url.clone(),
+        redis_key_prefix: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        sim,
+        time_scale: args.time_scale,
+        pipeline: PipelineConfig {
+            // No polls during the drain: starts only.
+            poll_grace: Duration::from_secs(24 * 3600),
+            start_workers: 4,
+            idle_wait: Duration::from_millis(200),
+            ..PipelineConfig::default()
+        },
+        archive_dir: temp.path().join("archive"),
+        tune_mint: None,
+    })
+    .await?;
+    let result = measure(args, &fleet).await;
+    fleet.shutdown().await;
+    result
+}
+
+async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
+    let real_start = Instant::now();
+    let sim_start = fleet.admin.now().await?;
+    for i in 0..args.executions {
+        fleet
+            .request(
+                i % args.replicas,
+                "flow-kyc-basic",
+                serde_json::json!({"customer": i}),
+            )
+            .await?;
+    }
+    let accepted = real_start.elapsed();
+    let deadline = Duration::from_secs(600);
+    let instances = loop {
+        let instances = fleet.admin.instances().await?;
+        if instances.len() >= args.executions {
+            break instances;
+        }
+        if real_start.elapsed() > deadline {
+            anyhow::bail!(
+                "only {} of {} executions started within {deadline:?}",
+                instances.len(),
+                args.executions
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let drained = real_start.elapsed();
+    let last = instances
+        .iter()
+        .map(|i| i.created_at)
+        .max()
+        .context("no instance")?;
+    let drain_minutes = ((last - sim_start).num_milliseconds() as f64 / 60_000.0).max(1e-9);
+    let usage = fleet.admin.usage().await?;
+    let client = usage.clients.get("demo").cloned().unwrap_or_default();
+    let units = client.units as f64;
+
+    // The fleet's budget as mintgate configures it (90 % of Mint's limit, see app::mint_client).
+    let budget = BudgetConfig {
+        limit_units: 90,
+        window: Duration::from_secs(60),
+        burst_units: 18,
+        burst_window: Duration::from_secs(1),
+        ..BudgetConfig::default()
+    };
+    let params = GcraParams::from_budget(&budget);
+    let rate_per_minute = params.units_per_second() * 60.0;
+    let admissible = f64::from(params.window_capacity_units) + rate_per_minute * drain_minutes;
+    let started = instances.len() as f64;
+    println!("mintgate bench replicas");
+    println!(
+        "  {} replicas, {} executions, time scale {}x (simulated minutes below)",
+        args.replicas, args.executions, args.time_scale
+    );
+    println!(
+        "  accepted in {:.2?} real; all started after {:.2?} real ({drain_minutes:.2} simulated min)",
+        accepted, drained
+    );
+    println!(
+        "  started:        {:.1} executions/min ({units:.0} units spent, {:.1} units/min)",
+        started / drain_minutes,
+        units / drain_minutes
+    );
+    println!(
+        "  fleet budget:   {:.1} units/min sustained + {} at once → {admissible:.1} units admissible in the drain",
+        rate_per_minute, params.window_capacity_units
+    );
+    println!(
+        "  fraction of the fleet budget used: {:.3} (goal ≥ 0.95)",
+        units / admissible
+    );
+    println!(
+        "  fraction of Mint's 100 units/min:  {:.3}",
+        units / (100.0 * drain_minutes)
+    );
+    println!("  429s served:    {} (goal 0)", client.throttled);
+    println!("  tokens issued:  {}", client.tokens_issued);
+    Ok(())
+}
+
+async fn create_schema(url: &str, schema: &str) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let mut connection = sqlx::PgConnection::connect(url)
+        .await
+        .context("connecting to PostgreSQL (--database-url)")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut connection)
+        .await?;
+    connection.close().await.ok();
+    Ok(())
+}
+
+async fn drop_schema(url: &str, schema: &str) {
+    use sqlx::Connection as _;
+    if let Ok(mut connection) = sqlx::PgConnection::connect(url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&mut connection)
+        .await;
+        connection.close().await.ok();
+    }
+}
