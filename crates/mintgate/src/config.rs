@@ -219,6 +219,31 @@ pub struct MintProfile {
     pub price_cents: u32,
 }
 
+/// The Mint profiles of a service pointed at an in-process simulator (the demo, the benchmarks and
+/// the tests): one `sandbox` profile for the fixture client `client_id` (secret `<client_id>-secret`),
+/// with Mint's default limits and price.
+pub fn simulator_profiles(
+    sim: &mint_sim::Simulator,
+    client_id: &str,
+) -> BTreeMap<String, MintProfile> {
+    let profile = MintProfile {
+        api_base: sim
+            .base_url()
+            .parse()
+            .expect("the simulator serves a valid URL"),
+        token_url: sim
+            .token_url()
+            .parse()
+            .expect("the simulator serves a valid URL"),
+        client_id: client_id.to_owned(),
+        client_secret: SecretString::from(format!("{client_id}-secret")),
+        budget_units_per_minute: default_units_per_minute(),
+        budget_burst_units: default_burst_units(),
+        price_cents: default_price_cents(),
+    };
+    BTreeMap::from([("sandbox".to_owned(), profile)])
+}
+
 fn default_api_base() -> Url {
     Url::parse("https://api.signicat.com/mint").expect("a valid default URL")
 }

@@ -14,9 +14,7 @@ use secrecy::SecretString;
 
 use crate::app::{Application, BuildOptions};
 use crate::clock::Clock;
-use crate::config::{
-    Config, MintProfile, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
-};
+use crate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
 use crate::model::ExecutionState;
 use crate::store::ExecutionFilter;
 
@@ -129,19 +127,7 @@ fn sim_config(args: &DemoArgs, webhook_url: String) -> SimConfig {
 }
 
 fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: PathBuf) -> Config {
-    let mut mint = BTreeMap::new();
-    mint.insert(
-        "sandbox".to_owned(),
-        MintProfile {
-            api_base: sim.base_url().parse().expect("the simulator's URL"),
-            token_url: sim.token_url().parse().expect("the simulator's URL"),
-            client_id: "demo".to_owned(),
-            client_secret: SecretString::from("demo-secret"),
-            budget_units_per_minute: 100,
-            budget_burst_units: 20,
-            price_cents: 50,
-        },
-    );
+    let mint = crate::config::simulator_profiles(sim, "demo");
     Config {
         service: ServiceConfig {
             database_url: format!("sqlite://{}", dir.join("mintgate.db").display()),

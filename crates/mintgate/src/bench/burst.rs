@@ -11,7 +11,7 @@ use secrecy::SecretString;
 
 use crate::app::{Application, BuildOptions};
 use crate::clock::Clock;
-use crate::config::{Config, MintProfile, PipelineConfig, ServiceConfig, WebhookConfig};
+use crate::config::{Config, PipelineConfig, ServiceConfig, WebhookConfig};
 
 const API_KEY: &str = "bench-api-key-0123456789";
 
@@ -43,19 +43,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         .await?;
     let admin = sim.admin();
     let clock = Clock::scaled(admin.now().await?, args.time_scale);
-    let mut mint = BTreeMap::new();
-    mint.insert(
-        "sandbox".to_owned(),
-        MintProfile {
-            api_base: sim.base_url().parse()?,
-            token_url: sim.token_url().parse()?,
-            client_id: "demo".to_owned(),
-            client_secret: SecretString::from("demo-secret"),
-            budget_units_per_minute: 100,
-            budget_burst_units: 20,
-            price_cents: 50,
-        },
-    );
+    let mint = crate::config::simulator_profiles(&sim, "demo");
     let config = Config {
         service: ServiceConfig {
             database_url: format!("sqlite://{}", temp.path().join("mintgate.db").display()),

@@ -2,7 +2,6 @@
 //! in-process simulator, and `replicas` [`Application`]s on one PostgreSQL database, one Redis key
 //! prefix and one archive folder, each with its own HTTP listener, workers and `LISTEN` task.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,9 +13,7 @@ use secrecy::SecretString;
 use crate::api::ExecutionView;
 use crate::app::{Application, BuildOptions};
 use crate::clock::Clock;
-use crate::config::{
-    Config, MintProfile, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
-};
+use crate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
 use crate::store::SharedStore;
 
 pub const API_KEY: &str = "fleet-api-key-0123456789";
@@ -78,19 +75,7 @@ impl Fleet {
             .context("starting the simulator")?;
         let admin = sim.admin();
         let clock = Clock::scaled(admin.now().await?, options.time_scale);
-        let mut mint = BTreeMap::new();
-        mint.insert(
-            "sandbox".to_owned(),
-            MintProfile {
-                api_base: sim.base_url().parse()?,
-                token_url: sim.token_url().parse()?,
-                client_id: "demo".to_owned(),
-                client_secret: SecretString::from("demo-secret"),
-                budget_units_per_minute: 100,
-                budget_burst_units: 20,
-                price_cents: 50,
-            },
-        );
+        let mint = crate::config::simulator_profiles(&sim, "demo");
         let config = Config {
             service: ServiceConfig {
                 database_url: options.database_url,

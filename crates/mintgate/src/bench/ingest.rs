@@ -2,14 +2,13 @@
 //! the field guide's Express + BullMQ recipe is (`../shared/peers/express-bullmq`), which this
 //! benchmark can run side by side in the same run.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 
 use crate::app::{Application, BuildOptions};
-use crate::config::{Config, MintProfile, ServiceConfig, WebhookAuth, WebhookConfig};
+use crate::config::{Config, ServiceConfig, WebhookAuth, WebhookConfig};
 
 const SECRET: &str = "bench-webhook-secret-0123456789";
 
@@ -111,19 +110,7 @@ async fn run_wrk(
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let sim = mint_sim::Simulator::builder().start().await?;
-    let mut mint = BTreeMap::new();
-    mint.insert(
-        "sandbox".to_owned(),
-        MintProfile {
-            api_base: sim.base_url().parse()?,
-            token_url: sim.token_url().parse()?,
-            client_id: "demo".to_owned(),
-            client_secret: SecretString::from("demo-secret"),
-            budget_units_per_minute: 100,
-            budget_burst_units: 20,
-            price_cents: 50,
-        },
-    );
+    let mint = crate::config::simulator_profiles(&sim, "demo");
     let config = Config {
         service: ServiceConfig {
             database_url: format!("sqlite://{}", temp.path().join("mintgate.db").display()),

@@ -17,9 +17,7 @@ use secrecy::SecretString;
 
 use crate::app::{Application, BuildOptions};
 use crate::clock::Clock;
-use crate::config::{
-    Config, MintProfile, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
-};
+use crate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
 use crate::model::ExecutionState;
 
 const WEBHOOK_SECRET: &str = "bench-webhook-secret-0123456789";
@@ -110,20 +108,12 @@ fn sim_config(seed: u64, time_scale: f64, webhook_url: Option<String>) -> SimCon
 }
 
 fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, mode: Mode) -> Config {
-    let mut mint = BTreeMap::new();
-    mint.insert(
-        "sandbox".to_owned(),
-        MintProfile {
-            api_base: sim.base_url().parse().expect("the simulator's URL"),
-            token_url: sim.token_url().parse().expect("the simulator's URL"),
-            client_id: "demo".to_owned(),
-            client_secret: SecretString::from("demo-secret"),
-            // Out of the way: the benchmark measures what each mode asks for.
-            budget_units_per_minute: 1_000_000,
-            budget_burst_units: 1_000_000,
-            price_cents: 50,
-        },
-    );
+    let mut mint = crate::config::simulator_profiles(sim, "demo");
+    // Out of the way: the benchmark measures what each mode asks for.
+    for profile in mint.values_mut() {
+        profile.budget_units_per_minute = 1_000_000;
+        profile.budget_burst_units = 1_000_000;
+    }
     let defaults = PipelineConfig::default();
     let pipeline = match mode {
         Mode::Webhooks => PipelineConfig {

@@ -2,7 +2,6 @@
 //! archive, with one method per action. Workers are driven step by step (`run_until_idle`) unless
 //! a test asks for them to run in the background.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,9 +9,7 @@ use mint_sim::{AdminClient, Faults, SimConfig, Simulator, StepConfig, UserStepAc
 use mintgate::api::ExecutionView;
 use mintgate::app::{Application, BuildOptions};
 use mintgate::clock::Clock;
-use mintgate::config::{
-    Config, MintProfile, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
-};
+use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
 use mintgate::model::JobKind;
 use secrecy::SecretString;
 use serde_json::json;
@@ -110,19 +107,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         .unwrap();
     let admin = sim.admin();
     let clock = Clock::scaled(admin.now().await.unwrap(), 1.0);
-    let mut mint = BTreeMap::new();
-    mint.insert(
-        "sandbox".to_owned(),
-        MintProfile {
-            api_base: sim.base_url().parse().unwrap(),
-            token_url: sim.token_url().parse().unwrap(),
-            client_id: setup.client_id.to_owned(),
-            client_secret: SecretString::from(format!("{}-secret", setup.client_id)),
-            budget_units_per_minute: 100,
-            budget_burst_units: 20,
-            price_cents: 50,
-        },
-    );
+    let mint = mintgate::config::simulator_profiles(&sim, setup.client_id);
     let config = Config {
         service: ServiceConfig {
             database_url: format!("sqlite://{}", dir.path().join("mintgate.db").display()),
