@@ -18,10 +18,10 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::app::Shared;
 use crate::model;
 use crate::result_file::ResultFile;
 use crate::server::Connection;
+use crate::shared::Shared;
 use crate::state::{Endpoint, Refusal, State as SimState};
 use crate::wire::{Activity, Flow, InstanceBody, InvalidParam, Page, Problem};
 
@@ -498,7 +498,7 @@ async fn start_instance(
         st.count_status(&client, 201);
     }
     drop(st);
-    app.spawn_webhooks(jobs);
+    app.send_webhooks(jobs);
     app.wake();
     json_response(201, &body)
 }

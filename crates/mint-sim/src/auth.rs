@@ -9,8 +9,8 @@ use axum::response::Response;
 use base64::Engine;
 
 use crate::api::json_response;
-use crate::app::Shared;
 use crate::model;
+use crate::shared::Shared;
 use crate::state::Endpoint;
 use crate::wire::{OAuthError, TokenResponse};
 

@@ -51,17 +51,18 @@ mod auth;
 pub mod bench;
 mod clock;
 pub mod config;
+mod counters;
 pub mod limiter;
 pub mod model;
 pub mod result_file;
 mod server;
+mod shared;
 mod state;
 mod webhook;
 mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -166,12 +167,10 @@ impl Simulator {
     pub async fn start_on(listener: TcpListener, config: SimConfig) -> anyhow::Result<Self> {
         config.validate()?;
         let addr = listener.local_addr()?;
-        let app = Arc::new(app::Shared::new(&config, mint_base(addr))?);
+        let app = app::App::new(&config, mint_base(addr))?;
         let stop = CancellationToken::new();
         let stopped = stop.clone();
-        let task = tokio::spawn(app::serve(listener, app, async move {
-            stopped.cancelled().await
-        }));
+        let task = tokio::spawn(app.serve(listener, async move { stopped.cancelled().await }));
         Ok(Self {
             addr,
             seed: config.seed,
@@ -242,6 +241,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.validate()?;
     let addr = listener.local_addr()?;
-    let app = Arc::new(app::Shared::new(&config, mint_base(addr))?);
-    app::serve(listener, app, shutdown).await
+    app::App::new(&config, mint_base(addr))?
+        .serve(listener, shutdown)
+        .await
 }

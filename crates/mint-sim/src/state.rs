@@ -12,11 +12,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::admin::{AdminActivity, AdminInstance, ClientUsage, Usage, UserStepAction};
 use crate::clock::micros;
 use crate::config::{
     ClientConfig, Faults, FlowConfig, Limits, ServiceSettings, SimConfig, StepConfig,
 };
+use crate::counters::{ClientCounters, Counters};
 use crate::limiter::RateLimiter;
 use crate::model;
 use crate::result_file::{SplitMix, mix64};
@@ -24,7 +24,7 @@ use crate::result_file::{SplitMix, mix64};
 /// The client id recorded for instances created through the admin API.
 pub const ADMIN_CLIENT: &str = "(admin)";
 
-/// The Mint API endpoints, as counted in [`Usage`].
+/// The Mint API endpoints, as counted in [`Counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `POST /auth/open/connect/token`
@@ -44,7 +44,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The key in [`ClientUsage::requests_by_endpoint`].
+    /// The key in [`ClientCounters::requests_by_endpoint`].
     pub fn key(self) -> &'static str {
         match self {
             Self::Token => "token",
@@ -197,6 +197,15 @@ struct Event {
     outcome: Outcome,
 }
 
+/// What the simulated end user does at a waiting user step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStep {
+    /// The user finishes the step; the flow goes on.
+    Complete,
+    /// The user gives up; the instance becomes `Faulted` now.
+    Abandon,
+}
+
 /// Errors of the admin user-step call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserStepError {
@@ -225,7 +234,7 @@ pub struct State {
     /// Every request gets 429 until then.
     pub storm_until: Option<DateTime<Utc>>,
     /// Ground truth.
-    pub usage: Usage,
+    pub usage: Counters,
     /// Every instance ever started.
     pub instances: HashMap<String, Instance>,
     /// Instance ids in start order.
@@ -256,7 +265,7 @@ impl State {
             faults: Faults::default(),
             webhook_url: config.webhook_url.clone(),
             storm_until: None,
-            usage: Usage::default(),
+            usage: Counters::default(),
             instances: HashMap::new(),
             order: Vec::new(),
             flow_instances: HashMap::new(),
@@ -321,7 +330,7 @@ impl State {
         )
     }
 
-    fn client_usage(&mut self, client: &str) -> &mut ClientUsage {
+    fn client_usage(&mut self, client: &str) -> &mut ClientCounters {
         self.usage.clients.entry(client.to_owned()).or_default()
     }
 
@@ -331,7 +340,7 @@ impl State {
         usage.requests += 1;
         *usage
             .requests_by_endpoint
-            .entry(endpoint.key().to_owned())
+            .entry(endpoint.key())
             .or_default() += 1;
     }
 
@@ -472,10 +481,7 @@ impl State {
         }
         let usage = self.client_usage(&client);
         usage.units += cost;
-        *usage
-            .units_by_endpoint
-            .entry(endpoint.key().to_owned())
-            .or_default() += cost;
+        *usage.units_by_endpoint.entry(endpoint.key()).or_default() += cost;
 
         if self.faults.server_error_rate > 0.0
             && self.fault_rng.random_bool(self.faults.server_error_rate)
@@ -765,7 +771,7 @@ impl State {
     pub fn user_step(
         &mut self,
         id: &str,
-        action: UserStepAction,
+        action: UserStep,
         now: DateTime<Utc>,
     ) -> Result<Vec<WebhookJob>, UserStepError> {
         let instance = self.instance(id, now).ok_or(UserStepError::NotFound)?;
@@ -783,8 +789,8 @@ impl State {
         }
         let mut jobs = Vec::new();
         match action {
-            UserStepAction::Complete => self.complete_step(id, now, &mut jobs),
-            UserStepAction::Abandon => self.fault(id, now),
+            UserStep::Complete => self.complete_step(id, now, &mut jobs),
+            UserStep::Abandon => self.fault(id, now),
         }
         Ok(jobs)
     }
@@ -820,40 +826,14 @@ impl State {
         true
     }
 
-    /// The admin view of an instance.
-    pub fn admin_instance(&self, instance: &Instance, now: DateTime<Utc>) -> AdminInstance {
-        let deleted_at = (!self.retained(instance, now)).then(|| {
+    /// When retention deleted `instance` (`None` while it is retained).
+    pub fn deleted_at(&self, instance: &Instance, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        (!self.retained(instance, now)).then(|| {
             later(
                 instance.finished_at.unwrap_or(now),
                 self.service.retention_secs,
             )
-        });
-        AdminInstance {
-            id: instance.id.clone(),
-            flow_id: instance.flow_id.clone(),
-            definition_id: instance.definition_id.clone(),
-            client_id: instance.client_id.clone(),
-            status: instance.status.clone(),
-            input: instance.input.clone(),
-            output: instance.output.clone(),
-            error: instance.error.clone(),
-            created_at: instance.created_at,
-            updated_at: instance.updated_at,
-            finished_at: instance.finished_at,
-            deleted_at,
-            result_file_bytes: instance.result_file_bytes,
-            activities: instance
-                .activities
-                .iter()
-                .map(|a| AdminActivity {
-                    name: a.name.clone(),
-                    activity_type: a.activity_type.clone(),
-                    status: a.status.to_owned(),
-                    started_at: a.started_at,
-                    completed_at: a.completed_at,
-                })
-                .collect(),
-        }
+        })
     }
 }
 

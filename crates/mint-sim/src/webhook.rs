@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::app::Shared;
 use crate::model;
+use crate::shared::Shared;
 use crate::state::WebhookJob;
 
 enum Plan {
@@ -103,7 +103,7 @@ fn step_done(app: &Arc<Shared>, job: &WebhookJob) {
         let (mut st, now) = app.current();
         st.webhook_step_done(job, now)
     };
-    app.spawn_webhooks(jobs);
+    app.send_webhooks(jobs);
     app.wake();
 }
 

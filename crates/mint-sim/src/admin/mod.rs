@@ -3,6 +3,7 @@
 mod client;
 pub(crate) mod routes;
 mod types;
+mod views;
 
 pub use client::AdminClient;
 pub use types::*;

@@ -11,10 +11,11 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
 use super::types::*;
-use crate::app::Shared;
+use super::views::admin_instance;
 use crate::config::{ClientConfig, Faults, FlowConfig, Limits, ServiceSettings, SimConfig};
 use crate::result_file::result_file_sha256;
 use crate::server::Connection;
+use crate::shared::Shared;
 use crate::state::{ADMIN_CLIENT, UserStepError};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -124,7 +125,7 @@ async fn advance(State(app): State<Arc<Shared>>, Json(body): Json<AdvanceRequest
 
 async fn usage(State(app): State<Arc<Shared>>) -> Response {
     let (st, _) = app.current();
-    ok(&st.usage)
+    ok(&Usage::from(&st.usage))
 }
 
 async fn config(State(app): State<Arc<Shared>>) -> Response {
@@ -276,7 +277,7 @@ async fn create_instances(
         }
         (ids, jobs)
     };
-    app.spawn_webhooks(jobs);
+    app.send_webhooks(jobs);
     app.wake();
     ok(&CreatedInstances { ids })
 }
@@ -287,7 +288,7 @@ async fn instances(State(app): State<Arc<Shared>>) -> Response {
         .order
         .iter()
         .filter_map(|id| st.instances.get(id))
-        .map(|i| st.admin_instance(i, now))
+        .map(|i| admin_instance(&st, i, now))
         .collect();
     ok(&all)
 }
@@ -295,7 +296,7 @@ async fn instances(State(app): State<Arc<Shared>>) -> Response {
 async fn instance(State(app): State<Arc<Shared>>, Path(instance_id): Path<String>) -> Response {
     let (st, now) = app.current();
     match st.instances.get(&instance_id) {
-        Some(i) => ok(&st.admin_instance(i, now)),
+        Some(i) => ok(&admin_instance(&st, i, now)),
         None => error(
             StatusCode::NOT_FOUND,
             format!("no instance {instance_id:?}"),
@@ -310,16 +311,16 @@ async fn user_step(
 ) -> Response {
     let (result, view) = {
         let (mut st, now) = app.current();
-        let result = st.user_step(&instance_id, body.action, now);
+        let result = st.user_step(&instance_id, body.action.into(), now);
         let view = st
             .instances
             .get(&instance_id)
-            .map(|i| st.admin_instance(i, now));
+            .map(|i| admin_instance(&st, i, now));
         (result, view)
     };
     match (result, view) {
         (Ok(jobs), Some(view)) => {
-            app.spawn_webhooks(jobs);
+            app.send_webhooks(jobs);
             app.wake();
             ok(&view)
         }

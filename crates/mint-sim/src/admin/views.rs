@@ -1,0 +1,95 @@
+//! The admin API's answers, built from the core's data: the core (`state.rs`, `counters.rs`)
+//! knows nothing of these wire types.
+
+use chrono::{DateTime, Utc};
+
+use super::types::*;
+use crate::counters::{ClientCounters, Counters, WebhookCounters};
+use crate::state::{Instance, State, UserStep};
+
+impl From<&Counters> for Usage {
+    fn from(counters: &Counters) -> Self {
+        Self {
+            clients: counters
+                .clients
+                .iter()
+                .map(|(id, c)| (id.clone(), ClientUsage::from(c)))
+                .collect(),
+            webhooks: WebhookUsage::from(&counters.webhooks),
+        }
+    }
+}
+
+impl From<&ClientCounters> for ClientUsage {
+    fn from(c: &ClientCounters) -> Self {
+        let by_key = |map: &std::collections::BTreeMap<&'static str, u64>| {
+            map.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        Self {
+            requests: c.requests,
+            units: c.units,
+            requests_by_endpoint: by_key(&c.requests_by_endpoint),
+            units_by_endpoint: by_key(&c.units_by_endpoint),
+            throttled: c.throttled,
+            starts_billed: c.starts_billed,
+            cents_owed: c.cents_owed,
+            downloads_billed: c.downloads_billed,
+            bytes_served: c.bytes_served,
+            tokens_issued: c.tokens_issued,
+            status_counts: c.status_counts.clone(),
+        }
+    }
+}
+
+impl From<&WebhookCounters> for WebhookUsage {
+    fn from(w: &WebhookCounters) -> Self {
+        Self {
+            attempted: w.attempted,
+            delivered: w.delivered,
+            dropped: w.dropped,
+            duplicated: w.duplicated,
+            delayed: w.delayed,
+            reordered: w.reordered,
+            failed: w.failed,
+        }
+    }
+}
+
+impl From<UserStepAction> for UserStep {
+    fn from(action: UserStepAction) -> Self {
+        match action {
+            UserStepAction::Complete => Self::Complete,
+            UserStepAction::Abandon => Self::Abandon,
+        }
+    }
+}
+
+/// The admin view of `instance`, deleted or not.
+pub(crate) fn admin_instance(st: &State, instance: &Instance, now: DateTime<Utc>) -> AdminInstance {
+    AdminInstance {
+        id: instance.id.clone(),
+        flow_id: instance.flow_id.clone(),
+        definition_id: instance.definition_id.clone(),
+        client_id: instance.client_id.clone(),
+        status: instance.status.clone(),
+        input: instance.input.clone(),
+        output: instance.output.clone(),
+        error: instance.error.clone(),
+        created_at: instance.created_at,
+        updated_at: instance.updated_at,
+        finished_at: instance.finished_at,
+        deleted_at: st.deleted_at(instance, now),
+        result_file_bytes: instance.result_file_bytes,
+        activities: instance
+            .activities
+            .iter()
+            .map(|a| AdminActivity {
+                name: a.name.clone(),
+                activity_type: a.activity_type.clone(),
+                status: a.status.to_owned(),
+                started_at: a.started_at,
+                completed_at: a.completed_at,
+            })
+            .collect(),
+    }
+}
