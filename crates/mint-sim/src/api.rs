@@ -10,20 +10,25 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::behaviours::{ListOrder, ResultContentType};
 use crate::model;
 use crate::result_file::ResultFile;
 use crate::server::Connection;
 use crate::shared::Shared;
-use crate::state::{Endpoint, Refusal, State as SimState};
-use crate::wire::{Activity, Flow, InstanceBody, InvalidParam, Page, Problem};
+use crate::state::{Endpoint, Instance, Refusal, State as SimState};
+use crate::wire::{
+    Activity, Flow, Holds, InstanceBody, InvalidParam, Page, Problem, Shown, reshape,
+};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -72,6 +77,25 @@ pub(crate) fn json_response(status: u16, body: &impl Serialize) -> Response {
             bytes,
         )
             .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// A 2xx JSON answer of `endpoint`, with the contract changes in force for it (`[behaviours]
+/// contract`).
+fn answer(
+    st: &SimState,
+    endpoint: Endpoint,
+    holds: Holds,
+    status: u16,
+    body: &impl Serialize,
+) -> Response {
+    let changes = st.behaviours.changes(endpoint.key());
+    if changes.is_empty() {
+        return json_response(status, body);
+    }
+    match serde_json::to_value(body) {
+        Ok(value) => json_response(status, &reshape(value, changes, holds)),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -358,7 +382,10 @@ async fn list_flows(
         .skip(offset.min(usize::MAX as u64) as usize)
         .take(limit as usize)
         .collect();
-    let response = json_response(
+    let response = answer(
+        &st,
+        Endpoint::ListFlows,
+        Holds::Flows,
         200,
         &Page {
             items,
@@ -378,7 +405,7 @@ async fn list_instances(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let (response, delay) = {
+    let (response, due) = {
         let (mut st, now) = app.current();
         let client = gate!(app, st, now, headers, Endpoint::ListInstances);
         let mut errors = Vec::new();
@@ -397,21 +424,46 @@ async fn list_instances(
                 Vec::new(),
             );
         }
+        let behaviours = st.behaviours.of_flow(&flow_id);
+        // Drawn before the list borrows the state.
+        let shuffle_seed = (behaviours.list_order == ListOrder::Shuffled)
+            .then(|| st.behaviour_rng().random::<u64>());
         let ids = st.flow_instances.get(&flow_id);
-        let live: Vec<&crate::state::Instance> = ids
+        let mut live: Vec<&Instance> = ids
             .into_iter()
             .flatten()
-            .rev()
             .filter_map(|id| st.instance(id, now))
             .collect();
+        match behaviours.list_order {
+            ListOrder::NewestFirst => live.reverse(),
+            ListOrder::OldestFirst => {}
+            ListOrder::UpdatedAtNewestFirst => {
+                live.sort_by_key(|i| std::cmp::Reverse(i.updated_at))
+            }
+            ListOrder::UpdatedAtOldestFirst => live.sort_by_key(|i| i.updated_at),
+            ListOrder::Shuffled => {
+                let seed = shuffle_seed.unwrap_or_default();
+                live.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            }
+        }
         let total_count = live.len() as u64;
         let items: Vec<InstanceBody> = live
             .iter()
             .skip(offset.min(usize::MAX as u64) as usize)
             .take(limit as usize)
-            .map(|i| InstanceBody::new(i))
+            .map(|i| {
+                let behaviours = if st.instance_behaviours.is_empty() {
+                    behaviours.clone()
+                } else {
+                    st.behaviours_of(i)
+                };
+                InstanceBody::new(i, &behaviours, Shown::ListItem, now)
+            })
             .collect();
-        let response = json_response(
+        let response = answer(
+            &st,
+            Endpoint::ListInstances,
+            Holds::Instances,
             200,
             &Page {
                 items,
@@ -421,15 +473,23 @@ async fn list_instances(
                 links: links(&format!("/api/flows/{flow_id}/instances"), offset, limit),
             },
         );
-        let per_instance = st.service.list_delay_micros_per_instance;
+        let latency_micros = st
+            .service
+            .list_delay_micros_per_instance
+            .saturating_mul(total_count);
+        if shuffle_seed.is_some() {
+            st.usage.behaviours.shuffled_lists += 1;
+        }
+        st.count_list_latency(&client, latency_micros);
         st.count_status(&client, 200);
         (
             response,
-            Duration::from_micros(per_instance.saturating_mul(total_count)),
+            now + chrono::Duration::microseconds(latency_micros.min(i64::MAX as u64) as i64),
         )
     };
-    // The real service slows down with the flow's instance count; the lock is not held here.
-    tokio::time::sleep(delay).await;
+    // The real service slows down with the flow's instance count: the answer leaves once the
+    // simulated clock has moved that far (at once when it is frozen); the lock is not held here.
+    app.wait_until(due).await;
     response
 }
 
@@ -489,8 +549,10 @@ async fn start_instance(
     let Some(instance) = st.instance(&id, now) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let mut body = InstanceBody::new(instance);
+    let behaviours = st.behaviours_of(instance);
+    let mut body = InstanceBody::new(instance, &behaviours, Shown::Alone, now);
     body.workflow_url = Some(instance.workflow_url.clone());
+    let response = answer(&st, Endpoint::Start, Holds::Instances, 201, &body);
     if lost {
         // Committed and billed, but the client will never see an answer.
         connection.sever();
@@ -500,7 +562,7 @@ async fn start_instance(
     drop(st);
     app.send_webhooks(jobs);
     app.wake();
-    json_response(201, &body)
+    response
 }
 
 struct StartBody {
@@ -577,8 +639,19 @@ async fn get_instance(
 ) -> Response {
     let (mut st, now) = app.current();
     let client = gate!(app, st, now, headers, Endpoint::GetInstance);
-    let response = match st.instance(&instance_id, now) {
-        Some(instance) => json_response(200, &InstanceBody::new(instance)),
+    let behaviours = st.instance(&instance_id, now).map(|i| st.behaviours_of(i));
+    let response = match behaviours {
+        Some(b) if st.draw_behaviour(b.not_found_rate) => {
+            st.usage.behaviours.spurious_not_found += 1;
+            instance_not_found(&app)
+        }
+        Some(b) => match st.instance(&instance_id, now) {
+            Some(instance) => {
+                let body = InstanceBody::new(instance, &b, Shown::Alone, now);
+                answer(&st, Endpoint::GetInstance, Holds::Instances, 200, &body)
+            }
+            None => instance_not_found(&app),
+        },
         None => instance_not_found(&app),
     };
     st.count_status(&client, response.status().as_u16());
@@ -602,11 +675,21 @@ async fn activities(
 ) -> Response {
     let (mut st, now) = app.current();
     let client = gate!(app, st, now, headers, Endpoint::Activities);
-    let response = match st.instance(&instance_id, now) {
+    let spurious = match st.instance(&instance_id, now).map(|i| st.behaviours_of(i)) {
+        Some(b) => st.draw_behaviour(b.activities_not_found_rate),
+        None => false,
+    };
+    if spurious {
+        st.usage.behaviours.spurious_not_found += 1;
+    }
+    let response = match st.instance(&instance_id, now).filter(|_| !spurious) {
         Some(instance) => {
             let items: Vec<Activity> = instance.activities.iter().map(Activity::new).collect();
             let count = items.len() as u64;
-            json_response(
+            answer(
+                &st,
+                Endpoint::Activities,
+                Holds::Activities,
                 200,
                 &Page {
                     items,
@@ -623,19 +706,48 @@ async fn activities(
     response
 }
 
+/// `GET` (and `HEAD`) `/api/instances/{id}/result-file`.
+///
+/// A `HEAD` passes the same gate and consumes the same units as a `GET` (the gateway counts
+/// requests, not bytes), answers the same status and headers, and is neither a billed download
+/// nor bytes served: it is counted as `resultFileHeads`. [model]
 async fn result_file(
     State(app): State<Arc<Shared>>,
     Path(instance_id): Path<String>,
+    method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let (client, seed, size, accept_ranges) = {
+    let head = method == Method::HEAD;
+    let (client, seed, size, accept_ranges, behaviours) = {
         let (mut st, now) = app.current();
         let client = gate!(app, st, now, headers, Endpoint::ResultFile);
         let Some(instance) = st.instance(&instance_id, now) else {
             st.count_status(&client, 404);
             return instance_not_found(&app);
         };
-        if instance.status != "Finished" {
+        let behaviours = st.behaviours_of(instance);
+        let finished = instance.status == "Finished";
+        let size = instance.result_file_bytes;
+        if st.draw_behaviour(behaviours.result_file_throttle_rate) {
+            st.usage.behaviours.result_file_throttled += 1;
+            st.count_throttled(&client);
+            st.count_status(&client, 429);
+            let mut response = problem(
+                &app,
+                429,
+                Some("Rate limit exceeded"),
+                Some("TOO_MANY_REQUESTS"),
+                Vec::new(),
+            );
+            let retry_after = behaviours.result_file_throttle_retry_after_secs;
+            if retry_after > 0 {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            return response;
+        }
+        if !finished {
             st.count_status(&client, 409);
             return problem(
                 &app,
@@ -645,8 +757,17 @@ async fn result_file(
                 Vec::new(),
             );
         }
-        let size = instance.result_file_bytes;
-        (client, st.seed, size, st.service.accept_ranges)
+        if st.draw_behaviour(behaviours.result_file_html_rate) {
+            st.usage.behaviours.html_result_files += 1;
+            st.count_status(&client, 200);
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                model::RESULT_FILE_HTML_PAGE,
+            )
+                .into_response();
+        }
+        (client, st.seed, size, st.service.accept_ranges, behaviours)
     };
     // Laying out the file takes a millisecond or two: not under the lock.
     let file = ResultFile::new(seed, &instance_id, size);
@@ -668,29 +789,41 @@ async fn result_file(
         0
     };
     let status = if start > 0 { 206 } else { 200 };
-    let (cut_at, slow_rate) = {
+    let body = if head {
         let mut st = app.lock();
         st.count_status(&client, status);
-        st.count_download(&client);
-        let faults = st.faults.clone();
-        let cut = st
-            .draw(faults.cut_body_rate)
-            .then_some((len as f64 * faults.cut_body_at_fraction) as u64);
-        let slow = st
-            .draw(faults.slow_body_rate)
-            .then_some(faults.slow_body_bytes_per_sec);
-        (cut, slow)
+        st.count_result_file_head(&client);
+        Body::empty()
+    } else {
+        let (cut_at, slow_rate) = {
+            let mut st = app.lock();
+            st.count_status(&client, status);
+            st.count_download(&client);
+            let faults = st.faults.clone();
+            let cut = st
+                .draw(faults.cut_body_rate)
+                .then_some((len as f64 * faults.cut_body_at_fraction) as u64);
+            let slow = st
+                .draw(faults.slow_body_rate)
+                .then_some(faults.slow_body_bytes_per_sec);
+            (cut, slow)
+        };
+        body_stream(app.clone(), client, file, start, cut_at, slow_rate)
     };
-
-    let body = body_stream(app.clone(), client, file, start, cut_at, slow_rate);
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len - start));
+    let content_type = match behaviours.result_file_content_type {
+        ResultContentType::Zip => Some("application/zip"),
+        ResultContentType::OctetStream => Some("application/octet-stream"),
+        ResultContentType::None => None,
+    };
+    if let Some(content_type) = content_type {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    if behaviours.result_file_content_length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len - start));
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{instance_id}.zip\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::behaviours::Behaviours;
 use crate::model;
 
 /// A configuration value that is out of range, named by its key (e.g. `flows[1].resultFileBytes`).
@@ -22,7 +23,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
         message: message.into(),
@@ -49,6 +50,12 @@ pub struct SimConfig {
     pub service: ServiceSettings,
     /// Fault injection.
     pub faults: Faults,
+    /// Where Mint may differ from the contract: the other plausible behaviours, all off by
+    /// default.
+    pub behaviours: Behaviours,
+    /// Secrets stored in Mint's configuration, by name: HTTP request steps put them in headers
+    /// (or bodies) with `{{secret:NAME}}`.
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// One API client.
@@ -149,24 +156,32 @@ pub enum StepConfig {
         #[serde(default)]
         timeout_secs: Option<u64>,
     },
-    /// The "send raw HTTP request" step: POSTs the webhook once, no retry.
+    /// The "send raw HTTP request" step: POSTs the webhook once, no retry. What Mint's step is
+    /// known to do: a URL, static headers (a secret stored in Mint's configuration can go in
+    /// one, `{{secret:NAME}}`) and a body template. Signing the body is an option, not assumed.
     HttpRequest {
         /// Activity name.
         name: String,
         /// Target URL; absent means the simulator-wide `webhookUrl`.
         #[serde(default)]
         url: Option<String>,
-        /// Extra headers (values may use the body's placeholders).
+        /// Static headers, e.g. `X-Mint-Webhook-Secret = "{{secret:webhook}}"`; values may use
+        /// the body's placeholders and `{{secret:NAME}}`.
         #[serde(default)]
         headers: BTreeMap<String, String>,
-        /// Body template; `{{instanceId}}`, `{{flowId}}`, `{{definitionId}}` are replaced.
+        /// Body template; `{{instanceId}}`, `{{flowId}}`, `{{definitionId}}`, `{{clientId}}` and
+        /// `{{secret:NAME}}` are replaced.
         #[serde(default = "default_body_template")]
         body_template: String,
-        /// When set, adds `X-Mint-Timestamp` and `X-Mint-Signature: v1=<hex hmac>`.
+        /// Optional, and not known to exist in Mint: when set, also adds `X-Mint-Timestamp` and
+        /// `X-Mint-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
         #[serde(default)]
         hmac_secret: Option<String>,
     },
 }
+
+/// Opens a secret placeholder, `{{secret:NAME}}`.
+pub(crate) const SECRET_OPEN: &str = "{{secret:";
 
 fn default_auto_type() -> String {
     "verification".to_owned()
@@ -196,7 +211,7 @@ impl StepConfig {
         }
     }
 
-    /// The default HTTP request step (URL from the simulator-wide `webhookUrl`).
+    /// The default HTTP request step (URL from the simulator-wide `webhookUrl`, no headers).
     pub fn webhook() -> Self {
         Self::HttpRequest {
             name: "Notify".to_owned(),
@@ -205,6 +220,48 @@ impl StepConfig {
             body_template: default_body_template(),
             hmac_secret: None,
         }
+    }
+
+    /// The HTTP request step as Mint can certainly configure it: the default body and one static
+    /// header carrying a shared secret (e.g. `X-Mint-Webhook-Secret: <secret>`), no signature.
+    pub fn webhook_with_secret_header(header: &str, secret: &str) -> Self {
+        Self::HttpRequest {
+            name: "Notify".to_owned(),
+            url: None,
+            headers: BTreeMap::from([(header.to_owned(), secret.to_owned())]),
+            body_template: default_body_template(),
+            hmac_secret: None,
+        }
+    }
+
+    /// The secret names the step's headers and body refer to with `{{secret:NAME}}`.
+    pub fn secret_names(&self) -> Vec<(String, String)> {
+        let Self::HttpRequest {
+            headers,
+            body_template,
+            ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut names = Vec::new();
+        for (place, text) in headers
+            .iter()
+            .map(|(k, v)| (format!("headers.{k}"), v.as_str()))
+            .chain(std::iter::once((
+                "bodyTemplate".to_owned(),
+                body_template.as_str(),
+            )))
+        {
+            let mut rest = text;
+            while let Some(start) = rest.find(SECRET_OPEN) {
+                rest = &rest[start + SECRET_OPEN.len()..];
+                let Some(end) = rest.find("}}") else { break };
+                names.push((place.clone(), rest[..end].to_owned()));
+                rest = &rest[end + 2..];
+            }
+        }
+        names
     }
 }
 
@@ -375,7 +432,7 @@ impl Default for Faults {
     }
 }
 
-fn check_rate(key: String, value: f64) -> Result<(), ConfigError> {
+pub(crate) fn check_rate(key: String, value: f64) -> Result<(), ConfigError> {
     if value.is_finite() && (0.0..=1.0).contains(&value) {
         Ok(())
     } else {
@@ -721,6 +778,8 @@ impl SimConfig {
             limits: Limits::default(),
             service: ServiceSettings::default(),
             faults: Faults::default(),
+            behaviours: Behaviours::default(),
+            secrets: BTreeMap::new(),
         }
     }
 
@@ -773,8 +832,40 @@ impl SimConfig {
         self.limits.validate("limits.")?;
         self.service.validate("service.")?;
         self.faults.validate("faults.")?;
+        self.behaviours
+            .validate("behaviours.", self.flows.iter().map(|f| f.id.as_str()))?;
+        for (name, value) in &self.secrets {
+            if name.is_empty() || name.contains('}') || value.is_empty() {
+                return Err(invalid(
+                    format!("secrets.{name}"),
+                    "names and values must be non-empty, names without '}'",
+                ));
+            }
+        }
+        for (i, flow) in self.flows.iter().enumerate() {
+            check_secrets(&format!("flows[{i}]."), flow, &self.secrets)?;
+        }
         Ok(())
     }
+}
+
+/// Checks that every `{{secret:NAME}}` of `flow`'s steps names a stored secret.
+pub(crate) fn check_secrets(
+    prefix: &str,
+    flow: &FlowConfig,
+    secrets: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for (i, step) in flow.steps.iter().enumerate() {
+        for (place, name) in step.secret_names() {
+            if !secrets.contains_key(&name) {
+                return Err(invalid(
+                    format!("{prefix}steps[{i}].{place}"),
+                    format!("refers to secret {name:?}, which `secrets` does not hold"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -825,8 +916,11 @@ mod tests {
         ));
         assert!(matches!(
             &config.flows[0].steps[3],
-            StepConfig::HttpRequest { headers, .. } if headers["X-Webhook-Source"] == "mint-sim"
+            StepConfig::HttpRequest { headers, hmac_secret: None, .. }
+                if headers["X-Mint-Webhook-Secret"] == "{{secret:webhook}}"
         ));
+        assert_eq!(config.secrets["webhook"], "change-me");
+        assert_eq!(config.behaviours, Behaviours::default());
     }
 
     #[test]

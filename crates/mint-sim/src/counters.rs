@@ -11,6 +11,8 @@ pub struct Counters {
     pub clients: BTreeMap<String, ClientCounters>,
     /// Webhook deliveries (HTTP request steps).
     pub webhooks: WebhookCounters,
+    /// Answers changed by the `[behaviours]` section.
+    pub behaviours: BehaviourCounters,
 }
 
 /// What one API client did and owes.
@@ -34,6 +36,10 @@ pub struct ClientCounters {
     pub downloads_billed: u64,
     /// Result-file body bytes handed to the connection.
     pub bytes_served: u64,
+    /// `HEAD` requests on result files (units consumed, no download billed, no bytes).
+    pub result_file_heads: u64,
+    /// Simulated time the client's instance listings took, microseconds.
+    pub list_latency_micros: u64,
     /// Access tokens issued.
     pub tokens_issued: u64,
     /// Answers per HTTP status code.
@@ -57,4 +63,17 @@ pub struct WebhookCounters {
     pub reordered: u64,
     /// POSTs that failed: no connection, timeout or a non-2xx answer.
     pub failed: u64,
+}
+
+/// Answers changed by the `[behaviours]` section (ground truth for tests of the other Mints).
+#[derive(Debug, Clone, Default)]
+pub struct BehaviourCounters {
+    /// `404`s answered for instances that exist (`notFoundRate`, `activitiesNotFoundRate`).
+    pub spurious_not_found: u64,
+    /// Result files answered as an HTML error page (`resultFileHtmlRate`).
+    pub html_result_files: u64,
+    /// Result-file `429`s whatever the budget (`resultFileThrottleRate`).
+    pub result_file_throttled: u64,
+    /// Instance lists answered in a shuffled order (`listOrder = "shuffled"`).
+    pub shuffled_lists: u64,
 }

@@ -48,6 +48,7 @@ pub mod admin;
 mod api;
 mod app;
 mod auth;
+pub mod behaviours;
 pub mod bench;
 mod clock;
 pub mod config;
@@ -69,6 +70,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::{AdminClient, AdminInstance, ClientUsage, Usage, UserStepAction, WebhookUsage};
+pub use behaviours::{
+    BehaviourOverrides, Behaviours, ContractChange, FinishedAt, FlowBehaviours, ListField,
+    ListOrder, ResultContentType,
+};
 pub use config::{
     ClientConfig, ConfigError, Faults, FlowConfig, Limits, ServiceSettings, SimConfig, StepConfig,
     UserBehaviour,

@@ -115,3 +115,19 @@ pub const FLOW_NOT_FOUND: &str = "Flow not found";
 pub const INSTANCE_NOT_FOUND: &str = "Instance not found";
 /// `detail` of the 409 for a result file that is not ready. [model]
 pub const RESULT_NOT_READY: &str = "The result file is not available yet";
+
+/// `finishedAt` of the `year1` behaviour: .NET's `default(DateTime)`. [model]
+pub const FINISHED_AT_YEAR_1: &str = "0001-01-01T00:00:00Z";
+/// `finishedAt` of the `chronoMax` behaviour: a date near chrono's largest, which overflows any
+/// arithmetic on it. [model]
+pub const FINISHED_AT_CHRONO_MAX: &str = "+262142-12-31T00:00:00Z";
+/// `finishedAt` of the `unparseable` behaviour. [model]
+pub const FINISHED_AT_UNPARSEABLE: &str = "not a date";
+/// Instance `status` of the `statusUnknown` contract change: a value the contract does not list.
+/// [model]
+pub const UNKNOWN_INSTANCE_STATUS: &str = "Archived";
+/// Activity `status` of the `statusUnknown` contract change. [model]
+pub const UNKNOWN_ACTIVITY_STATUS: &str = "Skipped";
+/// Body of the result-file HTML error page (`resultFileHtmlRate`): what a gateway or a storage
+/// front end answers with `200 text/html` when it fails. [model]
+pub const RESULT_FILE_HTML_PAGE: &str = "<!DOCTYPE html>\r\n<html>\r\n<head><title>Service unavailable</title></head>\r\n<body>\r\n<h1>Sorry, something went wrong</h1>\r\n<p>The file could not be retrieved. Please try again later.</p>\r\n</body>\r\n</html>\r\n";

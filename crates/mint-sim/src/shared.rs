@@ -82,6 +82,23 @@ impl Shared {
         }
     }
 
+    /// Resolves once the simulated clock has reached `due` (after `(due - now) / timeScale` of
+    /// real time, sooner if the clock is advanced); at once while the clock is frozen, since a
+    /// frozen clock cannot model a wait that no advance is known to end.
+    pub async fn wait_until(&self, due: DateTime<Utc>) {
+        loop {
+            match self.clock.real_until(due) {
+                None => return,
+                Some(wait) if wait.is_zero() => return,
+                // Re-read the clock now and then: an advance or a new scale changes the wait.
+                Some(wait) => tokio::select! {
+                    _ = tokio::time::sleep(wait.min(Duration::from_millis(100))) => {}
+                    _ = self.cancel.cancelled() => return,
+                },
+            }
+        }
+    }
+
     /// Tells the scheduler that events or the clock changed.
     pub fn wake(&self) {
         self.wake.notify_one();

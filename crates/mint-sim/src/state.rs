@@ -12,9 +12,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
+use crate::behaviours::{BehaviourOverrides, Behaviours, FlowBehaviours};
 use crate::clock::micros;
 use crate::config::{
-    ClientConfig, Faults, FlowConfig, Limits, ServiceSettings, SimConfig, StepConfig,
+    ClientConfig, Faults, FlowConfig, Limits, SECRET_OPEN, ServiceSettings, SimConfig, StepConfig,
 };
 use crate::counters::{ClientCounters, Counters};
 use crate::limiter::RateLimiter;
@@ -245,6 +246,15 @@ pub struct State {
     pub fault_rng: StdRng,
     /// A webhook held back by the reorder fault.
     pub held_webhook: Option<WebhookJob>,
+    /// The other plausible Mints in force.
+    pub behaviours: Behaviours,
+    /// Behaviour overrides per instance id.
+    pub instance_behaviours: HashMap<String, BehaviourOverrides>,
+    /// Secrets stored in "Mint's configuration", for HTTP request steps.
+    pub secrets: BTreeMap<String, String>,
+    /// Draws for behaviours (shuffles, rates), apart from the faults' so that turning one on
+    /// does not shift the other's sequence.
+    behaviour_draws: StdRng,
     tokens: HashMap<String, Token>,
     limiters: HashMap<String, RateLimiter>,
     events: BinaryHeap<Reverse<Event>>,
@@ -271,6 +281,10 @@ impl State {
             flow_instances: HashMap::new(),
             fault_rng: StdRng::seed_from_u64(mix64(config.seed ^ 0xFA17)),
             held_webhook: None,
+            behaviours: Behaviours::default(),
+            instance_behaviours: HashMap::new(),
+            secrets: config.secrets.clone(),
+            behaviour_draws: StdRng::seed_from_u64(mix64(config.seed ^ 0xD1FF)),
             tokens: HashMap::new(),
             limiters: HashMap::new(),
             events: BinaryHeap::new(),
@@ -282,7 +296,35 @@ impl State {
             state.put_client(client.clone());
         }
         state.set_faults(config.faults.clone(), now);
+        state.set_behaviours(config.behaviours.clone());
         state
+    }
+
+    /// Replaces the behaviours; `seed` reseeds their generator.
+    pub fn set_behaviours(&mut self, behaviours: Behaviours) {
+        if let Some(seed) = behaviours.seed {
+            self.behaviour_draws = StdRng::seed_from_u64(seed);
+        }
+        self.behaviours = behaviours;
+    }
+
+    /// The behaviours in force for `instance` (instance over flow over every flow).
+    pub fn behaviours_of(&self, instance: &Instance) -> FlowBehaviours {
+        let flow = self.behaviours.of_flow(&instance.flow_id);
+        match self.instance_behaviours.get(&instance.id) {
+            Some(overrides) => flow.with(overrides),
+            None => flow,
+        }
+    }
+
+    /// Draws a behaviour with probability `rate` (no draw when it is 0).
+    pub fn draw_behaviour(&mut self, rate: f64) -> bool {
+        rate > 0.0 && self.behaviour_draws.random_bool(rate.min(1.0))
+    }
+
+    /// The behaviours' generator, for shuffles.
+    pub fn behaviour_rng(&mut self) -> &mut StdRng {
+        &mut self.behaviour_draws
     }
 
     /// Adds or replaces a client (its tokens stay valid; its usage is kept).
@@ -356,6 +398,22 @@ impl State {
     /// Counts result-file bytes written for `client`.
     pub fn count_bytes(&mut self, client: &str, bytes: u64) {
         self.client_usage(client).bytes_served += bytes;
+    }
+
+    /// Counts a 429 served to `client`.
+    pub fn count_throttled(&mut self, client: &str) {
+        self.client_usage(client).throttled += 1;
+    }
+
+    /// Counts a `HEAD` on a result file.
+    pub fn count_result_file_head(&mut self, client: &str) {
+        self.client_usage(client).result_file_heads += 1;
+    }
+
+    /// Counts the simulated time an instance listing took.
+    pub fn count_list_latency(&mut self, client: &str, micros: u64) {
+        let usage = self.client_usage(client);
+        usage.list_latency_micros = usage.list_latency_micros.saturating_add(micros);
     }
 
     /// Counts a download against the billing quota.
@@ -669,11 +727,19 @@ impl State {
                     self.complete_step(id, at, jobs);
                     return;
                 };
+                let secrets = &self.secrets;
                 let render = |text: &str| {
-                    text.replace("{{instanceId}}", &instance.id)
+                    let mut text = text
+                        .replace("{{instanceId}}", &instance.id)
                         .replace("{{flowId}}", &instance.flow_id)
                         .replace("{{definitionId}}", &instance.definition_id)
-                        .replace("{{clientId}}", &instance.client_id)
+                        .replace("{{clientId}}", &instance.client_id);
+                    if text.contains(SECRET_OPEN) {
+                        for (name, value) in secrets {
+                            text = text.replace(&format!("{SECRET_OPEN}{name}}}}}"), value);
+                        }
+                    }
+                    text
                 };
                 let job = WebhookJob {
                     instance_id: id.to_owned(),

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::behaviours::{ContractChange, FinishedAt, FlowBehaviours, ListField};
 use crate::config::FlowConfig;
 use crate::model;
 use crate::state::{ActivityRecord, Instance};
@@ -56,8 +57,13 @@ pub struct InstanceBody {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub input: Value,
+    /// A JSON value, not a date: the `finishedAt` behaviour can make it anything.
+    pub finished_at: Value,
+    /// `None` only when a list leaves it out (`listOmits`); otherwise a value or `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// As `input`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     pub error: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,8 +73,24 @@ pub struct InstanceBody {
     pub etag: String,
 }
 
+/// Where an instance body is shown: list items may leave fields out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// `GET /api/instances/{id}` and the start's answer.
+    Alone,
+    /// An item of `GET /api/flows/{flowId}/instances`.
+    ListItem,
+}
+
 impl InstanceBody {
-    pub fn new(instance: &Instance) -> Self {
+    /// The body of `instance` under `behaviours`, at simulated `now`.
+    pub fn new(
+        instance: &Instance,
+        behaviours: &FlowBehaviours,
+        shown: Shown,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let omitted = |field| shown == Shown::ListItem && behaviours.list_omits.contains(&field);
         Self {
             id: instance.id.clone(),
             flow_id: instance.flow_id.clone(),
@@ -76,13 +98,103 @@ impl InstanceBody {
             status: instance.status.clone(),
             created_at: instance.created_at,
             updated_at: instance.updated_at,
-            finished_at: instance.finished_at,
-            input: instance.input.clone(),
-            output: instance.output.clone(),
+            finished_at: finished_at(instance, behaviours.finished_at, now),
+            input: (!omitted(ListField::Input)).then(|| instance.input.clone()),
+            output: (!omitted(ListField::Output))
+                .then(|| instance.output.clone().unwrap_or(Value::Null)),
             error: instance.error.clone(),
             workflow_url: None,
             account_id: model::ACCOUNT_ID,
             etag: format!("W/\"{}\"", instance.updated_at.timestamp_micros()),
+        }
+    }
+}
+
+/// `finishedAt` as the behaviour wants it; `null` while the instance has not ended.
+fn finished_at(instance: &Instance, mode: FinishedAt, now: DateTime<Utc>) -> Value {
+    let Some(real) = instance.finished_at else {
+        return Value::Null;
+    };
+    let at = |t: DateTime<Utc>| serde_json::to_value(t).unwrap_or(Value::Null);
+    match mode {
+        FinishedAt::Real => at(real),
+        FinishedAt::Year1 => Value::from(model::FINISHED_AT_YEAR_1),
+        FinishedAt::ChronoMax => Value::from(model::FINISHED_AT_CHRONO_MAX),
+        FinishedAt::Future => at(now + chrono::Duration::days(365)),
+        FinishedAt::BeforeCreatedAt => at(instance.created_at - chrono::Duration::days(1)),
+        FinishedAt::Unparseable => Value::from(model::FINISHED_AT_UNPARSEABLE),
+        FinishedAt::Null => Value::Null,
+    }
+}
+
+/// Which object an answer holds, for [`reshape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// Flows (no `status`).
+    Flows,
+    /// Instances.
+    Instances,
+    /// Activities.
+    Activities,
+}
+
+/// `body` (an object or a page) with the contract `changes` applied.
+pub fn reshape(mut body: Value, changes: &[ContractChange], holds: Holds) -> Value {
+    for change in changes {
+        match change {
+            ContractChange::CreatedAtAsNumber => for_each_object(&mut body, |object| {
+                let seconds = object
+                    .get("createdAt")
+                    .and_then(Value::as_str)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.timestamp());
+                if let Some(seconds) = seconds {
+                    object.insert("createdAt".to_owned(), Value::from(seconds));
+                }
+            }),
+            ContractChange::StatusUnknown => {
+                let unknown = match holds {
+                    Holds::Flows => continue,
+                    Holds::Instances => model::UNKNOWN_INSTANCE_STATUS,
+                    Holds::Activities => model::UNKNOWN_ACTIVITY_STATUS,
+                };
+                for_each_object(&mut body, |object| {
+                    if object.contains_key("status") {
+                        object.insert("status".to_owned(), Value::from(unknown));
+                    }
+                });
+            }
+            ContractChange::TotalCountMissing => {
+                if let Some(page) = body.as_object_mut() {
+                    page.remove("totalCount");
+                }
+            }
+            ContractChange::BareArray => {
+                if let Some(items) = body.get_mut("items").map(Value::take) {
+                    body = items;
+                }
+            }
+        }
+    }
+    body
+}
+
+/// Runs `f` on the answer's object, or on each item of a page (or bare array).
+fn for_each_object(body: &mut Value, mut f: impl FnMut(&mut serde_json::Map<String, Value>)) {
+    let items = match body {
+        Value::Array(items) => Some(items),
+        Value::Object(object) => match object.get_mut("items") {
+            Some(Value::Array(items)) => Some(items),
+            _ => {
+                f(object);
+                None
+            }
+        },
+        _ => None,
+    };
+    for item in items.into_iter().flatten() {
+        if let Value::Object(object) = item {
+            f(object);
         }
     }
 }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::types::*;
+use crate::behaviours::{BehaviourOverrides, Behaviours};
 use crate::config::{ClientConfig, Faults, FlowConfig, Limits, ServiceSettings, SimConfig};
 
 /// Typed client of one simulator's admin API (`http://127.0.0.1:PORT/_sim`).
@@ -146,6 +147,49 @@ impl AdminClient {
         self.write(reqwest::Method::PUT, "/service", &service)
             .await?;
         Ok(())
+    }
+
+    /// The `[behaviours]` section in force.
+    pub async fn behaviours(&self) -> anyhow::Result<Behaviours> {
+        self.get("/behaviours").await
+    }
+
+    /// Replaces the whole `[behaviours]` section (`seed` reseeds their generator).
+    pub async fn set_behaviours(&self, behaviours: Behaviours) -> anyhow::Result<()> {
+        self.write(reqwest::Method::PUT, "/behaviours", &behaviours)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces the behaviour overrides of one flow (empty overrides remove them).
+    pub async fn set_flow_behaviours(
+        &self,
+        flow_id: &str,
+        overrides: BehaviourOverrides,
+    ) -> anyhow::Result<()> {
+        let path = format!("/behaviours/flows/{flow_id}");
+        self.write(reqwest::Method::PUT, &path, &overrides).await?;
+        Ok(())
+    }
+
+    /// Replaces the behaviour overrides of one instance (empty overrides remove them).
+    pub async fn set_instance_behaviours(
+        &self,
+        instance_id: &str,
+        overrides: BehaviourOverrides,
+    ) -> anyhow::Result<()> {
+        let path = format!("/instances/{instance_id}/behaviours");
+        self.write(reqwest::Method::PUT, &path, &overrides).await?;
+        Ok(())
+    }
+
+    /// The behaviour overrides of one instance and the behaviours in force for it.
+    pub async fn instance_behaviours(
+        &self,
+        instance_id: &str,
+    ) -> anyhow::Result<InstanceBehaviours> {
+        self.get(&format!("/instances/{instance_id}/behaviours"))
+            .await
     }
 
     /// Completes or abandons the user step `instance_id` waits at (error if it does not wait).

@@ -12,7 +12,10 @@ use axum::{Json, Router};
 
 use super::types::*;
 use super::views::admin_instance;
-use crate::config::{ClientConfig, Faults, FlowConfig, Limits, ServiceSettings, SimConfig};
+use crate::behaviours::{BehaviourOverrides, Behaviours};
+use crate::config::{
+    ClientConfig, Faults, FlowConfig, Limits, ServiceSettings, SimConfig, check_secrets,
+};
 use crate::result_file::result_file_sha256;
 use crate::server::Connection;
 use crate::shared::Shared;
@@ -27,6 +30,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/faults", get(faults).put(set_faults))
         .route("/limits", get(limits).put(set_limits))
         .route("/service", get(service).put(set_service))
+        .route("/behaviours", get(behaviours).put(set_behaviours))
+        .route("/behaviours/flows/{flow_id}", put(set_flow_behaviours))
         .route("/clients", get(clients))
         .route("/clients/{client_id}", put(put_client))
         .route("/clients/{client_id}/revoke-tokens", post(revoke_tokens))
@@ -37,6 +42,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/instances/{instance_id}", get(instance))
         .route("/instances/{instance_id}/user-step", post(user_step))
         .route("/instances/{instance_id}/status", put(set_status))
+        .route(
+            "/instances/{instance_id}/behaviours",
+            get(instance_behaviours).put(set_instance_behaviours),
+        )
         .route("/instances/{instance_id}/result-sha256", get(result_sha256))
         .layer(middleware::from_fn(loopback_only))
 }
@@ -139,8 +148,91 @@ async fn config(State(app): State<Arc<Shared>>) -> Response {
         limits: st.limits.clone(),
         service: st.service.clone(),
         faults: st.faults.clone(),
+        behaviours: st.behaviours.clone(),
+        secrets: st.secrets.clone(),
     };
     ok(&config)
+}
+
+async fn behaviours(State(app): State<Arc<Shared>>) -> Response {
+    ok(&app.lock().behaviours)
+}
+
+async fn set_behaviours(
+    State(app): State<Arc<Shared>>,
+    Json(behaviours): Json<Behaviours>,
+) -> Response {
+    let mut st = app.lock();
+    let flow_ids: Vec<&str> = st.flows.iter().map(|f| f.id.as_str()).collect();
+    if let Err(e) = behaviours.validate("", flow_ids) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    st.set_behaviours(behaviours);
+    no_content()
+}
+
+async fn set_flow_behaviours(
+    State(app): State<Arc<Shared>>,
+    Path(flow_id): Path<String>,
+    Json(overrides): Json<BehaviourOverrides>,
+) -> Response {
+    if let Err(e) = overrides.validate("") {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let mut st = app.lock();
+    if st.flow(&flow_id).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no flow {flow_id:?}"));
+    }
+    if overrides.is_empty() {
+        st.behaviours.flows.remove(&flow_id);
+    } else {
+        st.behaviours.flows.insert(flow_id, overrides);
+    }
+    no_content()
+}
+
+async fn instance_behaviours(
+    State(app): State<Arc<Shared>>,
+    Path(instance_id): Path<String>,
+) -> Response {
+    let st = app.lock();
+    match st.instances.get(&instance_id) {
+        Some(instance) => ok(&InstanceBehaviours {
+            overrides: st
+                .instance_behaviours
+                .get(&instance_id)
+                .cloned()
+                .unwrap_or_default(),
+            effective: st.behaviours_of(instance),
+        }),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no instance {instance_id:?}"),
+        ),
+    }
+}
+
+async fn set_instance_behaviours(
+    State(app): State<Arc<Shared>>,
+    Path(instance_id): Path<String>,
+    Json(overrides): Json<BehaviourOverrides>,
+) -> Response {
+    if let Err(e) = overrides.validate("") {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let mut st = app.lock();
+    if !st.instances.contains_key(&instance_id) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no instance {instance_id:?}"),
+        );
+    }
+    if overrides.is_empty() {
+        st.instance_behaviours.remove(&instance_id);
+    } else {
+        st.instance_behaviours.insert(instance_id, overrides);
+    }
+    no_content()
 }
 
 async fn faults(State(app): State<Arc<Shared>>) -> Response {
@@ -233,7 +325,11 @@ async fn put_flow(
     if let Err(e) = flow.validate("") {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    app.lock().put_flow(flow);
+    let mut st = app.lock();
+    if let Err(e) = check_secrets("", &flow, &st.secrets) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    st.put_flow(flow);
     no_content()
 }
 

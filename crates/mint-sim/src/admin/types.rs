@@ -14,6 +14,8 @@ pub struct Usage {
     pub clients: BTreeMap<String, ClientUsage>,
     /// Webhook deliveries (HTTP request steps).
     pub webhooks: WebhookUsage,
+    /// Answers changed by the `[behaviours]` section.
+    pub behaviours: BehaviourUsage,
 }
 
 /// What one API client did and owes.
@@ -37,8 +39,14 @@ pub struct ClientUsage {
     pub cents_owed: u64,
     /// Result-file downloads counted against the billing quota (each 200/206 served).
     pub downloads_billed: u64,
-    /// Result-file body bytes actually written to the connection.
+    /// Result-file body bytes handed to the connection (see the README for precisely when a
+    /// byte counts).
     pub bytes_served: u64,
+    /// `HEAD` requests on result files: units consumed, no download billed, no bytes served.
+    pub result_file_heads: u64,
+    /// Simulated time the client's instance listings took, microseconds
+    /// (`listDelayMicrosPerInstance` times the flow's instance count, per listing).
+    pub list_latency_micros: u64,
     /// Access tokens issued.
     pub tokens_issued: u64,
     /// Answers per HTTP status code.
@@ -63,6 +71,30 @@ pub struct WebhookUsage {
     pub reordered: u64,
     /// POSTs that failed: no connection, timeout or a non-2xx answer.
     pub failed: u64,
+}
+
+/// Answers changed by the `[behaviours]` section, for all clients together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BehaviourUsage {
+    /// `404`s answered for instances that exist (`notFoundRate`, `activitiesNotFoundRate`).
+    pub spurious_not_found: u64,
+    /// Result files answered `200 text/html` with an error page (`resultFileHtmlRate`).
+    pub html_result_files: u64,
+    /// Result-file `429`s whatever the budget (`resultFileThrottleRate`).
+    pub result_file_throttled: u64,
+    /// Instance lists answered in a fresh shuffled order (`listOrder = "shuffled"`).
+    pub shuffled_lists: u64,
+}
+
+/// `GET /_sim/instances/{id}/behaviours`: the instance's overrides and what is in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceBehaviours {
+    /// Overrides set on this instance (`PUT /_sim/instances/{id}/behaviours`).
+    pub overrides: crate::behaviours::BehaviourOverrides,
+    /// The behaviours in force: instance over flow over every flow.
+    pub effective: crate::behaviours::FlowBehaviours,
 }
 
 /// What the simulated end user does at a waiting user step.

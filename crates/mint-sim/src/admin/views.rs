@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::types::*;
-use crate::counters::{ClientCounters, Counters, WebhookCounters};
+use crate::counters::{BehaviourCounters, ClientCounters, Counters, WebhookCounters};
 use crate::state::{Instance, State, UserStep};
 
 impl From<&Counters> for Usage {
@@ -16,6 +16,7 @@ impl From<&Counters> for Usage {
                 .map(|(id, c)| (id.clone(), ClientUsage::from(c)))
                 .collect(),
             webhooks: WebhookUsage::from(&counters.webhooks),
+            behaviours: BehaviourUsage::from(&counters.behaviours),
         }
     }
 }
@@ -35,6 +36,8 @@ impl From<&ClientCounters> for ClientUsage {
             cents_owed: c.cents_owed,
             downloads_billed: c.downloads_billed,
             bytes_served: c.bytes_served,
+            result_file_heads: c.result_file_heads,
+            list_latency_micros: c.list_latency_micros,
             tokens_issued: c.tokens_issued,
             status_counts: c.status_counts.clone(),
         }
@@ -51,6 +54,17 @@ impl From<&WebhookCounters> for WebhookUsage {
             delayed: w.delayed,
             reordered: w.reordered,
             failed: w.failed,
+        }
+    }
+}
+
+impl From<&BehaviourCounters> for BehaviourUsage {
+    fn from(b: &BehaviourCounters) -> Self {
+        Self {
+            spurious_not_found: b.spurious_not_found,
+            html_result_files: b.html_result_files,
+            result_file_throttled: b.result_file_throttled,
+            shuffled_lists: b.shuffled_lists,
         }
     }
 }

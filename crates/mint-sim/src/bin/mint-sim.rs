@@ -83,6 +83,14 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     if let Some(url) = &config.webhook_url {
         println!("  webhook URL:    {url}");
     }
+    if config.behaviours == mint_sim::Behaviours::default() {
+        println!("  behaviours:     the contract (none of [behaviours] on)");
+    } else {
+        println!(
+            "  behaviours:     {}",
+            serde_json::to_string(&config.behaviours)?
+        );
+    }
     println!("  clients (id / secret / roles):");
     for client in &config.clients {
         println!(

@@ -1,7 +1,5 @@
 //! Behaviour 3: The six endpoints, their parameters and error bodies.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
 use crate::helpers::{spawn_sim, spawn_sim_with};
@@ -236,11 +234,11 @@ async fn unknown_instances_are_404_on_every_instance_endpoint() {
     }
 }
 
-/// 8. Slow listing: real time proportional to the flow's instance count.
+/// 8. Slow listing: simulated time proportional to the flow's instance count.
 #[tokio::test]
-async fn listing_instances_takes_time_proportional_to_their_count() {
+async fn listing_instances_takes_simulated_time_proportional_to_their_count() {
     let mut config = mint_sim::SimConfig::fixture();
-    config.service.list_delay_micros_per_instance = 200;
+    config.service.list_delay_micros_per_instance = 1000;
     let t = spawn_sim_with(config).await;
     let ids = t
         .admin
@@ -250,34 +248,32 @@ async fn listing_instances_takes_time_proportional_to_their_count() {
     assert_eq!(ids.len(), 1500);
     let token = t.token("viewer").await;
 
-    let started = Instant::now();
+    // Frozen clock: the answer comes at once, and the listing's cost is on the books.
     let (status, body) = t
         .get_json(&token, "/api/flows/flow-kyc-basic/instances?limit=1")
         .await;
-    let slow = started.elapsed();
     assert_eq!(status, 200);
     assert_eq!(body["totalCount"], 1500);
-    assert!(
-        slow >= Duration::from_millis(300),
-        "1500 x 200 µs, took {slow:?}"
-    );
-
-    // The other flow has no instances: no delay to speak of; and the delay scales to zero.
-    let started = Instant::now();
+    assert_eq!(t.usage_of("viewer").await.list_latency_micros, 1_500_000);
     t.get_json(&token, "/api/flows/flow-kyc-video/instances")
         .await;
-    let empty = started.elapsed();
-    let service = mint_sim::ServiceSettings {
-        list_delay_micros_per_instance: 0,
-        ..Default::default()
-    };
-    t.admin.set_service(service).await.unwrap();
-    let started = Instant::now();
+    assert_eq!(
+        t.usage_of("viewer").await.list_latency_micros,
+        1_500_000,
+        "a flow without instances lists at once"
+    );
+
+    // A running clock: the answer leaves only once simulated time has moved 1.5 s (at 10
+    // simulated seconds per real second, 150 ms; the request itself takes a few).
+    t.admin.set_time_scale(10.0).await.unwrap();
+    let before = t.admin.now().await.unwrap();
     t.get_json(&token, "/api/flows/flow-kyc-basic/instances?limit=1")
         .await;
-    let unscaled = started.elapsed();
+    let after = t.admin.now().await.unwrap();
     assert!(
-        empty < slow && unscaled < slow,
-        "{empty:?} {unscaled:?} vs {slow:?}"
+        after - before >= chrono::Duration::milliseconds(1500),
+        "{}",
+        after - before
     );
+    assert_eq!(t.usage_of("viewer").await.list_latency_micros, 3_000_000);
 }

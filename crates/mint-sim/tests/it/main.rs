@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod api;
+mod behaviours;
 mod faults;
 mod lifecycle;
 mod limiter;
