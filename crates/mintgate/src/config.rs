@@ -219,29 +219,25 @@ pub struct MintProfile {
     pub price_cents: u32,
 }
 
-/// The Mint profiles of a service pointed at an in-process simulator (the demo, the benchmarks and
-/// the tests): one `sandbox` profile for the fixture client `client_id` (secret `<client_id>-secret`),
-/// with Mint's default limits and price.
-pub fn simulator_profiles(
-    sim: &mint_sim::Simulator,
-    client_id: &str,
-) -> BTreeMap<String, MintProfile> {
-    let profile = MintProfile {
-        api_base: sim
-            .base_url()
-            .parse()
-            .expect("the simulator serves a valid URL"),
-        token_url: sim
-            .token_url()
-            .parse()
-            .expect("the simulator serves a valid URL"),
-        client_id: client_id.to_owned(),
-        client_secret: SecretString::from(format!("{client_id}-secret")),
-        budget_units_per_minute: default_units_per_minute(),
-        budget_burst_units: default_burst_units(),
-        price_cents: default_price_cents(),
-    };
-    BTreeMap::from([("sandbox".to_owned(), profile)])
+impl MintProfile {
+    /// A profile for the API client `client_id` at explicit endpoints, with Mint's default limits
+    /// and price (the lab's simulator profiles and the tests build theirs with it).
+    pub fn new(
+        api_base: Url,
+        token_url: Url,
+        client_id: &str,
+        client_secret: SecretString,
+    ) -> Self {
+        Self {
+            api_base,
+            token_url,
+            client_id: client_id.to_owned(),
+            client_secret,
+            budget_units_per_minute: default_units_per_minute(),
+            budget_burst_units: default_burst_units(),
+            price_cents: default_price_cents(),
+        }
+    }
 }
 
 fn default_api_base() -> Url {

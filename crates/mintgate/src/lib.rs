@@ -3,10 +3,9 @@
 pub mod api;
 pub mod app;
 pub mod archive;
-pub mod bench;
+pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod demo;
 pub mod flow_cache;
 pub mod ingest;
 pub mod metrics;

@@ -3,10 +3,9 @@
 
 mod api;
 mod cli;
-mod demo;
 mod helpers;
 mod monitoring;
 mod pipeline;
-mod replicas;
 mod store;
+mod support;
 mod webhooks;

@@ -1,4 +1,4 @@
-//! `mintgate bench quota`: Mint API units spent per archived execution, on one seeded workload, in
+//! `mintgate-lab bench quota`: Mint API units spent per archived execution, on one seeded workload, in
 //! three modes: webhooks with the fallback poller (mintgate's default), polling every 30 s, and
 //! polling every 2 s (both without webhooks).
 //!
@@ -15,15 +15,15 @@ use anyhow::Context as _;
 use mint_sim::{Limits, SimConfig, StepConfig, UserBehaviour};
 use secrecy::SecretString;
 
-use crate::app::{Application, BuildOptions};
-use crate::clock::Clock;
-use crate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
-use crate::model::ExecutionState;
+use mintgate::app::{Application, BuildOptions};
+use mintgate::clock::Clock;
+use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
+use mintgate::model::ExecutionState;
 
 const WEBHOOK_SECRET: &str = "bench-webhook-secret-0123456789";
 const API_KEY: &str = "bench-api-key-0123456789";
 
-/// Options of `mintgate bench quota`.
+/// Options of `mintgate-lab bench quota`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QuotaArgs {
     /// Executions in the workload.
@@ -108,7 +108,7 @@ fn sim_config(seed: u64, time_scale: f64, webhook_url: Option<String>) -> SimCon
 }
 
 fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, mode: Mode) -> Config {
-    let mut mint = crate::config::simulator_profiles(sim, "demo");
+    let mut mint = crate::simulator_profiles(sim, "demo");
     // Out of the way: the benchmark measures what each mode asks for.
     for profile in mint.values_mut() {
         profile.budget_units_per_minute = 1_000_000;
@@ -211,7 +211,7 @@ async fn run_mode(args: &QuotaArgs, mode: Mode) -> anyhow::Result<ModeFigures> {
     let limit = Duration::from_secs(3 * 3600).div_f64(scale) + Duration::from_secs(30);
     let executions = loop {
         let executions = store
-            .executions(crate::store::ExecutionFilter {
+            .executions(mintgate::store::ExecutionFilter {
                 state: None,
                 limit: i64::from(args.executions) * 2,
             })

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use mint_sim::{Faults, SimConfig};
 use mintgate::api::CORRELATION_KEY;
-use mintgate::bench::fleet::{Fleet, FleetOptions, automatic_flow};
 use mintgate::config::PipelineConfig;
 use mintgate::model::{ExecutionState, JobKind};
+use mintgate_lab::bench::fleet::{Fleet, FleetOptions, automatic_flow};
 use uuid::Uuid;
 
-use crate::helpers::{
+use crate::support::{
     drop_postgres_schema, fresh_postgres_schema, postgres_server, redis_server, tune_mint_for_tests,
 };
 

@@ -9,13 +9,13 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use secrecy::SecretString;
 
-use crate::app::{Application, BuildOptions};
-use crate::clock::Clock;
-use crate::config::{Config, PipelineConfig, ServiceConfig, WebhookConfig};
+use mintgate::app::{Application, BuildOptions};
+use mintgate::clock::Clock;
+use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookConfig};
 
 const API_KEY: &str = "bench-api-key-0123456789";
 
-/// Options of `mintgate bench burst`.
+/// Options of `mintgate-lab bench burst`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BurstArgs {
     /// Executions in the burst.
@@ -43,7 +43,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         .await?;
     let admin = sim.admin();
     let clock = Clock::scaled(admin.now().await?, args.time_scale);
-    let mint = crate::config::simulator_profiles(&sim, "demo");
+    let mint = crate::simulator_profiles(&sim, "demo");
     let config = Config {
         service: ServiceConfig {
             database_url: format!("sqlite://{}", temp.path().join("mintgate.db").display()),
@@ -65,10 +65,11 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         default_environment: "sandbox".to_owned(),
         mint,
     };
-    let budget = crate::app::mint_client("sandbox", &config.mint["sandbox"], &clock, None, None)?
-        .budget()
-        .snapshot()
-        .await;
+    let budget =
+        mintgate::app::mint_client("sandbox", &config.mint["sandbox"], &clock, None, None)?
+            .budget()
+            .snapshot()
+            .await;
     let app = Application::build(
         config,
         BuildOptions {
@@ -138,7 +139,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
     for instance in &instances {
         if let Some(id) = instance
             .input
-            .get(crate::api::CORRELATION_KEY)
+            .get(mintgate::api::CORRELATION_KEY)
             .and_then(|v| v.as_str())
         {
             *per_execution.entry(id.to_owned()).or_default() += 1;

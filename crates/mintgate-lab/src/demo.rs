@@ -1,4 +1,4 @@
-//! `mintgate demo`: the main job on embedded defaults, against an in-process, time-scaled simulator.
+//! `mintgate-lab demo`: the main job on embedded defaults, against an in-process, time-scaled simulator.
 //!
 //! It drives a realistic day (a burst of onboardings larger than the budget, end users who finish,
 //! dawdle or abandon, lost webhooks, a 429 storm, cut downloads, lost start answers, one crash of the
@@ -12,13 +12,13 @@ use anyhow::Context as _;
 use mint_sim::{Faults, SimConfig, StepConfig, UserBehaviour};
 use secrecy::SecretString;
 
-use crate::app::{Application, BuildOptions};
-use crate::clock::Clock;
-use crate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
-use crate::model::ExecutionState;
-use crate::store::ExecutionFilter;
+use mintgate::app::{Application, BuildOptions};
+use mintgate::clock::Clock;
+use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
+use mintgate::model::ExecutionState;
+use mintgate::store::ExecutionFilter;
 
-/// Options of `mintgate demo`.
+/// Options of `mintgate-lab demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
     /// Onboardings requested in the morning burst.
@@ -127,7 +127,7 @@ fn sim_config(args: &DemoArgs, webhook_url: String) -> SimConfig {
 }
 
 fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: PathBuf) -> Config {
-    let mint = crate::config::simulator_profiles(sim, "demo");
+    let mint = crate::simulator_profiles(sim, "demo");
     Config {
         service: ServiceConfig {
             database_url: format!("sqlite://{}", dir.join("mintgate.db").display()),
@@ -159,7 +159,7 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: Pat
 /// Runs the demo and prints its report; fails if anything was lost or billed twice.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.verbose {
-        crate::telemetry::init("text");
+        mintgate::telemetry::init("text");
     }
     let report = run_demo(&args, true).await?;
     print_report(&report);
@@ -199,7 +199,7 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
     say(
         live,
         &format!(
-            "mintgate demo: simulator at {}, service at http://{address}, {} onboardings, time x{}",
+            "mintgate-lab demo: simulator at {}, service at http://{address}, {} onboardings, time x{}",
             sim.base_url(),
             args.onboardings,
             args.time_scale
@@ -237,7 +237,7 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
     let mut storm: Option<(chrono::DateTime<chrono::Utc>, u64, Option<u64>)> = None;
     let mut restarted = false;
     let mut last_line = Instant::now() - Duration::from_secs(5);
-    let store = crate::app::open_store(&config).await?;
+    let store = mintgate::app::open_store(&config).await?;
     loop {
         let elapsed = real_start.elapsed();
         let overview = store.overview().await?;
@@ -338,7 +338,7 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
 
 async fn report(
     args: &DemoArgs,
-    store: &crate::store::SharedStore,
+    store: &mintgate::store::SharedStore,
     admin: &mint_sim::AdminClient,
     sim_start: chrono::DateTime<chrono::Utc>,
     real_start: Instant,
@@ -364,7 +364,7 @@ async fn report(
     for instance in &instances {
         if let Some(id) = instance
             .input
-            .get(crate::api::CORRELATION_KEY)
+            .get(mintgate::api::CORRELATION_KEY)
             .and_then(|v| v.as_str())
         {
             *per_execution.entry(id.to_owned()).or_insert(0) += 1;
@@ -384,7 +384,7 @@ async fn report(
             continue;
         };
         let (expected, _) = admin.result_sha256(instance).await?;
-        match crate::archive::hash_file(std::path::Path::new(path)).await {
+        match mintgate::archive::hash_file(std::path::Path::new(path)).await {
             Ok((sha, len)) if sha == expected => {
                 verified += 1;
                 bytes += len;
@@ -425,7 +425,7 @@ fn print_report(report: &DemoReport) {
     let state = |name: &str| report.by_state.get(name).copied().unwrap_or(0);
     println!();
     println!(
-        "mintgate demo report ({:.1} simulated hours in {:.0} s)",
+        "mintgate-lab demo report ({:.1} simulated hours in {:.0} s)",
         report.simulated_hours, report.real_seconds
     );
     println!("  executions requested        {}", report.requested);

@@ -1,4 +1,4 @@
-//! `mintgate bench replicas`: three replicas drain a burst of starts through one shared budget.
+//! `mintgate-lab bench replicas`: three replicas drain a burst of starts through one shared budget.
 //!
 //! The simulator and the replicas run `time_scale` times faster than real time, so Mint's budget
 //! (100 units a simulated minute, 20 a simulated second) is a budget of 100 units every 60/scale
@@ -18,8 +18,8 @@ use anyhow::Context as _;
 use mint_client::BudgetConfig;
 
 use super::fleet::{Fleet, FleetOptions};
-use crate::config::PipelineConfig;
-use crate::shared::GcraParams;
+use mintgate::config::PipelineConfig;
+use mintgate::shared::GcraParams;
 
 /// The benchmark's settings.
 #[derive(Debug, Clone)]
@@ -127,7 +127,7 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
     let rate_per_minute = params.units_per_second() * 60.0;
     let admissible = f64::from(params.window_capacity_units) + rate_per_minute * drain_minutes;
     let started = instances.len() as f64;
-    println!("mintgate bench replicas");
+    println!("mintgate-lab bench replicas");
     println!(
         "  {} replicas, {} executions, time scale {}x (simulated minutes below)",
         args.replicas, args.executions, args.time_scale

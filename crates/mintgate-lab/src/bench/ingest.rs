@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 
-use crate::app::{Application, BuildOptions};
-use crate::config::{Config, ServiceConfig, WebhookAuth, WebhookConfig};
+use mintgate::app::{Application, BuildOptions};
+use mintgate::config::{Config, ServiceConfig, WebhookAuth, WebhookConfig};
 
 const SECRET: &str = "bench-webhook-secret-0123456789";
 
-/// Options of `mintgate bench ingest`.
+/// Options of `mintgate-lab bench ingest`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IngestArgs {
     /// Seconds of load per run.
@@ -110,7 +110,7 @@ async fn run_wrk(
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let sim = mint_sim::Simulator::builder().start().await?;
-    let mint = crate::config::simulator_profiles(&sim, "demo");
+    let mint = crate::simulator_profiles(&sim, "demo");
     let config = Config {
         service: ServiceConfig {
             database_url: format!("sqlite://{}", temp.path().join("mintgate.db").display()),

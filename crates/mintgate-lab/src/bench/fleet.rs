@@ -1,4 +1,4 @@
-//! A fleet of replicas in one process, for the scale-out tests and `mintgate bench replicas`: one
+//! A fleet of replicas in one process, for the scale-out tests and `mintgate-lab bench replicas`: one
 //! in-process simulator, and `replicas` [`Application`]s on one PostgreSQL database, one Redis key
 //! prefix and one archive folder, each with its own HTTP listener, workers and `LISTEN` task.
 
@@ -10,11 +10,11 @@ use anyhow::Context as _;
 use mint_sim::{AdminClient, SimConfig, Simulator, StepConfig};
 use secrecy::SecretString;
 
-use crate::api::ExecutionView;
-use crate::app::{Application, BuildOptions};
-use crate::clock::Clock;
-use crate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
-use crate::store::SharedStore;
+use mintgate::api::ExecutionView;
+use mintgate::app::{Application, BuildOptions};
+use mintgate::clock::Clock;
+use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
+use mintgate::store::SharedStore;
 
 pub const API_KEY: &str = "fleet-api-key-0123456789";
 pub const WEBHOOK_SECRET: &str = "fleet-webhook-secret-0123456789";
@@ -75,7 +75,7 @@ impl Fleet {
             .context("starting the simulator")?;
         let admin = sim.admin();
         let clock = Clock::scaled(admin.now().await?, options.time_scale);
-        let mint = crate::config::simulator_profiles(&sim, "demo");
+        let mint = crate::simulator_profiles(&sim, "demo");
         let config = Config {
             service: ServiceConfig {
                 database_url: options.database_url,

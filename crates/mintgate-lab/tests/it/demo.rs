@@ -1,8 +1,8 @@
-//! `mintgate demo` in small: the whole pipeline against a time-scaled simulator with faults.
+//! `mintgate-lab demo` in small: the whole pipeline against a time-scaled simulator with faults.
 
 use std::time::Duration;
 
-use mintgate::demo::{DemoArgs, run_demo};
+use mintgate_lab::demo::{DemoArgs, run_demo};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_small_demo_day_loses_nothing_and_bills_nothing_twice() {

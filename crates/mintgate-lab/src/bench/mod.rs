@@ -1,4 +1,4 @@
-//! `mintgate bench …`: the benchmarks that hold the project's speed and memory goals. Each prints its
+//! `mintgate-lab bench …`: the benchmarks that hold the project's speed and memory goals. Each prints its
 //! figures; none is a test (timings never decide whether a test passes).
 
 pub mod burst;

@@ -1,0 +1,51 @@
+//! The `mintgate-lab` binary: every `mintgate` command (flattened from [`mintgate::cli`]) plus the
+//! demo and the benchmarks, which run the service against an in-process Mint simulator. It is the
+//! workspace's default binary, so `cargo run --release -- demo` runs the demo.
+//!
+//! Exit codes: 0 success, 1 user or configuration error, 2 remote or internal failure.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mintgate::cli::{Failure, GlobalArgs, block_on, exit_code};
+use mintgate_lab::{bench, demo};
+
+#[derive(Parser)]
+#[command(
+    name = "mintgate-lab",
+    version,
+    about = "mintgate with its lab: the demo and the benchmarks on an in-process Mint simulator, and every mintgate command",
+    after_help = "Examples:\n  mintgate-lab demo                      # the whole pipeline against a simulated Mint, in about a minute\n  mintgate-lab bench download --size 2GiB\n  mintgate-lab bench replicas            # needs PostgreSQL and Redis\n  mintgate-lab doctor --all              # any mintgate command"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Run the main job on embedded defaults against an in-process, time-scaled Mint simulator.
+    Demo(demo::DemoArgs),
+    /// Benchmarks that hold the speed and memory goals.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    #[command(flatten)]
+    Mintgate(mintgate::cli::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    block_on(async move {
+        match cli.command {
+            LabCommand::Demo(args) => exit_code(demo::run(args).await.map_err(Failure::internal)),
+            LabCommand::Bench(command) => {
+                exit_code(bench::run(command).await.map_err(Failure::internal))
+            }
+            LabCommand::Mintgate(command) => {
+                mintgate::cli::run(command, cli.global.config.as_deref()).await
+            }
+        }
+    })
+}

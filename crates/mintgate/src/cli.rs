@@ -1,0 +1,119 @@
+//! The `mintgate` command line as a library module: the `mintgate` binary is a thin wrapper over
+//! it, and the lab binary (`mintgate-lab`) flattens the same [`Command`] beside `demo` and `bench`,
+//! so both offer every production command with one definition.
+//!
+//! Exit codes: 0 success, 1 user or configuration error, 2 remote or internal failure.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::ops::{EXIT_REMOTE, EXIT_USER};
+
+/// The `mintgate` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mintgate",
+    version,
+    about = "A durable, budget-aware onboarding pipeline for the Signicat Mint API",
+    after_help = "Examples:\n  mintgate serve --config mintgate.toml\n  mintgate doctor --all              # credentials, token and roles of every environment\n  mintgate status <instance id>      # what an instance is doing, in plain words\n  mintgate inspect <instance id>     # the chain the service recorded\n\nThe demo and the benchmarks are in the lab binary: cargo run --release -- demo"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// The configuration file (TOML); MINTGATE_… and MINT_… environment variables override it.
+    #[arg(long, short, global = true, env = "MINTGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The production commands: the service and the operator commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: own API, webhook receiver, executor, poller, downloader.
+    Serve,
+    #[command(flatten)]
+    Ops(crate::ops::OpsCommand),
+}
+
+/// A failed command: its exit code and the error to print.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// Something the user must change: configuration, arguments (exit code 1).
+    pub fn user(error: anyhow::Error) -> Self {
+        Self {
+            code: EXIT_USER,
+            error,
+        }
+    }
+
+    /// A remote or internal failure (exit code 2).
+    pub fn internal(error: anyhow::Error) -> Self {
+        Self {
+            code: EXIT_REMOTE,
+            error,
+        }
+    }
+}
+
+/// Prints a failure on stderr and answers the process exit code.
+pub fn exit_code(result: Result<(), Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Runs a command on a fresh multi-threaded runtime (the binaries' `main`).
+pub fn block_on(command: impl Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(command),
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            ExitCode::from(EXIT_REMOTE)
+        }
+    }
+}
+
+/// Runs a production command and answers the process exit code.
+pub async fn run(command: Command, config: Option<&Path>) -> ExitCode {
+    match command {
+        // Operator commands report their own errors (with hints) and choose their exit code.
+        Command::Ops(command) => ExitCode::from(crate::ops::run(command, config).await),
+        Command::Serve => exit_code(serve(config).await),
+    }
+}
+
+async fn serve(config: Option<&Path>) -> Result<(), Failure> {
+    let config = crate::config::Config::load(config).map_err(Failure::user)?;
+    crate::telemetry::init(&config.service.log_format);
+    let app = crate::app::Application::build(config, crate::app::BuildOptions::default())
+        .await
+        .map_err(|e| {
+            if format!("{e:#}").contains("invalid configuration") {
+                Failure::user(e)
+            } else {
+                Failure::internal(e)
+            }
+        })?;
+    app.run_until_signal().await.map_err(Failure::internal)
+}

@@ -1,0 +1,82 @@
+//! Test support shared by the integration tests of `mintgate` and of `mintgate-lab` (which includes
+//! this file with `#[path]`): the PostgreSQL and Redis servers of the tests, and a Mint client tuned
+//! for tests. It names nothing of the simulator, so both test binaries can use it.
+
+use std::time::Duration;
+
+/// The pipeline retries on its own (advanced) clock, but the client's own retries and its
+/// adaptive slow-down run in real time: keep them short here (mint-client's own tests cover them).
+pub fn tune_mint_for_tests(mut config: mint_client::MintConfig) -> mint_client::MintConfig {
+    config.budget.adaptive.enabled = false;
+    config.budget.adaptive.default_pause = Duration::from_millis(10);
+    config.budget.adaptive.max_pause = Duration::from_millis(50);
+    config.retry(mint_client::RetryConfig {
+        max_attempts: 2,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        retry_after_max: Duration::from_millis(50),
+        ..mint_client::RetryConfig::default()
+    })
+}
+
+/// The PostgreSQL server of the tests (`MINTGATE_TEST_POSTGRES_URL`), or `None` (with a note on
+/// stderr) when it is not configured. When it is configured, an unreachable server fails the test.
+pub fn postgres_server(test: &str) -> Option<String> {
+    match std::env::var("MINTGATE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "skipped {test}: MINTGATE_TEST_POSTGRES_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
+            );
+            None
+        }
+    }
+}
+
+/// The Redis server of the tests (`MINTGATE_TEST_REDIS_URL`), or `None` (with a note on stderr).
+#[allow(dead_code, reason = "only the lab's replica tests use Redis servers")]
+pub fn redis_server(test: &str) -> Option<String> {
+    match std::env::var("MINTGATE_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "skipped {test}: MINTGATE_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh schema on the test server, so concurrent tests never see each other's rows. Answers a
+/// database URL whose connections use it (`options[search_path]`).
+pub async fn fresh_postgres_schema(server: &str) -> String {
+    use sqlx::Connection as _;
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut connection = sqlx::PgConnection::connect(server)
+        .await
+        .unwrap_or_else(|e| panic!("MINTGATE_TEST_POSTGRES_URL is set but unreachable: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.ok();
+    let separator = if server.contains('?') { '&' } else { '?' };
+    format!("{server}{separator}options[search_path]={schema}")
+}
+
+/// Drops a schema made by [`fresh_postgres_schema`] (at the end of a test that passed).
+pub async fn drop_postgres_schema(url: &str) {
+    use sqlx::Connection as _;
+    let Some((server, schema)) = url.split_once("options[search_path]=") else {
+        return;
+    };
+    let server = server.trim_end_matches(['?', '&']);
+    if let Ok(mut connection) = sqlx::PgConnection::connect(server).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+        )))
+        .execute(&mut connection)
+        .await;
+        connection.close().await.ok();
+    }
+}
