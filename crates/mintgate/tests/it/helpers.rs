@@ -94,6 +94,15 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         .await
         .unwrap();
     let admin = sim.admin();
+    // Spending is counted per calendar month and tests move the clock by up to a few hours: a test
+    // run near midnight at a month's end would see its month's spend reset. Start such runs in the
+    // next month instead.
+    let now = admin.now().await.unwrap();
+    let month_left = mintgate::spend::next_month_start(now) - now;
+    if month_left < chrono::TimeDelta::hours(6) {
+        let by = month_left.to_std().unwrap() + Duration::from_secs(60);
+        admin.advance_clock(by).await.unwrap();
+    }
     let clock = Clock::scaled(admin.now().await.unwrap(), 1.0);
     let mint = BTreeMap::from([(
         "sandbox".to_owned(),
