@@ -364,7 +364,7 @@ async fn report(
     for instance in &instances {
         if let Some(id) = instance
             .input
-            .get(mintgate::api::CORRELATION_KEY)
+            .get(mintgate::model::CORRELATION_KEY)
             .and_then(|v| v.as_str())
         {
             *per_execution.entry(id.to_owned()).or_insert(0) += 1;

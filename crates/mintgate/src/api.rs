@@ -7,22 +7,23 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret as _, SecretString};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use secrecy::SecretString;
+use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::clock::{Clock, delta};
-use crate::model::{Execution, ExecutionState, Job, Progress, WebhookRecord};
+use crate::http::{ApiError, authorize_keys};
+use crate::model::{CORRELATION_KEY, ExecutionState, Job, WebhookRecord};
 use crate::store::{Created, ExecutionFilter, NewExecution, SharedStore, WebhookRecorded};
+use crate::view::{ExecutionView, view};
 use crate::webhook::{self, Verifier};
 
 /// What the handlers share.
@@ -65,85 +66,8 @@ pub fn router(state: ApiState, webhook_body_bytes_max: usize) -> Router {
         .with_state(state)
 }
 
-/// An error answer of the own API: `{"error": code, "message": text}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn internal(error: anyhow::Error) -> Self {
-        tracing::error!(error = format!("{error:#}"), "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error; see the service log",
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({"error": self.code, "message": self.message})),
-        )
-            .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
-    }
-}
-
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     authorize_keys(&state.api_keys, headers)
-}
-
-/// Checks the bearer API key of a request of the own API against `api_keys`.
-pub(crate) fn authorize_keys(
-    api_keys: &[SecretString],
-    headers: &HeaderMap,
-) -> Result<(), ApiError> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(given) = given else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send an API key as `Authorization: Bearer <key>`",
-        ));
-    };
-    // Compare with every key, in constant time each, so timing tells nothing.
-    let mut ok = false;
-    for key in api_keys {
-        ok |= bool::from(given.as_bytes().ct_eq(key.expose_secret().as_bytes()));
-    }
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the API key is not valid",
-        ))
-    }
 }
 
 /// Body of `POST /v1/executions`.
@@ -158,10 +82,6 @@ pub struct CreateExecution {
     #[serde(default)]
     pub environment: Option<String>,
 }
-
-/// The key the executor adds to every workflow input, to find an instance again after a start
-/// whose answer was lost.
-pub const CORRELATION_KEY: &str = "mintgateExecutionId";
 
 async fn create_execution(
     State(state): State<ApiState>,
@@ -481,125 +401,4 @@ async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError>
         ));
     }
     Ok("ready")
-}
-
-/// An execution as the own API shows it.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExecutionView {
-    pub id: Uuid,
-    pub flow_id: String,
-    pub environment: String,
-    pub idempotency_key: Option<String>,
-    pub state: ExecutionState,
-    /// The state in plain words.
-    pub summary: String,
-    pub instance_id: Option<String>,
-    pub workflow_url: Option<String>,
-    pub progress: Option<Progress>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub deadline_at: Option<DateTime<Utc>>,
-    pub archive: Option<ArchiveView>,
-    pub failure_reason: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ArchiveView {
-    pub path: String,
-    pub sha256: String,
-    pub bytes: i64,
-    pub archived_at: Option<DateTime<Utc>>,
-}
-
-pub fn view(execution: &Execution, now: DateTime<Utc>) -> ExecutionView {
-    let archive = match (&execution.archive_path, &execution.sha256, execution.bytes) {
-        (Some(path), Some(sha256), Some(bytes)) if execution.state == ExecutionState::Archived => {
-            Some(ArchiveView {
-                path: path.clone(),
-                sha256: sha256.clone(),
-                bytes,
-                archived_at: execution.archived_at,
-            })
-        }
-        _ => None,
-    };
-    ExecutionView {
-        id: execution.id,
-        flow_id: execution.flow_id.clone(),
-        environment: execution.environment.clone(),
-        idempotency_key: execution.idempotency_key.clone(),
-        state: execution.state,
-        summary: summary(execution, now),
-        instance_id: execution.instance_id.clone(),
-        workflow_url: execution.workflow_url.clone(),
-        progress: if execution.state == ExecutionState::Running {
-            execution.progress.clone()
-        } else {
-            None
-        },
-        created_at: execution.created_at,
-        started_at: execution.started_at,
-        finished_at: execution.finished_at,
-        deadline_at: execution.deadline_at,
-        archive,
-        failure_reason: execution.failure_reason.clone(),
-    }
-}
-
-/// A span of time in the largest whole unit: "12 min", "3 days".
-pub fn human_span(span: chrono::TimeDelta) -> String {
-    let secs = span.num_seconds().max(0);
-    match secs {
-        0..=89 => format!("{secs} s"),
-        90..=5399 => format!("{} min", (secs + 30) / 60),
-        5400..=129_599 => format!("{} h", (secs + 1800) / 3600),
-        _ => format!("{} days", (secs + 43_200) / 86_400),
-    }
-}
-
-/// The state of an execution in plain words.
-pub fn summary(execution: &Execution, now: DateTime<Utc>) -> String {
-    let step = |s: &Option<String>| {
-        s.as_ref()
-            .map(|s| format!(" at step '{s}'"))
-            .unwrap_or_default()
-    };
-    match execution.state {
-        ExecutionState::Queued => "queued: waiting for the Mint budget to start it".to_owned(),
-        ExecutionState::Starting if execution.start_ambiguous => {
-            "starting: the answer to the start was lost; looking for the instance in Mint before any retry".to_owned()
-        }
-        ExecutionState::Starting => "starting in Mint".to_owned(),
-        ExecutionState::Running => match &execution.progress {
-            Some(Progress::WaitingForUser { step: s, since }) => match since {
-                Some(since) => format!(
-                    "waiting for the end user{} for {}",
-                    step(s),
-                    human_span(now - *since)
-                ),
-                None => format!("waiting for the end user{}", step(s)),
-            },
-            Some(Progress::Processing { step: s }) => format!("processing{}", step(s)),
-            _ => "running in Mint".to_owned(),
-        },
-        ExecutionState::Finished => match execution.deadline_at {
-            Some(deadline) => format!(
-                "finished; result not archived yet, deleted by Mint in {}",
-                human_span(deadline - now)
-            ),
-            None => "finished; result not archived yet".to_owned(),
-        },
-        ExecutionState::Downloading => "downloading the result file".to_owned(),
-        ExecutionState::Archived => "archived and verified".to_owned(),
-        ExecutionState::Failed => format!(
-            "failed: {}",
-            execution.failure_reason.as_deref().unwrap_or("unknown reason")
-        ),
-        ExecutionState::Expired => {
-            "expired: Mint deleted the instance before its result was archived".to_owned()
-        }
-    }
 }

@@ -6,6 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The key the executor adds to every workflow input, to find an instance again after a start
+/// whose answer was lost (the own API refuses inputs that already carry it).
+pub const CORRELATION_KEY: &str = "mintgateExecutionId";
+
 /// Where an execution is in its life. Stored as text; the names are part of the own API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -21,14 +21,15 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use crate::api::{ApiError, authorize_keys, human_span};
 use crate::clock::{Clock, delta};
 use crate::config::PipelineConfig;
+use crate::http::{ApiError, authorize_keys};
 use crate::metrics::{self as m, Registry};
 use crate::model::{Execution, ExecutionState, Progress};
 use crate::pipeline::Clients;
 use crate::spend::{self, SpendSummary};
 use crate::store::{ExecutionFilter, Overview, SharedStore};
+use crate::view::human_span;
 
 /// Every execution state, for gauges that must show zeros too.
 pub const STATES: [ExecutionState; 8] = [

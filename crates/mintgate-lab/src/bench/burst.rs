@@ -139,7 +139,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
     for instance in &instances {
         if let Some(id) = instance
             .input
-            .get(mintgate::api::CORRELATION_KEY)
+            .get(mintgate::model::CORRELATION_KEY)
             .and_then(|v| v.as_str())
         {
             *per_execution.entry(id.to_owned()).or_default() += 1;

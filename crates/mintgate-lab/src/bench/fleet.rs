@@ -10,11 +10,11 @@ use anyhow::Context as _;
 use mint_sim::{AdminClient, SimConfig, Simulator, StepConfig};
 use secrecy::SecretString;
 
-use mintgate::api::ExecutionView;
 use mintgate::app::{Application, BuildOptions};
 use mintgate::clock::Clock;
 use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
 use mintgate::store::SharedStore;
+use mintgate::view::ExecutionView;
 
 pub const API_KEY: &str = "fleet-api-key-0123456789";
 pub const WEBHOOK_SECRET: &str = "fleet-webhook-secret-0123456789";

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mint_sim::{Faults, SimConfig};
-use mintgate::api::CORRELATION_KEY;
 use mintgate::config::PipelineConfig;
+use mintgate::model::CORRELATION_KEY;
 use mintgate::model::{ExecutionState, JobKind};
 use mintgate_lab::bench::fleet::{Fleet, FleetOptions, automatic_flow};
 use uuid::Uuid;

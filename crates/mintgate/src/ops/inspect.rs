@@ -101,7 +101,7 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
     let downloads_succeeded = events.iter().filter(|e| e.kind == "archived").count();
     if args.json {
         print_json(&json!({
-            "execution": crate::api::view(&execution, now),
+            "execution": crate::view::view(&execution, now),
             "billedCount": execution.billed_count,
             "costCents": cost_cents,
             "startAttempts": execution.start_attempts,
@@ -197,7 +197,7 @@ fn render(
     out.push_str(&format!(
         "  state: {}: {}\n",
         execution.state.as_str(),
-        crate::api::summary(execution, now)
+        crate::view::summary(execution, now)
     ));
     out.push_str("\ntimeline:\n");
     for event in events {

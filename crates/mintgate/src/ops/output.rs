@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::human_span;
+use crate::view::human_span;
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;

@@ -9,8 +9,8 @@ use secrecy::ExposeSecret as _;
 use serde_json::json;
 
 use super::output::{CliError, CliResult, dollars, print_json};
-use crate::api::ExecutionView;
 use crate::config::Config;
+use crate::view::ExecutionView;
 
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {

@@ -9,7 +9,7 @@ use mint_client::{Activity, ActivityStatus, Error as MintError, Instance, Instan
 use serde_json::json;
 
 use super::output::{CliError, CliResult, Table, ago, print_json, timestamp};
-use crate::api::human_span;
+use crate::view::human_span;
 
 /// Mint deletes an instance and its result file this long after the instance ended.
 pub const RETENTION_DAYS: i64 = 30;

@@ -6,8 +6,8 @@ use futures::StreamExt as _;
 use mint_client::{FlowId, StartInstance};
 
 use super::{Failure, Pipeline, StepResult, classify, keep_lease};
-use crate::api::CORRELATION_KEY;
 use crate::clock::delta;
+use crate::model::CORRELATION_KEY;
 use crate::model::{Execution, ExecutionState, Job, JobKind, JobPriority, Lease};
 use crate::store::{ExecutionPatch, JobDisposition, NewJob, StepOutcome};
 

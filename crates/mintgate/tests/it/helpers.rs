@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mint_sim::{AdminClient, Faults, SimConfig, Simulator, StepConfig, UserStepAction};
-use mintgate::api::ExecutionView;
 use mintgate::app::{Application, BuildOptions};
 use mintgate::clock::Clock;
 use mintgate::config::{
     Config, MintProfile, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
 };
 use mintgate::model::JobKind;
+use mintgate::view::ExecutionView;
 use secrecy::SecretString;
 use serde_json::json;
 use tempfile::TempDir;

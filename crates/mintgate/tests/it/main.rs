@@ -2,6 +2,7 @@
 //! simulator's ground truth.
 
 mod api;
+mod architecture;
 mod cli;
 mod helpers;
 mod monitoring;
