@@ -4,9 +4,8 @@
 //! Counters are recorded where things happen (see [`crate::metrics`]); gauges that describe the
 //! database (executions by state, backlog, at risk, dead letters, the month's spend) and the Mint
 //! clients (budget, retry quota, token) are computed at scrape time from one [`Snapshot`], which the
-//! status page renders too.
+//! status page ([`page`]: askama templates, one per panel) renders too.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +28,8 @@ use crate::model::{Execution, ExecutionState, Progress};
 use crate::pipeline::Clients;
 use crate::spend::{self, SpendSummary};
 use crate::store::{ExecutionFilter, Overview, SharedStore};
-use crate::view::human_span;
+
+mod page;
 
 /// Every execution state, for gauges that must show zeros too.
 pub const STATES: [ExecutionState; 8] = [
@@ -288,7 +288,10 @@ async fn metrics(State(state): State<MonitorState>) -> Result<Response, ApiError
 async fn status_page(State(state): State<MonitorState>) -> Result<Html<String>, ApiError> {
     let snapshot = snapshot(&state).await.map_err(ApiError::internal)?;
     publish(&snapshot, &state.registry);
-    Ok(Html(render(&snapshot)))
+    let html = page::render(&snapshot).map_err(|e| {
+        ApiError::internal(anyhow::Error::new(e).context("rendering the status page"))
+    })?;
+    Ok(Html(html))
 }
 
 async fn budget(
@@ -335,235 +338,4 @@ async fn set_cap(
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(summary))
-}
-
-/// Escapes text for HTML content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// `$12.50`.
-pub fn dollars(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let cents = cents.unsigned_abs();
-    format!("{sign}${}.{:02}", cents / 100, cents % 100)
-}
-
-fn span(delta: chrono::TimeDelta) -> String {
-    human_span(delta)
-}
-
-const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
-header{background:#14324a;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
-header p{margin:2px 0 0;opacity:.8;font-size:13px}
-main{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:16px;padding:16px 24px}
-section{background:#fff;border-radius:8px;padding:12px 16px;box-shadow:0 1px 3px rgba(0,0,0,.08)}
-section.wide{grid-column:1/-1}h2{font-size:15px;margin:0 0 8px;color:#14324a;text-transform:uppercase;letter-spacing:.04em}
-table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eceef2;font-size:14px}
-th{color:#5b6475;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.big{font-size:26px;font-weight:650}.ok{color:#1b7f3b}.warn{color:#b36b00}.bad{color:#b3261e}
-.muted{color:#7a8293}code{font-size:12px}";
-
-/// Renders the status page. Every value that comes from outside (ids, flow names, reasons) is
-/// escaped.
-pub fn render(s: &Snapshot) -> String {
-    let mut h = String::with_capacity(16 * 1024);
-    let _ = write!(
-        h,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"30\"><title>mintgate status</title>\
-         <style>{STYLE}</style></head><body><header><h1>mintgate status</h1>\
-         <p>as of {} UTC &middot; refreshes every 30 s &middot; <a style=\"color:#fff\" href=\"/metrics\">metrics</a></p></header><main>",
-        escape(&s.now.format("%Y-%m-%d %H:%M:%S").to_string())
-    );
-
-    // Budget.
-    h.push_str("<section id=\"budget\" class=\"wide\"><h2>Mint API budget</h2><table><tr><th>environment</th><th>units left</th><th>limit/min</th><th>waiting</th><th>429s</th><th>retry quota</th><th>token expires in</th></tr>");
-    for c in &s.clients {
-        let b = &c.budget;
-        let class = if b.remaining_units == 0 { "bad" } else { "ok" };
-        let token = c
-            .token_expires_in_secs
-            .map_or("no token yet".to_owned(), |secs| {
-                span(chrono::TimeDelta::seconds(secs as i64))
-            });
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td class=\"n {class}\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-            escape(&c.environment),
-            b.remaining_units,
-            b.effective_limit_units,
-            b.waiting,
-            b.throttled_total,
-            c.retry_quota_tokens,
-            escape(&token)
-        );
-    }
-    h.push_str("</table></section>");
-
-    // Queue.
-    let ready = |kind: &str| {
-        s.overview
-            .jobs_ready
-            .iter()
-            .find(|(k, _)| k == kind)
-            .map_or(0, |(_, n)| *n)
-    };
-    let dead_class = if s.overview.dead_letters > 0 {
-        "bad"
-    } else {
-        "ok"
-    };
-    let _ = write!(
-        h,
-        "<section id=\"queue\"><h2>Queue</h2><table>\
-         <tr><th>ready starts</th><td class=\"n\">{}</td></tr>\
-         <tr><th>ready checks</th><td class=\"n\">{}</td></tr>\
-         <tr><th>ready downloads</th><td class=\"n\">{}</td></tr>\
-         <tr><th>running jobs</th><td class=\"n\">{}</td></tr>\
-         <tr><th>dead letters</th><td class=\"n {dead_class}\" id=\"dead-letters\">{}</td></tr>\
-         <tr><th>starts held by the spend cap</th><td class=\"n\" id=\"held\">{}</td></tr></table></section>",
-        ready("start"),
-        ready("check"),
-        ready("download"),
-        s.overview.jobs_running,
-        s.overview.dead_letters,
-        s.held
-    );
-
-    // Executions by state.
-    h.push_str("<section id=\"states\"><h2>Executions by state</h2><table>");
-    for state in STATES {
-        let _ = write!(
-            h,
-            "<tr><th>{}</th><td class=\"n\" id=\"state-{}\">{}</td></tr>",
-            state.as_str(),
-            state.as_str(),
-            s.count(state)
-        );
-    }
-    h.push_str("</table></section>");
-
-    // Money.
-    let spend = &s.spend;
-    let alert_class = if spend.over_alert() { "bad" } else { "ok" };
-    let _ = write!(
-        h,
-        "<section id=\"money\"><h2>Money ({})</h2><div class=\"big {alert_class}\" id=\"month-cost\">{}</div>\
-         <p>{} executions billed this month &middot; projected to month end: <b id=\"projection\">{}</b><br>\
-         alert above: {} &middot; hard cap: {}</p><table><tr><th>flow</th><th>executions</th><th>cost</th></tr>",
-        escape(&spend.month),
-        dollars(spend.cents),
-        spend.executions,
-        dollars(spend.projected_cents),
-        spend
-            .alert_cents
-            .map_or("none".to_owned(), |c| dollars(c as i64)),
-        spend.cap_cents.map_or("none".to_owned(), |c| format!(
-            "{} ({})",
-            dollars(c as i64),
-            spend.cap_source.unwrap_or("config")
-        )),
-    );
-    for (flow, (n, cents)) in &spend.by_flow {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td class=\"n\">{n}</td><td class=\"n\">{}</td></tr>",
-            escape(flow),
-            dollars(*cents)
-        );
-    }
-    h.push_str("</table></section>");
-
-    // End users.
-    let _ = write!(
-        h,
-        "<section id=\"waiting\"><h2>End users waiting</h2><div class=\"big\" id=\"waiting-count\">{}</div><p class=\"muted\">longest wait: {}</p><table><tr><th>execution</th><th>flow</th><th>step</th><th>for</th></tr>",
-        s.waiting.len(),
-        s.longest_wait().map_or("none".to_owned(), span)
-    );
-    for w in s.waiting.iter().take(15) {
-        let _ = write!(
-            h,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&w.execution.id.to_string()),
-            escape(&w.execution.flow_id),
-            escape(w.step.as_deref().unwrap_or("")),
-            w.since.map_or(String::new(), |since| span(s.now - since))
-        );
-    }
-    h.push_str("</table></section>");
-
-    // Archive.
-    let risk_class = if s.at_risk.is_empty() { "ok" } else { "bad" };
-    let _ = write!(
-        h,
-        "<section id=\"archive\" class=\"wide\"><h2>Archive</h2><p>backlog (finished, not archived): <b id=\"backlog\">{}</b> &middot; oldest: {} &middot; \
-         at risk of Mint's 30-day deletion (within {}): <b class=\"{risk_class}\" id=\"at-risk\">{}</b></p>\
-         <table><tr><th>execution</th><th>flow</th><th>instance</th><th>deleted by Mint in</th></tr>",
-        s.backlog(),
-        s.oldest_unarchived_age().map_or("none".to_owned(), span),
-        span(delta(s.at_risk_window)),
-        s.at_risk.len()
-    );
-    for e in s.at_risk.iter().take(20) {
-        let _ = write!(
-            h,
-            "<tr class=\"at-risk\"><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td class=\"bad\">{}</td></tr>",
-            escape(&e.id.to_string()),
-            escape(&e.flow_id),
-            escape(e.instance_id.as_deref().unwrap_or("")),
-            e.deadline_at.map_or(String::new(), |d| span(d - s.now))
-        );
-    }
-    h.push_str("</table></section>");
-
-    // Failures.
-    h.push_str("<section id=\"failures\" class=\"wide\"><h2>Recent failures</h2><table><tr><th>when</th><th>flow</th><th>state</th><th>reason</th></tr>");
-    if s.failures.is_empty() {
-        h.push_str("<tr><td colspan=\"4\" class=\"muted\">none</td></tr>");
-    }
-    for e in &s.failures {
-        let _ = write!(
-            h,
-            "<tr class=\"failure\"><td>{} ago</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            span(s.now - e.updated_at),
-            escape(&e.flow_id),
-            e.state.as_str(),
-            escape(e.failure_reason.as_deref().unwrap_or(""))
-        );
-    }
-    h.push_str("</table></section></main></body></html>");
-    h
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_is_escaped_for_html() {
-        assert_eq!(
-            escape("<script>alert('x')</script> & \"q\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
-        );
-    }
-
-    #[test]
-    fn cents_read_as_dollars() {
-        assert_eq!(dollars(0), "$0.00");
-        assert_eq!(dollars(12345), "$123.45");
-        assert_eq!(dollars(-5), "-$0.05");
-    }
 }
