@@ -2,11 +2,12 @@
 //! complete), with a progress bar on a terminal and plain lines otherwise; size and SHA-256 at the
 //! end.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mint_client::{DownloadOptions, DownloadProgress, Error as MintError, InstanceId};
 use serde_json::json;
 
@@ -49,7 +50,7 @@ pub async fn run(args: DownloadArgs, config_path: Option<&Path>) -> CliResult {
             let meter = meter.clone();
             Arc::new(move |p: DownloadProgress| meter.update(p))
         }),
-        progress_interval: if meter.terminal {
+        progress_interval: if meter.terminal() {
             Duration::from_millis(100)
         } else {
             Duration::from_millis(250)
@@ -97,75 +98,109 @@ pub async fn run(args: DownloadArgs, config_path: Option<&Path>) -> CliResult {
     Ok(())
 }
 
-/// Shows a download's progress on stderr: a bar redrawn in place on a terminal, a plain line every
-/// few seconds otherwise (logs and pipes get no control characters).
-struct Meter {
-    terminal: bool,
-    started: Instant,
-    state: Mutex<MeterState>,
+/// Shows a download's progress on stderr: an indicatif bar (bytes, rate, ETA) redrawn in place on a
+/// terminal, a plain line every few seconds otherwise (logs and pipes get no control characters).
+enum Meter {
+    Bar(ProgressBar),
+    Plain {
+        started: Instant,
+        state: Mutex<PlainState>,
+    },
 }
 
-struct MeterState {
+struct PlainState {
     last_line: Option<Instant>,
     last: Option<DownloadProgress>,
-    drawn: bool,
 }
 
 /// Least time between two plain progress lines.
 const PLAIN_LINE_INTERVAL: Duration = Duration::from_secs(5);
-const BAR_WIDTH: usize = 30;
+
+/// `[=========>          ]  45%  2.20 MiB / 5.00 MiB  1.10 MiB/s  ETA 2s`
+const BAR_TEMPLATE: &str = "[{bar:30}] {percent:>3}%  {binary_bytes} / {binary_total_bytes}  {binary_bytes_per_sec}  ETA {eta}{msg}";
+/// Before the size is known (or when the server sends none).
+const SPINNER_TEMPLATE: &str = "{spinner} {binary_bytes}  {binary_bytes_per_sec}  {elapsed}{msg}";
 
 impl Meter {
     fn new(terminal: bool) -> Self {
-        Self {
-            terminal,
-            started: Instant::now(),
-            state: Mutex::new(MeterState {
-                last_line: None,
-                last: None,
-                drawn: false,
-            }),
+        if terminal {
+            Self::bar(ProgressDrawTarget::stderr())
+        } else {
+            Self::Plain {
+                started: Instant::now(),
+                state: Mutex::new(PlainState {
+                    last_line: None,
+                    last: None,
+                }),
+            }
         }
     }
 
+    fn bar(target: ProgressDrawTarget) -> Self {
+        let bar = ProgressBar::with_draw_target(None, target);
+        bar.set_style(style(SPINNER_TEMPLATE));
+        Self::Bar(bar)
+    }
+
+    fn terminal(&self) -> bool {
+        matches!(self, Self::Bar(_))
+    }
+
     fn begin(&self, id: &InstanceId, path: &Path) {
-        eprintln!("downloading the result file of {id} to {}", path.display());
+        let line = format!("downloading the result file of {id} to {}", path.display());
+        match self {
+            // Above the bar, whether or not it has been drawn yet.
+            Self::Bar(bar) => bar.suspend(|| eprintln!("{line}")),
+            Self::Plain { .. } => eprintln!("{line}"),
+        }
     }
 
     fn update(&self, progress: DownloadProgress) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.last = Some(progress);
-        let elapsed = self.started.elapsed();
-        if self.terminal {
-            let line = bar_line(progress, elapsed);
-            // \r and "erase line": redraw in place.
-            eprint!("\r\x1b[2K{line}");
-            let _ = std::io::stderr().flush();
-            state.drawn = true;
-        } else {
-            // The first line only after an interval: a quick download shows just its last line.
-            let since = state.last_line.map_or(elapsed, |at| at.elapsed());
-            let due = since >= PLAIN_LINE_INTERVAL;
-            let complete = progress.total.is_some_and(|t| progress.bytes >= t);
-            if due && !complete {
-                eprintln!("{}", plain_line(progress, elapsed));
-                state.last_line = Some(Instant::now());
+        match self {
+            Self::Bar(bar) => {
+                if let Some(total) = progress.total.filter(|t| *t > 0)
+                    && bar.length() != Some(total)
+                {
+                    bar.set_length(total);
+                    bar.set_style(style(BAR_TEMPLATE).progress_chars("=> "));
+                }
+                if progress.attempt > 1 {
+                    bar.set_message(format!("  (attempt {})", progress.attempt));
+                }
+                bar.set_position(progress.bytes);
+            }
+            Self::Plain { started, state } => {
+                let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+                state.last = Some(progress);
+                // The first line only after an interval: a quick download shows just its last line.
+                let since = state.last_line.map_or(started.elapsed(), |at| at.elapsed());
+                let due = since >= PLAIN_LINE_INTERVAL;
+                let complete = progress.total.is_some_and(|t| progress.bytes >= t);
+                if due && !complete {
+                    eprintln!("{}", plain_line(progress, started.elapsed()));
+                    state.last_line = Some(Instant::now());
+                }
             }
         }
     }
 
     fn end(&self) {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if self.terminal && state.drawn {
-            if let Some(progress) = state.last {
-                eprint!("\r\x1b[2K{}\n", bar_line(progress, self.started.elapsed()));
-            } else {
-                eprintln!();
+        match self {
+            // Leaves the last state drawn (`finish` would claim 100 % after a failure).
+            Self::Bar(bar) => bar.abandon(),
+            Self::Plain { started, state } => {
+                let state = state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(progress) = state.last {
+                    eprintln!("{}", plain_line(progress, started.elapsed()));
+                }
             }
-        } else if let Some(progress) = state.last {
-            eprintln!("{}", plain_line(progress, self.started.elapsed()));
         }
     }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    // The templates are constants; a test renders both.
+    ProgressStyle::with_template(template).expect("a valid progress template")
 }
 
 fn rate(bytes: u64, elapsed: Duration) -> f64 {
@@ -192,41 +227,6 @@ fn clock(duration: Duration) -> String {
     }
 }
 
-/// `[=========>          ]  45%  2.2 MiB / 5.0 MiB  1.1 MiB/s  ETA 0:02`
-fn bar_line(progress: DownloadProgress, elapsed: Duration) -> String {
-    let speed = format!("{}/s", human_bytes(rate(progress.bytes, elapsed) as u64));
-    let attempt = if progress.attempt > 1 {
-        format!("  (attempt {})", progress.attempt)
-    } else {
-        String::new()
-    };
-    match progress.total {
-        Some(total) if total > 0 => {
-            let fraction = (progress.bytes as f64 / total as f64).clamp(0.0, 1.0);
-            let filled = (fraction * BAR_WIDTH as f64) as usize;
-            let mut bar = "=".repeat(filled);
-            if filled < BAR_WIDTH {
-                bar.push('>');
-                bar.push_str(&" ".repeat(BAR_WIDTH - filled - 1));
-            }
-            let eta = eta(progress, elapsed)
-                .map(|d| format!("ETA {}", clock(d)))
-                .unwrap_or_else(|| "ETA -:--".to_owned());
-            format!(
-                "[{bar}] {:>3.0}%  {} / {}  {speed}  {eta}{attempt}",
-                fraction * 100.0,
-                human_bytes(progress.bytes),
-                human_bytes(total)
-            )
-        }
-        _ => format!(
-            "{}  {speed}  {}{attempt}",
-            human_bytes(progress.bytes),
-            clock(elapsed)
-        ),
-    }
-}
-
 /// `downloaded 2.2 MiB of 5.0 MiB (45 %) at 1.1 MiB/s, about 0:02 left`
 fn plain_line(progress: DownloadProgress, elapsed: Duration) -> String {
     let speed = format!("{}/s", human_bytes(rate(progress.bytes, elapsed) as u64));
@@ -249,20 +249,110 @@ fn plain_line(progress: DownloadProgress, elapsed: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    use indicatif::TermLike;
+
     use super::*;
 
+    /// A terminal that keeps the lines drawn on it.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(Arc<Mutex<Vec<String>>>);
+
+    impl TermLike for Screen {
+        fn width(&self) -> u16 {
+            120
+        }
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write_str(s)
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            // Blank writes pad a shorter line over a longer one.
+            if !s.trim().is_empty() {
+                self.0.lock().unwrap().push(s.to_owned());
+            }
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
-    fn the_bar_shows_bytes_rate_and_eta() {
+    fn on_a_terminal_the_bar_shows_bytes_of_total_rate_and_eta() {
+        let screen = Screen::default();
+        let meter = Meter::bar(ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        assert!(meter.terminal());
+        let mib = 1024 * 1024;
+        for (bytes, attempt) in [(mib, 1), (0, 2), (3 * mib, 2), (4 * mib, 2)] {
+            meter.update(DownloadProgress {
+                bytes,
+                total: Some(4 * mib),
+                attempt,
+            });
+        }
+        meter.end();
+        let last = screen.0.lock().unwrap().last().cloned().unwrap();
+        assert!(
+            last.starts_with("[==============================] 100%  4.00 MiB / 4.00 MiB  "),
+            "{last}"
+        );
+        assert!(last.contains("/s  ETA "), "rate and ETA: {last}");
+        assert!(last.ends_with("  (attempt 2)"), "{last}");
+    }
+
+    #[test]
+    fn a_failed_download_leaves_the_bar_where_it_stopped() {
+        let screen = Screen::default();
+        let meter = Meter::bar(ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        meter.update(DownloadProgress {
+            bytes: 1024 * 1024,
+            total: Some(4 * 1024 * 1024),
+            attempt: 1,
+        });
+        meter.end();
+        let last = screen.0.lock().unwrap().last().cloned().unwrap();
+        assert!(
+            last.starts_with("[=======>                      ]  25%  1.00 MiB / 4.00 MiB"),
+            "{last}"
+        );
+    }
+
+    #[test]
+    fn without_a_size_the_bar_shows_bytes_and_rate() {
+        let screen = Screen::default();
+        let meter = Meter::bar(ProgressDrawTarget::term_like(Box::new(screen.clone())));
+        meter.update(DownloadProgress {
+            bytes: 512 * 1024,
+            total: None,
+            attempt: 1,
+        });
+        meter.end();
+        let last = screen.0.lock().unwrap().last().cloned().unwrap();
+        assert!(last.contains(" 512.00 KiB  "), "{last}");
+        assert!(last.contains("/s  "), "{last}");
+    }
+
+    #[test]
+    fn piped_lines_show_bytes_of_total_rate_and_time_left() {
         let progress = DownloadProgress {
             bytes: 1024 * 1024,
             total: Some(4 * 1024 * 1024),
             attempt: 1,
         };
-        let line = bar_line(progress, Duration::from_secs(1));
-        assert_eq!(
-            line,
-            "[=======>                      ]  25%  1.0 MiB / 4.0 MiB  1.0 MiB/s  ETA 0:03"
-        );
         assert_eq!(
             plain_line(progress, Duration::from_secs(1)),
             "downloaded 1.0 MiB of 4.0 MiB (25 %) at 1.0 MiB/s, about 0:03 left"
