@@ -13,8 +13,8 @@ use std::fmt;
 use askama::Template;
 
 use super::{STATES, Snapshot};
-use crate::view::human_span;
 use crate::clock::delta;
+use crate::view::human_span;
 
 /// Most end users waiting listed (the count covers all of them).
 const WAITING_ROWS_MAX: usize = 15;
