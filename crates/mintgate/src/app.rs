@@ -20,9 +20,7 @@ use crate::clock::Clock;
 use crate::config::{Config, MintProfile};
 use crate::pipeline::{Clients, Pipeline};
 use crate::shared::{RedisBudget, RedisTokenStore, SharedRedis};
-use crate::store::SharedStore;
-use crate::store::postgres::PgStore;
-use crate::store::sqlite::SqliteStore;
+use crate::store::{OpenMode, SharedStore};
 use crate::webhook::Verifier;
 
 /// Options that are not configuration: what tests and the demo inject.
@@ -153,14 +151,9 @@ pub fn mint_client_observed(
     client.with_context(|| format!("building the Mint client of environment {name:?}"))
 }
 
-/// Opens the configured store.
+/// Opens the configured store, creating and migrating it if needed (the service's own opening).
 pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
-    let url = &config.service.database_url;
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(PgStore::open_url(url).await?));
-    }
-    let store = SqliteStore::open_url(url).await?;
-    Ok(Arc::new(store))
+    crate::store::open(&config.service.database_url, OpenMode::Migrate).await
 }
 
 impl Application {

@@ -1,6 +1,7 @@
 //! `mintgate dead-letters`: jobs that ran out of attempts, with their error chains; `retry` puts
-//! them back in the queue with fresh attempts. Reads and writes the service's database directly (a
-//! running service picks a retried job up at its next look at the queue).
+//! them back in the queue with fresh attempts. Reads (read-only) and writes (`retry`) the service's
+//! database directly, never migrating it; a running service picks a retried job up at its next
+//! look at the queue.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::output::{CliError, CliResult, Table, print_json, timestamp};
+use crate::store::OpenMode;
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -41,8 +43,14 @@ enum Action {
 
 pub async fn run(args: DeadLettersArgs, config_path: Option<&Path>) -> CliResult {
     let config = super::load_config(config_path)?;
-    let store = super::inspect::open_store(&config).await?;
-    match args.action.unwrap_or(Action::List) {
+    let action = args.action.unwrap_or(Action::List);
+    // Listing only reads; a retry writes (but never migrates: that is `mintgate serve`'s).
+    let mode = match action {
+        Action::List => OpenMode::ReadOnly,
+        Action::Retry { .. } => OpenMode::ReadWrite,
+    };
+    let store = super::inspect::open_store(&config, mode).await?;
+    match action {
         Action::List => {
             let jobs = store.dead_letters().await?;
             if args.json {

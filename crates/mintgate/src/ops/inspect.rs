@@ -1,7 +1,8 @@
 //! `mintgate inspect`: the whole chain the service recorded for one execution: requested, started,
 //! webhooks (authentic or not), polls, download attempts, the archived file, Mint's deletion
 //! deadline and the cost. Reads the service's database directly, so it works while the service is
-//! down too.
+//! down too; read-only, and never migrating it (a schema other than this binary's is refused with
+//! both versions named).
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +15,7 @@ use super::output::{
 };
 use crate::config::Config;
 use crate::model::{Event, Execution, JobKind};
-use crate::store::SharedStore;
+use crate::store::{OpenMode, SchemaMismatch, SharedStore};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
@@ -38,8 +39,10 @@ fn sqlite_file(url: &str) -> Option<PathBuf> {
     (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
 }
 
-/// Opens the service's database; refuses to create one where none exists.
-pub(super) async fn open_store(config: &Config) -> CliResult<SharedStore> {
+/// Opens the service's database in `mode` (never [`OpenMode::Migrate`]: only `mintgate serve`
+/// creates and migrates it); refuses to create one where none exists, and a schema other than this
+/// binary's.
+pub(super) async fn open_store(config: &Config, mode: OpenMode) -> CliResult<SharedStore> {
     let url = &config.service.database_url;
     if let Some(file) = sqlite_file(url)
         && !file.exists()
@@ -53,14 +56,19 @@ pub(super) async fn open_store(config: &Config) -> CliResult<SharedStore> {
              with the same --config file and MINTGATE_… variables as the service, on its machine",
         ));
     }
-    crate::app::open_store(config)
-        .await
-        .map_err(|e| CliError::remote(format!("{e:#}")))
+    debug_assert_ne!(mode, OpenMode::Migrate);
+    crate::store::open(url, mode).await.map_err(|e| {
+        if e.downcast_ref::<SchemaMismatch>().is_some() {
+            CliError::user(format!("{e:#}"))
+        } else {
+            CliError::remote(format!("{e:#}"))
+        }
+    })
 }
 
 pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
     let config = super::load_config(config_path)?;
-    let store = open_store(&config).await?;
+    let store = open_store(&config, OpenMode::ReadOnly).await?;
     let now = super::now_or(args.now);
     let mut execution = match Uuid::parse_str(&args.id) {
         Ok(id) => store.execution(id).await?,

@@ -5,7 +5,11 @@
 //! token, so a worker that lost its lease can never complete, reschedule or record anything.
 
 pub mod postgres;
+pub mod schema;
+pub mod sql;
 pub mod sqlite;
+
+pub use schema::{OpenMode, SchemaMismatch};
 
 use std::sync::Arc;
 
@@ -314,3 +318,13 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store a `service.database_url` names (`postgres://…` or `sqlite://…`) in `mode`.
+pub async fn open(url: &str, mode: OpenMode) -> anyhow::Result<SharedStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(postgres::PgStore::open_url_with(url, mode).await?));
+    }
+    Ok(Arc::new(
+        sqlite::SqliteStore::open_url_with(url, mode).await?,
+    ))
+}

@@ -630,3 +630,61 @@ async fn commands_that_read_the_service_refuse_to_invent_a_database() {
 fn files_path_placeholder() -> String {
     "/nonexistent-mintgate-test/mintgate.db".to_owned()
 }
+
+#[tokio::test]
+async fn commands_that_read_the_service_refuse_an_older_schema_and_leave_it_unchanged() {
+    use sha2::Digest as _;
+    let files = Files::new("");
+    let database = files.path("mintgate.db");
+    // The schema an older mintgate left: its first migration only.
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&database)
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    <sqlx::Sqlite as mintgate::store::sql::Dialect>::migrator()
+        .run_to(1, &pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let latest = <sqlx::Sqlite as mintgate::store::sql::Dialect>::migrator()
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap();
+    std::fs::write(
+        files.config(),
+        format!(
+            "[service]\ndatabase_url = \"sqlite://{}\"\n",
+            database.display()
+        ),
+    )
+    .unwrap();
+    let digest = |path: &Path| hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()));
+    let before = digest(&database);
+    for args in [
+        &["inspect", "x"][..],
+        &["dead-letters"][..],
+        &["dead-letters", "retry", "--all"][..],
+    ] {
+        let output = run(mintgate(&files.config(), args)).await;
+        assert_eq!(code(&output), 1, "{args:?}: {}", transcript(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("schema is at version 1 ("), "{stderr}");
+        assert!(
+            stderr.contains(&format!("this mintgate's version {latest} (")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("run `mintgate serve` once"), "{stderr}");
+        assert_eq!(digest(&database), before, "{args:?} changed the database");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(files.dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("mintgate.db"))
+        .collect();
+    assert_eq!(
+        leftovers,
+        ["mintgate.db"],
+        "no journal or WAL file was made"
+    );
+}

@@ -2,17 +2,20 @@
 //! (`MINTGATE_TEST_POSTGRES_URL`; each PostgreSQL test works in a schema of its own).
 
 use std::collections::BTreeSet;
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use mintgate::model::{ExecutionState, JobKind, JobPriority, JobState, Lease, WebhookRecord};
 use mintgate::store::postgres::PgStore;
+use mintgate::store::sql::Dialect;
 use mintgate::store::sqlite::SqliteStore;
 use mintgate::store::{
-    Created, ExecutionPatch, JobDisposition, LeaseLost, NewExecution, NewJob, SharedStore,
-    StepOutcome, WebhookRecorded,
+    self, Created, ExecutionPatch, JobDisposition, LeaseLost, NewExecution, NewJob, OpenMode,
+    SchemaMismatch, SharedStore, SpendRow, StepOutcome, WebhookRecorded,
 };
+use sqlx::sqlite::SqliteConnectOptions;
 use uuid::Uuid;
 
 use crate::helpers::{drop_postgres_schema, fresh_postgres_schema, postgres_server};
@@ -55,6 +58,11 @@ store_contract!(
     a_webhook_body_is_recorded_once_and_brings_the_check_forward,
     a_dead_letter_keeps_its_errors_and_can_be_retried,
     concurrent_claims_never_hand_one_job_to_two_workers,
+    webhooks_recorded_together_are_deduplicated_and_matched_one_by_one,
+    a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down,
+    unarchived_lists_finished_executions_soonest_deadline_first,
+    the_ledger_is_written_with_billed_count_and_summed_by_day_and_flow,
+    settings_are_set_replaced_and_removed,
 );
 
 async fn sqlite_store(dir: &tempfile::TempDir) -> SharedStore {
@@ -503,6 +511,331 @@ async fn concurrent_claims_never_hand_one_job_to_two_workers(store: SharedStore)
     assert_eq!(distinct.len(), JOBS);
 }
 
+fn webhook(body_sha256: &str, instance: &str, received_at: DateTime<Utc>) -> WebhookRecord {
+    WebhookRecord {
+        id: Uuid::now_v7(),
+        received_at,
+        instance_id: instance.to_owned(),
+        claimed_status: Some("Finished".to_owned()),
+        authentic: true,
+        body_sha256: body_sha256.to_owned(),
+        execution_id: None,
+    }
+}
+
+async fn webhooks_recorded_together_are_deduplicated_and_matched_one_by_one(store: SharedStore) {
+    let running = new_execution(&store).await;
+    let finished = new_execution(&store).await;
+    run_starts(&store, |id| {
+        if id == running {
+            ExecutionPatch {
+                instance_id: Some("inst-running".to_owned()),
+                ..ExecutionPatch::state(ExecutionState::Running)
+            }
+        } else {
+            ExecutionPatch {
+                instance_id: Some("inst-finished".to_owned()),
+                ..ExecutionPatch::state(ExecutionState::Finished)
+            }
+        }
+    })
+    .await;
+    let at = t0() + secs(5);
+    let check_at = t0() + secs(7);
+    let outcomes = store
+        .record_webhooks(vec![
+            (webhook("sha-a", "inst-running", at), check_at),
+            // The same body again in the same batch (Mint sent it twice at once).
+            (webhook("sha-a", "inst-running", at), check_at),
+            (webhook("sha-b", "inst-running", at), check_at + secs(1)),
+            (webhook("sha-c", "inst-unknown", at), check_at),
+            (webhook("sha-d", "inst-finished", at), check_at),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            WebhookRecorded::Matched,
+            WebhookRecorded::Duplicate,
+            WebhookRecorded::Matched,
+            WebhookRecorded::Unmatched,
+            WebhookRecorded::Unmatched,
+        ]
+    );
+    // A later batch with a body seen before.
+    let outcomes = store
+        .record_webhooks(vec![
+            (webhook("sha-c", "inst-unknown", at), check_at),
+            (webhook("sha-e", "inst-unknown", at), check_at),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [WebhookRecorded::Duplicate, WebhookRecorded::Unmatched]
+    );
+
+    let recorded = store.webhooks_for("inst-running").await.unwrap();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    assert!(recorded.iter().all(|w| w.execution_id == Some(running)));
+    assert_eq!(store.webhooks_for("inst-unknown").await.unwrap().len(), 2);
+    assert_eq!(store.overview().await.unwrap().webhooks_recorded, 5);
+    // Two matched webhooks bring one check forward, to the earliest time they asked for.
+    let checks: Vec<_> = store
+        .jobs_for(running)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.kind == JobKind::Check)
+        .collect();
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(checks[0].run_at, check_at);
+    assert_eq!(checks[0].priority, JobPriority::Webhook);
+    assert_eq!(checks[0].state, JobState::Ready);
+    // A webhook for an execution that is no longer running is recorded and noted, nothing more.
+    assert!(
+        store
+            .jobs_for(finished)
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| j.kind != JobKind::Check)
+    );
+    let events = store.events_for(finished).await.unwrap();
+    let noted = events
+        .iter()
+        .find(|e| e.kind == "webhook")
+        .expect("the webhook is in the execution's events");
+    assert_eq!(noted.detail["ignored"], "not running");
+    let events = store.events_for(running).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "webhook").count(), 2);
+}
+
+async fn a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down(store: SharedStore) {
+    let at = t0() + secs(5);
+    let good = webhook("sha-good", "inst-x", at);
+    // The same record id as `good` with another body: the database refuses it.
+    let bad = WebhookRecord {
+        body_sha256: "sha-bad".to_owned(),
+        ..good.clone()
+    };
+    let result = store.record_webhooks(vec![(good, at), (bad, at)]).await;
+    assert!(result.is_err(), "{result:?}");
+    let recorded = store.webhooks_for("inst-x").await.unwrap();
+    assert_eq!(
+        recorded
+            .iter()
+            .map(|w| w.body_sha256.as_str())
+            .collect::<Vec<_>>(),
+        ["sha-good"],
+        "the good webhook of the failed batch is durable"
+    );
+}
+
+async fn unarchived_lists_finished_executions_soonest_deadline_first(store: SharedStore) {
+    let later = new_execution(&store).await;
+    let sooner = new_execution(&store).await;
+    let unknown = new_execution(&store).await;
+    let archived = new_execution(&store).await;
+    let running = new_execution(&store).await;
+    let day = secs(86_400);
+    run_starts(&store, |id| {
+        let (state, deadline, finished) = if id == later {
+            (
+                ExecutionState::Finished,
+                Some(t0() + day * 3),
+                t0() + secs(30),
+            )
+        } else if id == sooner {
+            (
+                ExecutionState::Downloading,
+                Some(t0() + day),
+                t0() + secs(20),
+            )
+        } else if id == unknown {
+            (ExecutionState::Finished, None, t0() + secs(10))
+        } else if id == archived {
+            (ExecutionState::Archived, Some(t0()), t0())
+        } else {
+            (ExecutionState::Running, Some(t0()), t0())
+        };
+        ExecutionPatch {
+            deadline_at: deadline,
+            finished_at: (state != ExecutionState::Running).then_some(finished),
+            ..ExecutionPatch::state(state)
+        }
+    })
+    .await;
+    let ids = |executions: Vec<mintgate::model::Execution>| -> Vec<Uuid> {
+        executions.into_iter().map(|e| e.id).collect()
+    };
+    assert_eq!(
+        ids(store.unarchived(10).await.unwrap()),
+        [sooner, later, unknown],
+        "finished or downloading, soonest deletion deadline first, unknown deadlines last"
+    );
+    assert_eq!(ids(store.unarchived(2).await.unwrap()), [sooner, later]);
+    assert!(!ids(store.unarchived(10).await.unwrap()).contains(&running));
+    assert_eq!(
+        store
+            .overview()
+            .await
+            .unwrap()
+            .oldest_unarchived_finished_at,
+        Some(t0() + secs(10))
+    );
+}
+
+async fn the_ledger_is_written_with_billed_count_and_summed_by_day_and_flow(store: SharedStore) {
+    // t0 is 2027-01-15T08:00:00Z.
+    let day = secs(86_400);
+    let mut executions = Vec::new();
+    for (environment, flow_id, billed_at, starts) in [
+        ("sandbox", "flow-a", t0(), 1),
+        ("sandbox", "flow-a", t0() + secs(3600), 2),
+        ("sandbox", "flow-b", t0(), 1),
+        ("prod", "flow-a", t0(), 1),
+        ("sandbox", "flow-a", t0() + day, 1),
+        ("sandbox", "flow-a", t0() + day * 17, 1),
+    ] {
+        let created = store
+            .create_execution(NewExecution {
+                id: Uuid::now_v7(),
+                idempotency_key: None,
+                environment: environment.to_owned(),
+                flow_id: flow_id.to_owned(),
+                input: serde_json::json!({}),
+                now: t0(),
+            })
+            .await
+            .unwrap();
+        let Created::New(execution) = created else {
+            panic!("{created:?}")
+        };
+        // Its start job is the only one due: bill it `starts` times (a start whose answer was
+        // lost may have been billed before the retry that found the instance).
+        for start in 0..starts {
+            let (job, lease) = store
+                .claim(&[JobKind::Start], "w", billed_at, billed_at + secs(60))
+                .await
+                .unwrap()
+                .expect("the start job is due");
+            assert_eq!(job.execution_id, execution.id);
+            let outcome = StepOutcome::done().with_patch(ExecutionPatch {
+                billed_add: 1,
+                billed_cents: 50,
+                ..ExecutionPatch::state(ExecutionState::Running)
+            });
+            let outcome = if start + 1 < starts {
+                outcome.with_job(JobDisposition::Retry {
+                    run_at: billed_at,
+                    error: None,
+                    counts: false,
+                    priority: None,
+                })
+            } else {
+                outcome
+            };
+            store
+                .finish_step(&lease, execution.id, outcome, billed_at)
+                .await
+                .unwrap();
+        }
+        executions.push((execution.id, starts));
+    }
+    // A worker whose lease was lost bills nothing: no ledger line, no count.
+    let stale_id = new_execution(&store).await;
+    let (_, stale) = store
+        .claim(&[JobKind::Start], "a", t0(), t0() + secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, _current) = store
+        .claim(&[JobKind::Start], "b", t0() + secs(61), t0() + secs(121))
+        .await
+        .unwrap()
+        .unwrap();
+    let billed = StepOutcome::done().with_patch(ExecutionPatch {
+        billed_add: 1,
+        billed_cents: 50,
+        ..ExecutionPatch::default()
+    });
+    assert!(is_lease_lost(
+        &store
+            .finish_step(&stale, stale_id, billed, t0())
+            .await
+            .unwrap_err()
+    ));
+
+    for (id, starts) in &executions {
+        let execution = store.execution(*id).await.unwrap().unwrap();
+        assert_eq!(execution.billed_count, *starts);
+    }
+    assert_eq!(
+        store
+            .execution(stale_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .billed_count,
+        0
+    );
+    let row = |day: &str, environment: &str, flow_id: &str, executions: i64| SpendRow {
+        day: day.to_owned(),
+        environment: environment.to_owned(),
+        flow_id: flow_id.to_owned(),
+        executions,
+        cents: executions * 50,
+    };
+    assert_eq!(
+        store.spend("2027-01").await.unwrap(),
+        [
+            row("2027-01-15", "prod", "flow-a", 1),
+            row("2027-01-15", "sandbox", "flow-a", 3),
+            row("2027-01-15", "sandbox", "flow-b", 1),
+            row("2027-01-16", "sandbox", "flow-a", 1),
+        ]
+    );
+    assert_eq!(
+        store.spend("2027-02").await.unwrap(),
+        [row("2027-02-01", "sandbox", "flow-a", 1)]
+    );
+    assert!(store.spend("2026-12").await.unwrap().is_empty());
+}
+
+async fn settings_are_set_replaced_and_removed(store: SharedStore) {
+    assert_eq!(store.setting("spend_cap_cents").await.unwrap(), None);
+    store
+        .set_setting("spend_cap_cents", Some("10000"), t0())
+        .await
+        .unwrap();
+    store.set_setting("other", Some("x"), t0()).await.unwrap();
+    assert_eq!(
+        store.setting("spend_cap_cents").await.unwrap().as_deref(),
+        Some("10000")
+    );
+    store
+        .set_setting("spend_cap_cents", Some("25000"), t0() + secs(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.setting("spend_cap_cents").await.unwrap().as_deref(),
+        Some("25000")
+    );
+    store
+        .set_setting("spend_cap_cents", None, t0() + secs(2))
+        .await
+        .unwrap();
+    assert_eq!(store.setting("spend_cap_cents").await.unwrap(), None);
+    // Removing what is not set is no error; other settings stay.
+    store
+        .set_setting("spend_cap_cents", None, t0() + secs(3))
+        .await
+        .unwrap();
+    assert_eq!(store.setting("other").await.unwrap().as_deref(), Some("x"));
+}
+
 #[tokio::test]
 async fn postgres_wakes_the_workers_of_another_replica_when_work_is_enqueued() {
     let Some(server) = postgres_server("store::postgres_wakes_the_workers_of_another_replica")
@@ -537,5 +870,243 @@ async fn postgres_wakes_the_workers_of_another_replica_when_work_is_enqueued() {
         woken.is_ok(),
         "no NOTIFY reached the other replica's listener"
     );
+    drop_postgres_schema(&url).await;
+}
+
+// Opening modes and schema versions: only `serve` migrates; the operator commands open the
+// database as it is, read-only where they only read.
+
+/// The versions a database records in `_sqlx_migrations`, read behind the store's back.
+async fn schema_versions(url: &str) -> Vec<i64> {
+    const APPLIED: &str = "SELECT version FROM _sqlx_migrations ORDER BY version";
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query_scalar(APPLIED).fetch_all(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query_scalar(APPLIED).fetch_all(&pool).await.unwrap()
+    }
+}
+
+/// Runs this binary's migrations up to `version` only, as an older mintgate would have left the
+/// database.
+async fn migrate_to(url: &str, version: i64) {
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        <sqlx::Postgres as Dialect>::migrator()
+            .run_to(version, &pool)
+            .await
+            .unwrap();
+    } else {
+        let options = SqliteConnectOptions::from_str(url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        <sqlx::Sqlite as Dialect>::migrator()
+            .run_to(version, &pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+}
+
+/// Records a migration this binary does not know, as a newer mintgate would have.
+async fn record_future_migration(url: &str) {
+    const FUTURE: &str =
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'from the future', TRUE, $1, 0)";
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query(FUTURE)
+            .bind(vec![0u8])
+            .execute(&pool)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query(FUTURE)
+            .bind(vec![0u8])
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+}
+
+fn latest_version() -> i64 {
+    let sqlite = <sqlx::Sqlite as Dialect>::migrator()
+        .iter()
+        .map(|m| m.version)
+        .max();
+    let postgres = <sqlx::Postgres as Dialect>::migrator()
+        .iter()
+        .map(|m| m.version)
+        .max();
+    assert_eq!(
+        sqlite, postgres,
+        "both dialects are at the same schema version"
+    );
+    sqlite.unwrap()
+}
+
+fn mismatch(error: &anyhow::Error) -> &SchemaMismatch {
+    error
+        .downcast_ref::<SchemaMismatch>()
+        .unwrap_or_else(|| panic!("not a schema mismatch: {error:#}"))
+}
+
+/// The opening contract on a database `url` that does not exist yet (SQLite) or is empty.
+async fn only_serve_migrates_and_other_schemas_are_refused(url: &str) {
+    // Nothing there yet: the operator commands create and migrate nothing.
+    for mode in [OpenMode::ReadOnly, OpenMode::ReadWrite] {
+        assert!(store::open(url, mode).await.is_err(), "{mode:?}");
+    }
+
+    // An older schema: refused by the operator commands, with both versions named, and untouched.
+    migrate_to(url, 1).await;
+    for mode in [OpenMode::ReadOnly, OpenMode::ReadWrite] {
+        let error = store::open(url, mode)
+            .await
+            .err()
+            .expect("an older schema is refused");
+        match mismatch(&error) {
+            SchemaMismatch::Older { database, binary } => {
+                assert_eq!(database.number, 1);
+                assert_eq!(binary.number, latest_version());
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = format!("{error:#}");
+        assert!(text.contains("version 1 ("), "{text}");
+        assert!(
+            text.contains(&format!("version {} (", latest_version())),
+            "{text}"
+        );
+        assert!(text.contains("run `mintgate serve` once"), "{text}");
+    }
+    assert_eq!(schema_versions(url).await, [1], "nothing migrated it");
+
+    // `serve` migrates; then the operator commands open it.
+    let served = store::open(url, OpenMode::Migrate).await.unwrap();
+    assert_eq!(schema_versions(url).await.last(), Some(&latest_version()));
+    let id = new_execution(&served).await;
+    let read_only = store::open(url, OpenMode::ReadOnly).await.unwrap();
+    assert_eq!(read_only.execution(id).await.unwrap().unwrap().id, id);
+    assert_eq!(read_only.jobs_for(id).await.unwrap().len(), 1);
+    // A read-only store cannot write, whatever it is asked.
+    assert!(read_only.set_setting("k", Some("v"), t0()).await.is_err());
+    assert!(
+        read_only
+            .enqueue(check_job(id, t0(), JobPriority::Webhook), t0())
+            .await
+            .is_err()
+    );
+    assert_eq!(served.setting("k").await.unwrap(), None);
+    assert_eq!(served.jobs_for(id).await.unwrap().len(), 1);
+    let read_write = store::open(url, OpenMode::ReadWrite).await.unwrap();
+    read_write.set_setting("k", Some("v"), t0()).await.unwrap();
+    assert_eq!(served.setting("k").await.unwrap().as_deref(), Some("v"));
+
+    // A newer schema: refused by everyone, `serve` included (its tables may have changed).
+    record_future_migration(url).await;
+    for mode in [OpenMode::Migrate, OpenMode::ReadWrite, OpenMode::ReadOnly] {
+        let error = store::open(url, mode)
+            .await
+            .err()
+            .expect("a newer schema is refused");
+        match mismatch(&error) {
+            SchemaMismatch::Newer { database, binary } => {
+                assert_eq!(database.number, 9999);
+                assert_eq!(binary.number, latest_version());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            format!("{error:#}").contains("upgrade mintgate"),
+            "{error:#}"
+        );
+    }
+    let mut expected: Vec<i64> = (1..=latest_version()).collect();
+    expected.push(9999);
+    assert_eq!(schema_versions(url).await, expected);
+}
+
+#[tokio::test]
+async fn sqlite_only_serve_migrates_and_other_schemas_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mintgate.db");
+    let url = format!("sqlite://{}", path.display());
+    only_serve_migrates_and_other_schemas_are_refused(&url).await;
+}
+
+#[tokio::test]
+async fn postgres_only_serve_migrates_and_other_schemas_are_refused() {
+    let Some(server) = postgres_server("store::postgres_only_serve_migrates") else {
+        return;
+    };
+    let url = fresh_postgres_schema(&server).await;
+    only_serve_migrates_and_other_schemas_are_refused(&url).await;
+    drop_postgres_schema(&url).await;
+}
+
+#[tokio::test]
+async fn sqlite_opening_read_only_creates_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent").join("mintgate.db");
+    let url = format!("sqlite://{}", path.display());
+    for mode in [OpenMode::ReadOnly, OpenMode::ReadWrite] {
+        let error = store::open(&url, mode)
+            .await
+            .err()
+            .expect("no database there");
+        assert!(
+            format!("{error:#}").contains("there is no SQLite database"),
+            "{error:#}"
+        );
+    }
+    assert!(!dir.path().join("absent").exists());
+}
+
+#[tokio::test]
+async fn an_empty_database_is_at_version_zero_and_stays_empty() {
+    // SQLite: an empty file (e.g. touched by mistake).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.db");
+    std::fs::write(&path, b"").unwrap();
+    let url = format!("sqlite://{}", path.display());
+    let error = store::open(&url, OpenMode::ReadOnly).await.err().unwrap();
+    assert!(matches!(
+        mismatch(&error),
+        SchemaMismatch::Older { database, .. } if database.number == 0
+    ));
+    assert!(format!("{error:#}").contains("version 0 (no mintgate tables)"));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "nothing was written"
+    );
+
+    // PostgreSQL: an empty schema.
+    let Some(server) = postgres_server("store::an_empty_database_is_at_version_zero (postgres)")
+    else {
+        return;
+    };
+    let url = fresh_postgres_schema(&server).await;
+    for mode in [OpenMode::ReadOnly, OpenMode::ReadWrite] {
+        let error = store::open(&url, mode).await.err().unwrap();
+        assert!(matches!(
+            mismatch(&error),
+            SchemaMismatch::Older { database, .. } if database.number == 0
+        ));
+    }
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "nothing was created");
+    pool.close().await;
     drop_postgres_schema(&url).await;
 }

@@ -1,0 +1,1067 @@
+//! The one implementation of [`Store`]: [`SqlStore`], generic over the database.
+//!
+//! SQLite and PostgreSQL hold the same tables with the same column types (ids and JSON as text,
+//! times as milliseconds since the epoch, flags as integers), and every statement here is written
+//! once in the SQL both accept (`$n` placeholders, which SQLite reads as "argument n" too; upserts
+//! with `ON CONFLICT`; `CASE` instead of `MAX`/`GREATEST`). What truly differs is a [`Dialect`]:
+//! how a write transaction begins, row locks and `SKIP LOCKED` for claims (PostgreSQL, where
+//! replicas write at once), the `NOTIFY` that wakes other replicas, the migrations and how a
+//! database is opened (in `sqlite.rs` and `postgres.rs`).
+//!
+//! The `where` clauses below only say "this driver can run the statements": sqlx's traits for a
+//! generic database are not implied, so they are spelt out once for the helpers and once for the
+//! [`Store`] implementation.
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row,
+    Transaction, Type,
+};
+use uuid::Uuid;
+
+use super::schema::{self, OpenMode};
+use super::{
+    Created, ExecutionFilter, ExecutionPatch, JobDisposition, LeaseLost, NewExecution, NewJob,
+    Overview, SpendRow, StepOutcome, Store, WebhookRecorded,
+};
+use crate::model::{
+    Event, Execution, ExecutionState, Job, JobError, JobKind, JobPriority, JobState, Lease,
+    WebhookRecord,
+};
+
+/// What differs between the databases; everything else is shared.
+pub trait Dialect: Database {
+    /// The statement that begins a write transaction. SQLite needs `BEGIN IMMEDIATE`: a deferred
+    /// transaction that reads before it writes fails with `SQLITE_BUSY` at its first write instead
+    /// of waiting for the lock.
+    const BEGIN_WRITE: &'static str;
+    /// Appended to a `SELECT` of a row the transaction then changes: PostgreSQL locks it
+    /// (`FOR UPDATE`) so no other replica changes it meanwhile; SQLite's write transactions run
+    /// one at a time and need nothing.
+    const LOCK_ROW: &'static str;
+    /// Appended to the claim's choice of a job (`jobs j`): PostgreSQL passes over rows that other
+    /// replicas are claiming at that moment (`FOR UPDATE OF j SKIP LOCKED`) instead of waiting.
+    const SKIP_LOCKED: &'static str;
+    /// A statement, with the job kind as `$1`, that tells the other replicas new work is due; run
+    /// inside the transaction that makes the work durable (PostgreSQL sends it on commit). `None`
+    /// where one process owns the database and rings its own workers.
+    const NOTIFY_WORK: Option<&'static str>;
+    /// Counts the tables named `_sqlx_migrations` the connection sees (0 or 1): where sqlx
+    /// records the migrations it applied.
+    const MIGRATIONS_TABLE_COUNT: &'static str;
+
+    /// The migrations of the schema this binary reads and writes.
+    fn migrator() -> &'static Migrator;
+
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+
+    /// Starts a task that rings `wake` when another replica makes work durable (see
+    /// [`Store::spawn_wake_listener`]).
+    fn spawn_wake_listener(
+        _pool: &Pool<Self>,
+        _wake: std::sync::Arc<tokio::sync::Notify>,
+        _shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+}
+
+/// How many counted failures a job may have before it becomes a dead letter.
+pub fn max_attempts(kind: JobKind) -> i64 {
+    match kind {
+        JobKind::Start => 12,
+        JobKind::Check => 30,
+        JobKind::Download => 8,
+    }
+}
+
+/// The fingerprint of a create request, to tell a retried request from a different one that reuses
+/// an idempotency key.
+pub fn request_fingerprint(environment: &str, flow_id: &str, input: &serde_json::Value) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(environment.as_bytes());
+    hasher.update([0]);
+    hasher.update(flow_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(input.to_string().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// The [`Store`] on one database. `SqliteStore` and `PgStore` are its two instances.
+pub struct SqlStore<D: Database> {
+    pool: Pool<D>,
+}
+
+impl<D: Database> Clone for SqlStore<D> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+fn ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn opt_ms(at: Option<DateTime<Utc>>) -> Option<i64> {
+    at.map(ms)
+}
+
+fn from_ms(value: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(value).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+fn opt_from_ms(value: Option<i64>) -> Option<DateTime<Utc>> {
+    value.map(from_ms)
+}
+
+fn uuid(text: &str) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(text).with_context(|| format!("a stored id is not a UUID: {text:?}"))
+}
+
+/// The kinds as SQL literals (`'start', 'check'`). They are [`JobKind::as_str`]'s fixed words,
+/// never outside input, so they are inlined: one statement for both databases (SQLite cannot bind
+/// a list).
+fn kinds_sql(kinds: &[JobKind]) -> String {
+    if kinds.is_empty() {
+        return "NULL".to_owned();
+    }
+    kinds
+        .iter()
+        .map(|kind| format!("'{}'", kind.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn push_error(errors_json: &str, at: DateTime<Utc>, error: &str) -> String {
+    let mut errors: Vec<JobError> = serde_json::from_str(errors_json).unwrap_or_default();
+    errors.push(JobError {
+        at,
+        error: error.to_owned(),
+    });
+    // Keep the chain bounded: the first errors and the most recent ones tell the story.
+    const ERRORS_KEPT: usize = 20;
+    if errors.len() > ERRORS_KEPT {
+        errors.drain(5..errors.len() - (ERRORS_KEPT - 5));
+    }
+    serde_json::to_string(&errors).unwrap_or_else(|_| "[]".to_owned())
+}
+
+const INSERT_JOB: &str = "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
+     VALUES ($1, $2, $3, 'ready', $4, $5, $6, $7, $7)
+     ON CONFLICT (execution_id, kind) WHERE state IN ('ready', 'running') DO UPDATE SET
+       run_at = CASE WHEN jobs.state = 'ready' AND excluded.run_at < jobs.run_at THEN excluded.run_at ELSE jobs.run_at END,
+       priority = CASE WHEN excluded.priority > jobs.priority THEN excluded.priority ELSE jobs.priority END,
+       updated_at = excluded.updated_at";
+
+const PATCH_EXECUTION: &str = "UPDATE executions SET
+       state = COALESCE($2, state),
+       instance_id = COALESCE($3, instance_id),
+       workflow_url = COALESCE($4, workflow_url),
+       mint_status = COALESCE($5, mint_status),
+       progress = COALESCE($6, progress),
+       progress_at = COALESCE($7, progress_at),
+       started_at = COALESCE($8, started_at),
+       finished_at = COALESCE($9, finished_at),
+       deadline_at = COALESCE($10, deadline_at),
+       archived_at = COALESCE($11, archived_at),
+       archive_path = COALESCE($12, archive_path),
+       sha256 = COALESCE($13, sha256),
+       bytes = COALESCE($14, bytes),
+       failure_reason = COALESCE($15, failure_reason),
+       start_ambiguous = COALESCE($16, start_ambiguous),
+       start_attempts = start_attempts + $17,
+       billed_count = billed_count + $18,
+       updated_at = $19
+     WHERE id = $1";
+
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    D::Connection: Migrate,
+    D::Arguments: IntoArguments<D>,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'a> &'a str: ColumnIndex<D::Row> + Encode<'a, D> + Type<D>,
+    usize: ColumnIndex<D::Row>,
+    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
+    for<'r> String: Encode<'r, D> + Decode<'r, D> + Type<D>,
+    for<'r> Option<String>: Encode<'r, D> + Decode<'r, D> + Type<D>,
+    for<'r> i64: Encode<'r, D> + Decode<'r, D> + Type<D>,
+    for<'r> Option<i64>: Encode<'r, D> + Decode<'r, D> + Type<D>,
+    for<'r> bool: Decode<'r, D> + Type<D>,
+    for<'r> Vec<u8>: Decode<'r, D> + Type<D>,
+{
+    /// Checks the schema of a connected database against this binary's and, in
+    /// [`OpenMode::Migrate`], brings it up to date.
+    pub(super) async fn from_pool(pool: Pool<D>, mode: OpenMode) -> anyhow::Result<Self> {
+        let found = Self::applied_migrations(&pool).await?;
+        let binary = schema::expected(D::migrator());
+        match mode {
+            OpenMode::Migrate => {
+                schema::check_not_newer(&found, &binary)?;
+                D::migrator()
+                    .run(&pool)
+                    .await
+                    .with_context(|| format!("migrating the {} database", D::NAME))?;
+            }
+            OpenMode::ReadWrite | OpenMode::ReadOnly => schema::check_current(&found, &binary)?,
+        }
+        Ok(Self { pool })
+    }
+
+    /// The migrations the database records (none if it has no migration table yet).
+    async fn applied_migrations(pool: &Pool<D>) -> anyhow::Result<Vec<schema::Migration>> {
+        let tables: i64 = sqlx::query_scalar(D::MIGRATIONS_TABLE_COUNT)
+            .fetch_one(pool)
+            .await
+            .context("looking for the database's schema version")?;
+        if tables == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version",
+        )
+        .fetch_all(pool)
+        .await
+        .context("reading the database's schema version")?;
+        rows.iter()
+            .map(|row| {
+                Ok(schema::Migration {
+                    version: row.try_get("version")?,
+                    description: row.try_get("description")?,
+                    checksum: row.try_get("checksum")?,
+                    success: row.try_get("success")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The pool (tests inspect the database through it).
+    pub fn pool(&self) -> &Pool<D> {
+        &self.pool
+    }
+
+    async fn write(&self) -> anyhow::Result<Transaction<'static, D>> {
+        self.pool
+            .begin_with(D::BEGIN_WRITE)
+            .await
+            .context("beginning a write transaction")
+    }
+
+    fn execution_from_row(row: &D::Row) -> anyhow::Result<Execution> {
+        let state: String = row.try_get("state")?;
+        let input: String = row.try_get("input")?;
+        let progress: Option<String> = row.try_get("progress")?;
+        Ok(Execution {
+            id: uuid(&row.try_get::<String, _>("id")?)?,
+            idempotency_key: row.try_get("idempotency_key")?,
+            environment: row.try_get("environment")?,
+            flow_id: row.try_get("flow_id")?,
+            input: serde_json::from_str(&input).context("stored input is not JSON")?,
+            state: ExecutionState::parse(&state)
+                .with_context(|| format!("unknown stored execution state {state:?}"))?,
+            instance_id: row.try_get("instance_id")?,
+            workflow_url: row.try_get("workflow_url")?,
+            mint_status: row.try_get("mint_status")?,
+            progress: progress.and_then(|p| serde_json::from_str(&p).ok()),
+            progress_at: opt_from_ms(row.try_get("progress_at")?),
+            created_at: from_ms(row.try_get("created_at")?),
+            updated_at: from_ms(row.try_get("updated_at")?),
+            started_at: opt_from_ms(row.try_get("started_at")?),
+            finished_at: opt_from_ms(row.try_get("finished_at")?),
+            deadline_at: opt_from_ms(row.try_get("deadline_at")?),
+            archived_at: opt_from_ms(row.try_get("archived_at")?),
+            archive_path: row.try_get("archive_path")?,
+            sha256: row.try_get("sha256")?,
+            bytes: row.try_get("bytes")?,
+            failure_reason: row.try_get("failure_reason")?,
+            start_ambiguous: row.try_get::<i64, _>("start_ambiguous")? != 0,
+            start_attempts: row.try_get("start_attempts")?,
+            billed_count: row.try_get("billed_count")?,
+        })
+    }
+
+    fn job_from_row(row: &D::Row) -> anyhow::Result<Job> {
+        let kind: String = row.try_get("kind")?;
+        let state: String = row.try_get("state")?;
+        let errors: String = row.try_get("errors")?;
+        Ok(Job {
+            id: uuid(&row.try_get::<String, _>("id")?)?,
+            execution_id: uuid(&row.try_get::<String, _>("execution_id")?)?,
+            kind: JobKind::parse(&kind)
+                .with_context(|| format!("unknown stored job kind {kind:?}"))?,
+            state: JobState::parse(&state)
+                .with_context(|| format!("unknown stored job state {state:?}"))?,
+            priority: JobPriority::from_i64(row.try_get("priority")?),
+            run_at: from_ms(row.try_get("run_at")?),
+            attempts: row.try_get("attempts")?,
+            max_attempts: row.try_get("max_attempts")?,
+            lease_owner: row.try_get("lease_owner")?,
+            lease_until: opt_from_ms(row.try_get("lease_until")?),
+            lease_token: row.try_get("lease_token")?,
+            errors: serde_json::from_str(&errors).unwrap_or_default(),
+            created_at: from_ms(row.try_get("created_at")?),
+            updated_at: from_ms(row.try_get("updated_at")?),
+        })
+    }
+
+    fn webhook_from_row(row: &D::Row) -> anyhow::Result<WebhookRecord> {
+        let execution_id: Option<String> = row.try_get("execution_id")?;
+        Ok(WebhookRecord {
+            id: uuid(&row.try_get::<String, _>("id")?)?,
+            received_at: from_ms(row.try_get("received_at")?),
+            instance_id: row.try_get("instance_id")?,
+            claimed_status: row.try_get("claimed_status")?,
+            authentic: row.try_get::<i64, _>("authentic")? != 0,
+            body_sha256: row.try_get("body_sha256")?,
+            execution_id: execution_id.as_deref().map(uuid).transpose()?,
+        })
+    }
+
+    /// Tells the other replicas (if any) that a job of `kind` may be due, on commit.
+    async fn notify_work(tx: &mut Transaction<'static, D>, kind: JobKind) -> anyhow::Result<()> {
+        if let Some(statement) = D::NOTIFY_WORK {
+            sqlx::query(statement)
+                .bind(kind.as_str())
+                .execute(&mut **tx)
+                .await
+                .context("notifying the replicas of new work")?;
+        }
+        Ok(())
+    }
+
+    async fn insert_job(
+        tx: &mut Transaction<'static, D>,
+        job: &NewJob,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        sqlx::query(INSERT_JOB)
+            .bind(Uuid::now_v7().to_string())
+            .bind(job.execution_id.to_string())
+            .bind(job.kind.as_str())
+            .bind(job.priority as i64)
+            .bind(ms(job.run_at))
+            .bind(max_attempts(job.kind))
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await
+            .context("enqueueing a job")?;
+        Self::notify_work(tx, job.kind).await
+    }
+
+    async fn insert_event(
+        tx: &mut Transaction<'static, D>,
+        execution_id: Uuid,
+        at: DateTime<Utc>,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO events (execution_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
+            .bind(execution_id.to_string())
+            .bind(ms(at))
+            .bind(kind)
+            .bind(detail.to_string())
+            .execute(&mut **tx)
+            .await
+            .context("recording an event")?;
+        Ok(())
+    }
+
+    async fn patch_execution(
+        tx: &mut Transaction<'static, D>,
+        execution_id: Uuid,
+        patch: &ExecutionPatch,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let progress = patch
+            .progress
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
+        sqlx::query(PATCH_EXECUTION)
+            .bind(execution_id.to_string())
+            .bind(patch.state.map(|s| s.as_str()))
+            .bind(patch.instance_id.as_deref())
+            .bind(patch.workflow_url.as_deref())
+            .bind(patch.mint_status.as_deref())
+            .bind(progress)
+            .bind(opt_ms(patch.progress_at))
+            .bind(opt_ms(patch.started_at))
+            .bind(opt_ms(patch.finished_at))
+            .bind(opt_ms(patch.deadline_at))
+            .bind(opt_ms(patch.archived_at))
+            .bind(patch.archive_path.as_deref())
+            .bind(patch.sha256.as_deref())
+            .bind(patch.bytes)
+            .bind(patch.failure_reason.as_deref())
+            .bind(patch.start_ambiguous.map(i64::from))
+            .bind(patch.start_attempts_add)
+            .bind(patch.billed_add)
+            .bind(ms(now))
+            .execute(&mut **tx)
+            .await
+            .context("updating an execution")?;
+        // Architecture invariant: the ledger line is written in the same transaction as
+        // `billed_count`, so the ledger is the bill.
+        if patch.billed_add > 0 {
+            sqlx::query(
+                "INSERT INTO spend_ledger (execution_id, environment, flow_id, billed_at, day, month, cents)
+                 SELECT id, environment, flow_id, $2, $3, $4, $5 FROM executions WHERE id = $1",
+            )
+            .bind(execution_id.to_string())
+            .bind(ms(now))
+            .bind(now.format("%Y-%m-%d").to_string())
+            .bind(now.format("%Y-%m").to_string())
+            .bind(patch.billed_cents)
+            .execute(&mut **tx)
+            .await
+            .context("recording a billed start in the cost ledger")?;
+        }
+        Ok(())
+    }
+
+    /// Checks that `lease` is still the current one (and, on PostgreSQL, locks the job row until
+    /// commit); any later statement of the transaction runs only if it is. Answers the job's
+    /// error chain.
+    async fn check_lease(
+        tx: &mut Transaction<'static, D>,
+        lease: &Lease,
+    ) -> anyhow::Result<String> {
+        let statement = format!(
+            "SELECT errors FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running' AND lease_owner = $3{}",
+            D::LOCK_ROW
+        );
+        let row = sqlx::query(AssertSqlSafe(statement))
+            .bind(lease.job_id.to_string())
+            .bind(lease.token)
+            .bind(&lease.owner)
+            .fetch_optional(&mut **tx)
+            .await
+            .context("checking a lease")?;
+        match row {
+            Some(row) => Ok(row.try_get("errors")?),
+            None => Err(LeaseLost(lease.job_id).into()),
+        }
+    }
+
+    /// Records one webhook inside `tx` (see [`Store::record_webhook`]).
+    async fn record_webhook_in(
+        tx: &mut Transaction<'static, D>,
+        record: &WebhookRecord,
+        check_at: DateTime<Utc>,
+    ) -> anyhow::Result<WebhookRecorded> {
+        let execution = sqlx::query("SELECT id, state FROM executions WHERE instance_id = $1")
+            .bind(&record.instance_id)
+            .fetch_optional(&mut **tx)
+            .await
+            .context("matching a webhook")?;
+        let (execution_id, state) = match execution {
+            Some(row) => (
+                Some(uuid(&row.try_get::<String, _>("id")?)?),
+                ExecutionState::parse(&row.try_get::<String, _>("state")?),
+            ),
+            None => (None, None),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO webhooks (id, received_at, instance_id, claimed_status, authentic, body_sha256, execution_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (body_sha256) DO NOTHING",
+        )
+        .bind(record.id.to_string())
+        .bind(ms(record.received_at))
+        .bind(&record.instance_id)
+        .bind(record.claimed_status.as_deref())
+        .bind(i64::from(record.authentic))
+        .bind(&record.body_sha256)
+        .bind(execution_id.map(|id| id.to_string()))
+        .execute(&mut **tx)
+        .await
+        .context("recording a webhook")?;
+        if D::rows_affected(&inserted) == 0 {
+            return Ok(WebhookRecorded::Duplicate);
+        }
+        let outcome = match (execution_id, state) {
+            (Some(id), Some(ExecutionState::Running)) => {
+                let check = NewJob {
+                    execution_id: id,
+                    kind: JobKind::Check,
+                    run_at: check_at,
+                    priority: JobPriority::Webhook,
+                };
+                Self::insert_job(tx, &check, record.received_at).await?;
+                let detail = serde_json::json!({
+                    "claimedStatus": record.claimed_status,
+                    "authentic": record.authentic,
+                });
+                Self::insert_event(tx, id, record.received_at, "webhook", &detail).await?;
+                WebhookRecorded::Matched
+            }
+            (Some(id), _) => {
+                let detail = serde_json::json!({
+                    "claimedStatus": record.claimed_status,
+                    "authentic": record.authentic,
+                    "ignored": "not running",
+                });
+                Self::insert_event(tx, id, record.received_at, "webhook", &detail).await?;
+                WebhookRecorded::Unmatched
+            }
+            _ => WebhookRecorded::Unmatched,
+        };
+        Ok(outcome)
+    }
+
+    async fn count(&self, statement: &'static str) -> anyhow::Result<i64> {
+        sqlx::query_scalar(statement)
+            .fetch_one(&self.pool)
+            .await
+            .with_context(|| format!("counting ({statement})"))
+    }
+
+    async fn counts_by(&self, statement: &'static str) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(statement)
+            .fetch_all(&self.pool)
+            .await
+            .with_context(|| format!("counting ({statement})"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("name")?, row.try_get("n")?)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl<D> Store for SqlStore<D>
+where
+    D: Dialect,
+    D::Connection: Migrate,
+    D::Arguments: IntoArguments<D>,
+    for<'c> &'c mut D::Connection: Executor<'c, Database = D>,
+    for<'a> &'a str: ColumnIndex<D::Row> + Encode<'a, D> + Type<D>,
+    usize: ColumnIndex<D::Row>,
+    for<'a> Option<&'a str>: Encode<'a, D> + Type<D>,
+    for<'r> String: Encode<'r, D> + Decode<'r, D> + Type<D>,
+    for<'r> Option<String>: Encode<'r, D> + Decode<'r, D> + Type<D>,
+    for<'r> i64: Encode<'r, D> + Decode<'r, D> + Type<D>,
+    for<'r> Option<i64>: Encode<'r, D> + Decode<'r, D> + Type<D>,
+    for<'r> bool: Decode<'r, D> + Type<D>,
+    for<'r> Vec<u8>: Decode<'r, D> + Type<D>,
+{
+    async fn create_execution(&self, new: NewExecution) -> anyhow::Result<Created> {
+        let fingerprint = request_fingerprint(&new.environment, &new.flow_id, &new.input);
+        let mut tx = self.write().await?;
+        // ON CONFLICT rather than look-then-insert: two replicas may take the same retried request
+        // at once; the second insert waits for the first to commit, then does nothing.
+        let inserted = sqlx::query(
+            "INSERT INTO executions (id, idempotency_key, request_sha256, environment, flow_id, input, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7)
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(new.id.to_string())
+        .bind(new.idempotency_key.as_deref())
+        .bind(&fingerprint)
+        .bind(&new.environment)
+        .bind(&new.flow_id)
+        .bind(new.input.to_string())
+        .bind(ms(new.now))
+        .execute(&mut *tx)
+        .await
+        .context("inserting an execution")?;
+        if D::rows_affected(&inserted) == 0 {
+            tx.rollback().await.ok();
+            let key = new.idempotency_key.as_deref().unwrap_or_default();
+            let row = sqlx::query("SELECT * FROM executions WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await
+                .context("looking up an idempotency key")?;
+            let stored: String = row.try_get("request_sha256")?;
+            let execution = Self::execution_from_row(&row)?;
+            return Ok(if stored == fingerprint {
+                Created::Existing(execution)
+            } else {
+                Created::KeyConflict(execution)
+            });
+        }
+        let start = NewJob {
+            execution_id: new.id,
+            kind: JobKind::Start,
+            run_at: new.now,
+            priority: JobPriority::Interactive,
+        };
+        Self::insert_job(&mut tx, &start, new.now).await?;
+        let detail = serde_json::json!({"flowId": new.flow_id, "environment": new.environment});
+        Self::insert_event(&mut tx, new.id, new.now, "requested", &detail).await?;
+        tx.commit().await.context("committing a new execution")?;
+        let execution = self
+            .execution(new.id)
+            .await?
+            .context("a committed execution is missing")?;
+        Ok(Created::New(execution))
+    }
+
+    async fn execution(&self, id: Uuid) -> anyhow::Result<Option<Execution>> {
+        let row = sqlx::query("SELECT * FROM executions WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading an execution")?;
+        row.as_ref().map(Self::execution_from_row).transpose()
+    }
+
+    async fn execution_by_instance(&self, instance_id: &str) -> anyhow::Result<Option<Execution>> {
+        let row = sqlx::query("SELECT * FROM executions WHERE instance_id = $1")
+            .bind(instance_id)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading an execution by instance")?;
+        row.as_ref().map(Self::execution_from_row).transpose()
+    }
+
+    async fn executions(&self, filter: ExecutionFilter) -> anyhow::Result<Vec<Execution>> {
+        let limit = if filter.limit <= 0 { 100 } else { filter.limit };
+        let rows = sqlx::query(
+            "SELECT * FROM executions WHERE ($1 IS NULL OR state = $1) ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(filter.state.map(|s| s.as_str()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing executions")?;
+        rows.iter().map(Self::execution_from_row).collect()
+    }
+
+    async fn claim(
+        &self,
+        kinds: &[JobKind],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> anyhow::Result<Option<(Job, Lease)>> {
+        let statement = format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2,
+                    lease_token = lease_token + 1, updated_at = $3
+             WHERE id = (
+                 SELECT j.id FROM jobs j JOIN executions e ON e.id = j.execution_id
+                 WHERE j.kind IN ({kinds})
+                   AND ((j.state = 'ready' AND j.run_at <= $3)
+                        OR (j.state = 'running' AND j.lease_until < $3))
+                 ORDER BY j.priority DESC, e.deadline_at ASC NULLS LAST, j.run_at ASC
+                 LIMIT 1 {skip_locked})
+             RETURNING *",
+            kinds = kinds_sql(kinds),
+            skip_locked = D::SKIP_LOCKED,
+        );
+        let mut tx = self.write().await?;
+        let row = sqlx::query(AssertSqlSafe(statement))
+            .bind(owner)
+            .bind(ms(lease_until))
+            .bind(ms(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .context("claiming a job")?;
+        tx.commit().await.context("committing a claim")?;
+        let Some(row) = row else { return Ok(None) };
+        let job = Self::job_from_row(&row)?;
+        let lease = Lease {
+            job_id: job.id,
+            token: job.lease_token,
+            owner: owner.to_owned(),
+        };
+        Ok(Some((job, lease)))
+    }
+
+    async fn renew_lease(&self, lease: &Lease, until: DateTime<Utc>) -> anyhow::Result<()> {
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_until = $4 WHERE id = $1 AND lease_token = $2 AND lease_owner = $3 AND state = 'running'",
+        )
+        .bind(lease.job_id.to_string())
+        .bind(lease.token)
+        .bind(&lease.owner)
+        .bind(ms(until))
+        .execute(&self.pool)
+        .await
+        .context("renewing a lease")?;
+        if D::rows_affected(&done) == 1 {
+            Ok(())
+        } else {
+            Err(LeaseLost(lease.job_id).into())
+        }
+    }
+
+    async fn patch_under_lease(
+        &self,
+        lease: &Lease,
+        execution_id: Uuid,
+        patch: ExecutionPatch,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.write().await?;
+        Self::check_lease(&mut tx, lease).await?;
+        Self::patch_execution(&mut tx, execution_id, &patch, now).await?;
+        tx.commit().await.context("committing a patch")?;
+        Ok(())
+    }
+
+    async fn finish_step(
+        &self,
+        lease: &Lease,
+        execution_id: Uuid,
+        outcome: StepOutcome,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.write().await?;
+        let errors = Self::check_lease(&mut tx, lease).await?;
+        if let Some(patch) = &outcome.execution {
+            Self::patch_execution(&mut tx, execution_id, patch, now).await?;
+        }
+        match &outcome.job {
+            JobDisposition::Done => {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1",
+                )
+                .bind(lease.job_id.to_string())
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await
+                .context("completing a job")?;
+            }
+            JobDisposition::Retry {
+                run_at,
+                error,
+                counts,
+                priority,
+            } => {
+                let errors = match error {
+                    Some(error) => push_error(&errors, now, error),
+                    None => errors,
+                };
+                sqlx::query(
+                    "UPDATE jobs SET state = 'ready', lease_owner = NULL, lease_until = NULL,
+                            run_at = $2, attempts = attempts + $3, errors = $4,
+                            priority = COALESCE($5, priority), updated_at = $6
+                     WHERE id = $1",
+                )
+                .bind(lease.job_id.to_string())
+                .bind(ms(*run_at))
+                .bind(i64::from(*counts))
+                .bind(errors)
+                .bind(priority.map(|p| p as i64))
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await
+                .context("rescheduling a job")?;
+            }
+            JobDisposition::Dead { error } => {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL,
+                            attempts = attempts + 1, errors = $2, updated_at = $3
+                     WHERE id = $1",
+                )
+                .bind(lease.job_id.to_string())
+                .bind(push_error(&errors, now, error))
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await
+                .context("dead-lettering a job")?;
+            }
+        }
+        for job in &outcome.enqueue {
+            Self::insert_job(&mut tx, job, now).await?;
+        }
+        for (kind, detail) in &outcome.events {
+            Self::insert_event(&mut tx, execution_id, now, kind, detail).await?;
+        }
+        tx.commit().await.context("committing a step")?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, job: NewJob, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let mut tx = self.write().await?;
+        Self::insert_job(&mut tx, &job, now).await?;
+        tx.commit().await.context("committing a job")?;
+        Ok(())
+    }
+
+    async fn next_due(&self, kinds: &[JobKind]) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let statement = format!(
+            "SELECT MIN(CASE WHEN state = 'ready' THEN run_at ELSE lease_until END) FROM jobs
+             WHERE state IN ('ready', 'running') AND kind IN ({})",
+            kinds_sql(kinds)
+        );
+        let next: Option<i64> = sqlx::query_scalar(AssertSqlSafe(statement))
+            .fetch_one(&self.pool)
+            .await
+            .context("finding the next due job")?;
+        Ok(next.map(from_ms))
+    }
+
+    async fn jobs_for(&self, execution_id: Uuid) -> anyhow::Result<Vec<Job>> {
+        let rows =
+            sqlx::query("SELECT * FROM jobs WHERE execution_id = $1 ORDER BY created_at, id")
+                .bind(execution_id.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .context("listing an execution's jobs")?;
+        rows.iter().map(Self::job_from_row).collect()
+    }
+
+    async fn dead_letters(&self) -> anyhow::Result<Vec<Job>> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE state = 'dead' ORDER BY updated_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .context("listing dead letters")?;
+        rows.iter().map(Self::job_from_row).collect()
+    }
+
+    async fn retry_dead_letter(&self, job_id: Uuid, now: DateTime<Utc>) -> anyhow::Result<bool> {
+        let mut tx = self.write().await?;
+        let statement = format!(
+            "SELECT execution_id, kind FROM jobs WHERE id = $1 AND state = 'dead'{}",
+            D::LOCK_ROW
+        );
+        let row = sqlx::query(AssertSqlSafe(statement))
+            .bind(job_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading a dead letter")?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let execution_id: String = row.try_get("execution_id")?;
+        let kind: String = row.try_get("kind")?;
+        // A newer active job of the same kind makes this one redundant: close it instead.
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE execution_id = $1 AND kind = $2 AND state IN ('ready', 'running')",
+        )
+        .bind(&execution_id)
+        .bind(&kind)
+        .fetch_one(&mut *tx)
+        .await
+        .context("looking for an active job of the dead letter's kind")?;
+        let new_state = if active > 0 { "done" } else { "ready" };
+        sqlx::query(
+            "UPDATE jobs SET state = $2, attempts = 0, run_at = $3, priority = $4, updated_at = $3 WHERE id = $1",
+        )
+        .bind(job_id.to_string())
+        .bind(new_state)
+        .bind(ms(now))
+        .bind(JobPriority::Interactive as i64)
+        .execute(&mut *tx)
+        .await
+        .context("retrying a dead letter")?;
+        if new_state == "ready"
+            && let Some(kind) = JobKind::parse(&kind)
+        {
+            Self::notify_work(&mut tx, kind).await?;
+        }
+        let detail = serde_json::json!({"jobId": job_id, "kind": kind});
+        Self::insert_event(
+            &mut tx,
+            uuid(&execution_id)?,
+            now,
+            "dead_letter_retried",
+            &detail,
+        )
+        .await?;
+        tx.commit()
+            .await
+            .context("committing a retried dead letter")?;
+        Ok(true)
+    }
+
+    async fn record_webhook(
+        &self,
+        record: WebhookRecord,
+        check_at: DateTime<Utc>,
+    ) -> anyhow::Result<WebhookRecorded> {
+        let mut tx = self.write().await?;
+        let outcome = Self::record_webhook_in(&mut tx, &record, check_at).await?;
+        tx.commit().await.context("committing a webhook")?;
+        Ok(outcome)
+    }
+
+    async fn record_webhooks(
+        &self,
+        batch: Vec<(WebhookRecord, DateTime<Utc>)>,
+    ) -> anyhow::Result<Vec<WebhookRecorded>> {
+        // Group commit: one transaction (one fsync) for every webhook that arrived meanwhile.
+        let together = async {
+            let mut tx = self.write().await?;
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (record, check_at) in &batch {
+                outcomes.push(Self::record_webhook_in(&mut tx, record, *check_at).await?);
+            }
+            tx.commit().await.context("committing webhooks")?;
+            anyhow::Ok(outcomes)
+        };
+        match together.await {
+            Ok(outcomes) => Ok(outcomes),
+            // One failing webhook must not fail the others, and two replicas' batches may
+            // deadlock on PostgreSQL (each waits for a row the other inserted): record them
+            // one by one, each in its own transaction.
+            Err(error) if batch.len() > 1 => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    webhooks = batch.len(),
+                    "recording webhooks together failed; recording them one by one"
+                );
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for (record, check_at) in batch {
+                    outcomes.push(self.record_webhook(record, check_at).await?);
+                }
+                Ok(outcomes)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn webhooks_for(&self, instance_id: &str) -> anyhow::Result<Vec<WebhookRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM webhooks WHERE instance_id = $1 ORDER BY received_at, id")
+                .bind(instance_id)
+                .fetch_all(&self.pool)
+                .await
+                .context("listing webhooks")?;
+        rows.iter().map(Self::webhook_from_row).collect()
+    }
+
+    async fn events_for(&self, execution_id: Uuid) -> anyhow::Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE execution_id = $1 ORDER BY id")
+            .bind(execution_id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .context("listing events")?;
+        rows.iter()
+            .map(|row| {
+                let detail: String = row.try_get("detail")?;
+                Ok(Event {
+                    execution_id,
+                    at: from_ms(row.try_get("at")?),
+                    kind: row.try_get("kind")?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect()
+    }
+
+    async fn overview(&self) -> anyhow::Result<Overview> {
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(finished_at) FROM executions WHERE state IN ('finished', 'downloading')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("finding the oldest unarchived execution")?;
+        Ok(Overview {
+            executions_by_state: self
+                .counts_by("SELECT state AS name, COUNT(*) AS n FROM executions GROUP BY state")
+                .await?,
+            jobs_ready: self
+                .counts_by(
+                    "SELECT kind AS name, COUNT(*) AS n FROM jobs WHERE state = 'ready' GROUP BY kind",
+                )
+                .await?,
+            jobs_running: self
+                .count("SELECT COUNT(*) FROM jobs WHERE state = 'running'")
+                .await?,
+            dead_letters: self
+                .count("SELECT COUNT(*) FROM jobs WHERE state = 'dead'")
+                .await?,
+            webhooks_recorded: self.count("SELECT COUNT(*) FROM webhooks").await?,
+            oldest_unarchived_finished_at: opt_from_ms(oldest),
+        })
+    }
+
+    async fn unarchived(&self, limit: i64) -> anyhow::Result<Vec<Execution>> {
+        let rows = sqlx::query(
+            "SELECT * FROM executions WHERE state IN ('finished', 'downloading')
+             ORDER BY deadline_at ASC NULLS LAST LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing unarchived executions")?;
+        rows.iter().map(Self::execution_from_row).collect()
+    }
+
+    async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .with_context(|| format!("pinging {}", D::NAME))?;
+        Ok(())
+    }
+
+    fn spawn_wake_listener(
+        &self,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        D::spawn_wake_listener(&self.pool, wake, shutdown)
+    }
+
+    async fn spend(&self, month: &str) -> anyhow::Result<Vec<SpendRow>> {
+        let rows = sqlx::query(
+            "SELECT day, environment, flow_id, COUNT(*) AS executions, CAST(SUM(cents) AS BIGINT) AS cents
+             FROM spend_ledger WHERE month = $1
+             GROUP BY day, environment, flow_id ORDER BY day, environment, flow_id",
+        )
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the cost ledger")?;
+        rows.iter()
+            .map(|row| {
+                Ok(SpendRow {
+                    day: row.try_get("day")?,
+                    environment: row.try_get("environment")?,
+                    flow_id: row.try_get("flow_id")?,
+                    executions: row.try_get("executions")?,
+                    cents: row.try_get("cents")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn setting(&self, key: &str) -> anyhow::Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a setting")
+    }
+
+    async fn set_setting(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.write().await?;
+        match value {
+            Some(value) => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await
+                .context("writing a setting")?;
+            }
+            None => {
+                sqlx::query("DELETE FROM settings WHERE key = $1")
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .context("removing a setting")?;
+            }
+        }
+        tx.commit().await.context("committing a setting")?;
+        Ok(())
+    }
+}
