@@ -1110,3 +1110,17 @@ async fn an_empty_database_is_at_version_zero_and_stays_empty() {
     pool.close().await;
     drop_postgres_schema(&url).await;
 }
+
+#[tokio::test]
+async fn sqlite_read_only_reads_what_a_stopped_service_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("mintgate.db").display());
+    let served = SqliteStore::open_url(&url).await.unwrap();
+    let id = new_execution(&(Arc::new(served.clone()) as SharedStore)).await;
+    // The service stops: its last connection checkpoints the WAL and removes it.
+    served.pool().close().await;
+    let read_only = store::open(&url, OpenMode::ReadOnly).await.unwrap();
+    assert_eq!(read_only.execution(id).await.unwrap().unwrap().id, id);
+    assert_eq!(read_only.jobs_for(id).await.unwrap().len(), 1);
+    assert!(read_only.set_setting("k", Some("v"), t0()).await.is_err());
+}
