@@ -40,6 +40,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/api/instances/{instance_id}", get(get_instance))
         .route("/api/instances/{instance_id}/activities", get(activities))
         .route("/api/instances/{instance_id}/result-file", get(result_file))
+        .route("/run/{instance_id}", get(workflow_page))
 }
 
 // ----- error answers -----
@@ -428,11 +429,10 @@ async fn list_instances(
         // Drawn before the list borrows the state.
         let shuffle_seed = (behaviours.list_order == ListOrder::Shuffled)
             .then(|| st.behaviour_rng().random::<u64>());
-        let ids = st.flow_instances.get(&flow_id);
-        let mut live: Vec<&Instance> = ids
+        let handles = st.live_of_flow(&flow_id, now);
+        let mut live: Vec<&Instance> = handles
             .into_iter()
-            .flatten()
-            .filter_map(|id| st.instance(id, now))
+            .filter_map(|i| st.instances.at(i))
             .collect();
         match behaviours.list_order {
             ListOrder::NewestFirst => live.reverse(),
@@ -530,31 +530,31 @@ async fn start_instance(
         );
     }
     let mut jobs = Vec::new();
-    let base = app.base_url.clone();
     let expires = crate::state::later(now, start.workflow_url_ttl_secs);
-    let Some(id) = st.start_instance(
+    let Some(index) = st.start_instance(
         now,
         &flow_id,
         &client,
-        start.input,
-        |id| format!("{base}/run/{id}?expires={}", expires.timestamp()),
+        &start.input,
+        expires.timestamp(),
         &mut jobs,
     ) else {
         st.count_status(&client, 404);
         return problem(&app, 404, Some(model::FLOW_NOT_FOUND), None, Vec::new());
     };
-    st.bill_start(&client);
+    st.bill_start(&client, index);
     let lost_rate = st.faults.lost_start_rate;
     let lost = st.draw(lost_rate);
-    let Some(instance) = st.instance(&id, now) else {
+    let Some(instance) = st.instances.at(index) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let behaviours = st.behaviours_of(instance);
     let mut body = InstanceBody::new(instance, &behaviours, Shown::Alone, now);
-    body.workflow_url = Some(instance.workflow_url.clone());
+    body.workflow_url = Some(instance.workflow_url(&app.base_url));
     let response = answer(&st, Endpoint::Start, Holds::Instances, 201, &body);
     if lost {
         // Committed and billed, but the client will never see an answer.
+        st.usage.faults.lost_starts += 1;
         connection.sever();
     } else {
         st.count_status(&client, 201);
@@ -684,7 +684,11 @@ async fn activities(
     }
     let response = match st.instance(&instance_id, now).filter(|_| !spurious) {
         Some(instance) => {
-            let items: Vec<Activity> = instance.activities.iter().map(Activity::new).collect();
+            let items: Vec<Activity> = instance
+                .activities
+                .iter()
+                .map(|a| Activity::new(instance, a))
+                .collect();
             let count = items.len() as u64;
             answer(
                 &st,
@@ -727,7 +731,7 @@ async fn result_file(
         };
         let behaviours = st.behaviours_of(instance);
         let finished = instance.status == "Finished";
-        let size = instance.result_file_bytes;
+        let size = instance.result_file_bytes();
         if st.draw_behaviour(behaviours.result_file_throttle_rate) {
             st.usage.behaviours.result_file_throttled += 1;
             st.count_throttled(&client);
@@ -806,6 +810,8 @@ async fn result_file(
             let slow = st
                 .draw(faults.slow_body_rate)
                 .then_some(faults.slow_body_bytes_per_sec);
+            st.usage.faults.cut_bodies += u64::from(cut.is_some());
+            st.usage.faults.slow_bodies += u64::from(slow.is_some());
             (cut, slow)
         };
         body_stream(app.clone(), client, file, start, cut_at, slow_rate)
@@ -848,7 +854,7 @@ fn range_start(headers: &HeaderMap) -> Option<u64> {
 
 struct Streaming {
     app: Arc<Shared>,
-    client: String,
+    client: Arc<str>,
     pieces: crate::result_file::Pieces,
     pending: Option<Bytes>,
     sent: u64,
@@ -859,20 +865,31 @@ struct Streaming {
     written: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
-/// Bytes that tell when hyper is done with them (written to the socket, or the connection gone).
-struct SignalOnDrop {
-    data: Vec<u8>,
+/// A piece of a body that counts itself as served when hyper releases it, and can tell someone.
+///
+/// hyper keeps a piece it was given until the piece is written to the socket (it queues pieces
+/// and writes them vectored, then drops them), or until the connection fails. So `bytesServed`
+/// counts bytes written to the socket, except that a failed connection drops the piece in
+/// flight (at most one piece, 1 MiB) unwritten and it still counts.
+struct Released {
+    data: Bytes,
+    app: Arc<Shared>,
+    client: Arc<str>,
     done: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-impl AsRef<[u8]> for SignalOnDrop {
+impl AsRef<[u8]> for Released {
     fn as_ref(&self) -> &[u8] {
         &self.data
     }
 }
 
-impl Drop for SignalOnDrop {
+impl Drop for Released {
     fn drop(&mut self) {
+        // Never dropped under the state lock: pieces only exist between the stream and hyper.
+        self.app
+            .lock()
+            .count_bytes(&self.client, self.data.len() as u64);
         if let Some(done) = self.done.take() {
             let _ = done.send(());
         }
@@ -892,7 +909,7 @@ fn body_stream(
 ) -> Body {
     let state = Streaming {
         app,
-        client,
+        client: Arc::from(client),
         pieces: file.pieces_from(start),
         pending: None,
         sent: 0,
@@ -910,6 +927,7 @@ fn body_stream(
             Some(p) => p,
             None => s.pieces.next()?,
         };
+        let mut signal = None;
         if s.slow_rate.is_some() && piece.len() > SLOW_PIECE_BYTES {
             s.pending = Some(piece.split_off(SLOW_PIECE_BYTES));
         }
@@ -933,10 +951,7 @@ fn body_stream(
                 s.pending = None;
                 let (done, written) = tokio::sync::oneshot::channel();
                 s.written = Some(written);
-                piece = Bytes::from_owner(SignalOnDrop {
-                    data: piece.to_vec(),
-                    done: Some(done),
-                });
+                signal = Some(done);
             }
         }
         if let Some(rate) = s.slow_rate {
@@ -946,11 +961,79 @@ fn body_stream(
             }
         }
         s.sent += piece.len() as u64;
-        s.app.lock().count_bytes(&s.client, piece.len() as u64);
+        let piece = Bytes::from_owner(Released {
+            data: piece,
+            app: s.app.clone(),
+            client: s.client.clone(),
+            done: signal,
+        });
         Some((Ok::<Bytes, std::io::Error>(piece), s))
     })
     .boxed();
     Body::from_stream(stream)
+}
+
+/// `GET /mint/run/{id}`: the page a start's `workflowUrl` opens, a stand-in for Mint's end-user
+/// UI. No token, no units, not an API request: it says which step the instance waits at (the end
+/// user's actions are driven through the admin API), `410` once the link's `workflowUrlTtl` has
+/// passed, `404` for an unknown or deleted instance. Views are counted as `workflowPageViews`.
+async fn workflow_page(
+    State(app): State<Arc<Shared>>,
+    Path(instance_id): Path<String>,
+) -> Response {
+    let (mut st, now) = app.current();
+    let page = |status: StatusCode, title: &str, text: &str| {
+        let (title, text) = (escape_html(title), escape_html(text));
+        let html = format!(
+            "<!DOCTYPE html>\n<html>\n<head><title>{title}</title></head>\n<body>\n<h1>{title}</h1>\n<p>{text}</p>\n</body>\n</html>\n"
+        );
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response()
+    };
+    let Some(instance) = st.instance(&instance_id, now) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "This link does not lead to an identification in progress.",
+        );
+    };
+    if instance
+        .workflow_url_expires
+        .is_some_and(|expires| now.timestamp() >= expires)
+    {
+        return page(StatusCode::GONE, "Link expired", "This link has expired.");
+    }
+    let waiting = instance
+        .activities
+        .last()
+        .filter(|a| a.completed_at.is_none())
+        .and_then(|a| {
+            instance
+                .step_of(a)
+                .map(|step| (step.name().to_owned(), a.status))
+        });
+    let text = match (instance.status.as_ref(), waiting) {
+        ("Running", Some((step, crate::state::ActivityStatus::Suspended))) => {
+            format!("Step \u{201c}{step}\u{201d} is waiting for you.")
+        }
+        ("Running", Some((step, _))) => format!("Step \u{201c}{step}\u{201d} is in progress."),
+        ("Running", None) => "In progress.".to_owned(),
+        (status, _) => format!("This identification is over ({status})."),
+    };
+    let title = format!("{} ({})", instance.flow.name, instance.id);
+    st.usage.workflow_page_views += 1;
+    page(StatusCode::OK, &title, &text)
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 pub(crate) async fn not_found(State(app): State<Arc<Shared>>) -> Response {

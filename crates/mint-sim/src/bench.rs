@@ -33,6 +33,16 @@ pub struct BenchArgs {
     /// Length of the small-request run, seconds.
     #[arg(long, default_value_t = 3)]
     pub request_secs: u64,
+    /// Instances seeded for the listing run (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub listing_instances: u64,
+    /// Time scale of the listing run: the modelled listing latency (100 µs per instance, 10 s
+    /// per page at 100,000 instances) passes this many times faster than real time.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub listing_time_scale: f64,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl Default for BenchArgs {
@@ -43,12 +53,15 @@ impl Default for BenchArgs {
             hash: false,
             clients: 16,
             request_secs: 3,
+            listing_instances: 100_000,
+            listing_time_scale: 10_000.0,
+            json: false,
         }
     }
 }
 
 /// One result-file download.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct DownloadFigures {
     /// Bytes received.
     pub bytes: u64,
@@ -68,7 +81,7 @@ impl DownloadFigures {
 }
 
 /// All figures of one run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
     /// The small download.
     pub small: DownloadFigures,
@@ -80,6 +93,29 @@ pub struct BenchReport {
     pub clients: usize,
     /// Requests answered in the run.
     pub requests: u64,
+    /// The listing run, if any.
+    pub listing: Option<ListingFigures>,
+}
+
+/// Seeding a flow with many instances and paging through its slow listing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListingFigures {
+    /// Instances seeded (finished, unbilled).
+    pub instances: u64,
+    /// Real time the seeding took.
+    pub seed_secs: f64,
+    /// Resident memory of the process before seeding, KiB.
+    pub rss_before_kib: Option<u64>,
+    /// Resident memory after seeding, KiB (the simulator holds every instance).
+    pub rss_after_kib: Option<u64>,
+    /// Pages of 100 read (`offset`/`limit`), every instance seen once, newest first.
+    pub pages: u64,
+    /// Time scale of the run.
+    pub time_scale: f64,
+    /// Simulated time the listings took (the simulator's own account).
+    pub simulated_secs: f64,
+    /// Real time the paging took.
+    pub real_secs: f64,
 }
 
 impl fmt::Display for BenchReport {
@@ -108,8 +144,43 @@ impl fmt::Display for BenchReport {
             f,
             "small requests: {:.0} req/s (GET /api/instances/{{id}}, {} clients, {} requests)",
             self.requests_per_sec, self.clients, self.requests
-        )
+        )?;
+        if let Some(l) = &self.listing {
+            let mib = |k: Option<u64>| {
+                k.map_or_else(|| "n/a".to_owned(), |k| format!("{} MiB", k / 1024))
+            };
+            writeln!(
+                f,
+                "listing: {} instances seeded in {:.2} s, RSS {} -> {} ({} bytes per instance)",
+                l.instances,
+                l.seed_secs,
+                mib(l.rss_before_kib),
+                mib(l.rss_after_kib),
+                match (l.rss_before_kib, l.rss_after_kib) {
+                    (Some(a), Some(b)) if l.instances > 0 =>
+                        (b.saturating_sub(a) * 1024 / l.instances).to_string(),
+                    _ => "n/a".to_owned(),
+                }
+            )?;
+            writeln!(
+                f,
+                "listing: {} pages of 100 = {:.0} simulated s ({:.1} s per page) in {:.2} real s at time scale {}",
+                l.pages,
+                l.simulated_secs,
+                l.simulated_secs / l.pages.max(1) as f64,
+                l.real_secs,
+                l.time_scale
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// Resident memory of this process now, KiB.
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Peak resident set size of this process, KiB.
@@ -254,12 +325,116 @@ pub async fn serve_rate(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     }
     let requests_per_sec = requests as f64 / started.elapsed().as_secs_f64();
     sim.shutdown().await;
+    let listing = if args.listing_instances > 0 {
+        Some(listing(args).await?)
+    } else {
+        None
+    };
     Ok(BenchReport {
         small,
         large,
         requests_per_sec,
         clients: args.clients.max(1),
         requests,
+        listing,
+    })
+}
+
+/// Seeds `listing_instances` finished instances into one flow and pages through its listing
+/// (100 per page) with the default slow listing, at `listing_time_scale`.
+pub async fn listing(args: &BenchArgs) -> anyhow::Result<ListingFigures> {
+    let mut config = SimConfig::fixture();
+    config.time_scale = 0.0;
+    config.limits = Limits::unlimited();
+    config.flows.push(bench_flow("bench-listing", 64 * 1024));
+    let sim = Simulator::builder().config(config).start().await?;
+    let admin = sim.admin();
+    let rss_before_kib = rss_kib();
+    let started = Instant::now();
+    let seeded = admin
+        .seed_instances(
+            "bench-listing",
+            &crate::admin::SeedInstances {
+                count: args.listing_instances,
+                status: Some("Finished".to_owned()),
+                created_at: Some(admin.now().await? - chrono::Duration::days(1)),
+                interval_millis: 1,
+                duration_secs: 60,
+                input: Some(serde_json::json!({ "mintgateExecutionId": "bench-{{n}}" })),
+                omit_ids: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let seed_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        seeded.count == args.listing_instances,
+        "seeded {}",
+        seeded.count
+    );
+    let rss_after_kib = rss_kib();
+
+    admin.set_time_scale(args.listing_time_scale).await?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let bearer = token(&http, &sim).await?;
+    let started = Instant::now();
+    let mut pages = 0u64;
+    let mut previous: Option<String> = None;
+    let mut seen = 0u64;
+    loop {
+        let page: serde_json::Value = http
+            .get(format!(
+                "{}/api/flows/bench-listing/instances?offset={seen}&limit=100",
+                sim.base_url()
+            ))
+            .bearer_auth(&bearer)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        pages += 1;
+        anyhow::ensure!(
+            page["totalCount"] == args.listing_instances,
+            "totalCount {}",
+            page["totalCount"]
+        );
+        let items = page["items"].as_array().context("items")?;
+        if items.is_empty() {
+            break;
+        }
+        for item in items {
+            // Newest first: the seeded numbers count down, each seen once.
+            let number = item["input"]["mintgateExecutionId"]
+                .as_str()
+                .context("input")?
+                .to_owned();
+            let expected = format!("bench-{}", args.listing_instances - 1 - seen);
+            anyhow::ensure!(
+                number == expected,
+                "{number} where {expected} was due (previous {previous:?})"
+            );
+            previous = Some(number);
+            seen += 1;
+        }
+    }
+    let real_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(seen == args.listing_instances, "saw {seen}");
+    let usage = admin.usage().await?;
+    let simulated_micros = usage
+        .clients
+        .get("demo")
+        .map_or(0, |c| c.list_latency_micros);
+    sim.shutdown().await;
+    Ok(ListingFigures {
+        instances: args.listing_instances,
+        seed_secs,
+        rss_before_kib,
+        rss_after_kib,
+        pages,
+        time_scale: args.listing_time_scale,
+        simulated_secs: simulated_micros as f64 / 1e6,
+        real_secs,
     })
 }
 
@@ -269,6 +444,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("warning: debug build; figures are only meaningful with --release");
     }
     let report = serve_rate(&args).await?;
-    print!("{report}");
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
     Ok(())
 }

@@ -351,12 +351,16 @@ pub struct ServiceSettings {
     pub start_cents: u64,
     /// Instances and result files disappear this long after the instance ended.
     pub retention_secs: u64,
-    /// Real time the instance list spends per instance of the flow (0: instant).
+    /// Simulated time the instance list spends per instance of the flow (0: instant); the answer
+    /// waits until the simulated clock has moved that far (at once while it is frozen).
     pub list_delay_micros_per_instance: u64,
     /// Advertise `Accept-Ranges: bytes` and honour `Range: bytes=N-` on result files.
     pub accept_ranges: bool,
     /// How long the HTTP request step waits for the webhook receiver (real time).
     pub webhook_timeout_millis: u64,
+    /// The start input's key whose value counts as the start's correlation id in the ground truth
+    /// (`GET /_sim/starts`).
+    pub correlation_input_key: String,
 }
 
 impl Default for ServiceSettings {
@@ -367,6 +371,7 @@ impl Default for ServiceSettings {
             list_delay_micros_per_instance: model::LIST_DELAY_MICROS_PER_INSTANCE_DEFAULT,
             accept_ranges: false,
             webhook_timeout_millis: model::WEBHOOK_TIMEOUT_MILLIS_DEFAULT,
+            correlation_input_key: model::CORRELATION_INPUT_KEY_DEFAULT.to_owned(),
         }
     }
 }
@@ -532,6 +537,12 @@ impl ServiceSettings {
             return Err(invalid(
                 format!("{prefix}listDelayMicrosPerInstance"),
                 "at most 1000000 (one second per instance)",
+            ));
+        }
+        if self.correlation_input_key.is_empty() {
+            return Err(invalid(
+                format!("{prefix}correlationInputKey"),
+                "must not be empty",
             ));
         }
         if self.webhook_timeout_millis == 0 || self.webhook_timeout_millis > 600_000 {
@@ -921,6 +932,19 @@ mod tests {
         ));
         assert_eq!(config.secrets["webhook"], "change-me");
         assert_eq!(config.behaviours, Behaviours::default());
+    }
+
+    #[test]
+    fn the_soak_example_parses_with_its_faults_on() {
+        let config = SimConfig::from_toml_str(include_str!("../soak.example.toml")).unwrap();
+        assert_eq!(config.faults.seed, Some(17));
+        assert!(config.faults.lost_start_rate > 0.0 && config.faults.cut_body_rate > 0.0);
+        assert!(config.faults.webhook_drop_rate > 0.0 && config.faults.server_error_rate > 0.0);
+        assert!(matches!(
+            config.flows[0].steps.last(),
+            Some(StepConfig::HttpRequest { headers, hmac_secret: None, .. })
+                if headers["X-Mint-Webhook-Secret"] == "{{secret:webhook}}"
+        ));
     }
 
     #[test]

@@ -13,6 +13,12 @@ pub struct Counters {
     pub webhooks: WebhookCounters,
     /// Answers changed by the `[behaviours]` section.
     pub behaviours: BehaviourCounters,
+    /// Faults injected.
+    pub faults: FaultCounters,
+    /// Instances seeded through the admin API (never billed), per flow id.
+    pub seeded: BTreeMap<String, u64>,
+    /// Pages served at `workflowUrl`s (the end user's link).
+    pub workflow_page_views: u64,
 }
 
 /// What one API client did and owes.
@@ -76,4 +82,17 @@ pub struct BehaviourCounters {
     pub result_file_throttled: u64,
     /// Instance lists answered in a shuffled order (`listOrder = "shuffled"`).
     pub shuffled_lists: u64,
+}
+
+/// Faults injected (ground truth for seeded fault runs such as the soak).
+#[derive(Debug, Clone, Default)]
+pub struct FaultCounters {
+    /// 5xx answers injected (`serverErrorRate`).
+    pub server_errors: u64,
+    /// Starts committed and billed whose answer was never sent (`lostStartRate`).
+    pub lost_starts: u64,
+    /// Result-file bodies cut part way (`cutBodyRate`).
+    pub cut_bodies: u64,
+    /// Result-file bodies sent slowly (`slowBodyRate`).
+    pub slow_bodies: u64,
 }

@@ -39,9 +39,12 @@ pub const RESULT_FILE_COST_UNITS_DEFAULT: u64 = 5;
 pub const START_CENTS_DEFAULT: u64 = 50;
 /// Instances and files are deleted this long after the instance ended. [field]
 pub const RETENTION_SECS_DEFAULT: u64 = 30 * 24 * 3600;
-/// Real time `GET /api/flows/{flowId}/instances` spends per instance of the flow:
+/// Simulated time `GET /api/flows/{flowId}/instances` spends per instance of the flow:
 /// 100,000 instances take about 10 s. [field] (calibration [model])
 pub const LIST_DELAY_MICROS_PER_INSTANCE_DEFAULT: u64 = 100;
+/// The start input's key that carries the caller's correlation id (mintgate's execution id), for
+/// the ground truth of starts per correlation id. [model]
+pub const CORRELATION_INPUT_KEY_DEFAULT: &str = "mintgateExecutionId";
 /// How long the HTTP request step waits for the webhook receiver (real time). [model]
 pub const WEBHOOK_TIMEOUT_MILLIS_DEFAULT: u64 = 5000;
 /// How long a delayed (fault) webhook is held back, real time. [model]

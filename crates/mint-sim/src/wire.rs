@@ -92,17 +92,16 @@ impl InstanceBody {
     ) -> Self {
         let omitted = |field| shown == Shown::ListItem && behaviours.list_omits.contains(&field);
         Self {
-            id: instance.id.clone(),
-            flow_id: instance.flow_id.clone(),
-            definition_id: instance.definition_id.clone(),
-            status: instance.status.clone(),
+            id: instance.id.to_string(),
+            flow_id: instance.flow_id().to_owned(),
+            definition_id: instance.definition_id().to_owned(),
+            status: instance.status.to_string(),
             created_at: instance.created_at,
             updated_at: instance.updated_at,
             finished_at: finished_at(instance, behaviours.finished_at, now),
-            input: (!omitted(ListField::Input)).then(|| instance.input.clone()),
-            output: (!omitted(ListField::Output))
-                .then(|| instance.output.clone().unwrap_or(Value::Null)),
-            error: instance.error.clone(),
+            input: (!omitted(ListField::Input)).then(|| instance.input()),
+            output: (!omitted(ListField::Output)).then(|| instance.output().unwrap_or(Value::Null)),
+            error: instance.error(),
             workflow_url: None,
             account_id: model::ACCOUNT_ID,
             etag: format!("W/\"{}\"", instance.updated_at.timestamp_micros()),
@@ -216,12 +215,13 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn new(activity: &ActivityRecord) -> Self {
+    pub fn new(instance: &Instance, activity: &ActivityRecord) -> Self {
+        let step = instance.step_of(activity);
         Self {
-            id: activity.id.clone(),
-            name: activity.name.clone(),
-            activity_type: activity.activity_type.clone(),
-            status: activity.status,
+            id: activity.id.to_string(),
+            name: step.map_or_else(String::new, |s| s.name().to_owned()),
+            activity_type: step.map_or_else(String::new, |s| s.activity_type().to_owned()),
+            status: activity.status.as_str(),
             started_at: activity.started_at,
             completed_at: activity.completed_at,
             attempt: 1,

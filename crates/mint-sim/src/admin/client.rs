@@ -1,5 +1,6 @@
 //! A typed async client of the admin API, for tests and the demo.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -250,21 +251,81 @@ impl AdminClient {
         Ok(())
     }
 
-    /// Creates `count` instances of `flow_id` directly (unbilled, no API request), optionally
-    /// forced to `status`; returns their ids, oldest first.
+    /// Seeds `count` instances of `flow_id` directly (unbilled, no API request, created now),
+    /// optionally forced to `status`; returns their ids, oldest first.
     pub async fn create_instances(
         &self,
         flow_id: &str,
         count: u64,
         status: Option<&str>,
     ) -> anyhow::Result<Vec<String>> {
-        let path = format!("/flows/{flow_id}/instances");
-        let body = CreateInstancesRequest {
+        let body = SeedInstances {
             count,
             status: status.map(str::to_owned),
+            ..SeedInstances::default()
         };
-        let created: CreatedInstances =
-            self.write_json(reqwest::Method::POST, &path, &body).await?;
-        Ok(created.ids)
+        Ok(self.seed_instances(flow_id, &body).await?.ids)
+    }
+
+    /// Seeds instances of `flow_id` as `body` says (chosen `createdAt`s, inputs, statuses).
+    pub async fn seed_instances(
+        &self,
+        flow_id: &str,
+        body: &SeedInstances,
+    ) -> anyhow::Result<CreatedInstances> {
+        let path = format!("/flows/{flow_id}/instances");
+        self.write_json(reqwest::Method::POST, &path, body).await
+    }
+
+    /// Every instance, filtered (`flowId`, `status`, `seeded`), in creation order.
+    pub async fn instances_where(
+        &self,
+        flow_id: Option<&str>,
+        status: Option<&str>,
+        seeded: Option<bool>,
+    ) -> anyhow::Result<Vec<AdminInstance>> {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(flow_id) = flow_id {
+            query.append_pair("flowId", flow_id);
+        }
+        if let Some(status) = status {
+            query.append_pair("status", status);
+        }
+        if let Some(seeded) = seeded {
+            query.append_pair("seeded", if seeded { "true" } else { "false" });
+        }
+        self.get(&format!("/instances?{}", query.finish())).await
+    }
+
+    /// The starts billed through the API, by correlation id.
+    pub async fn starts(&self) -> anyhow::Result<Starts> {
+        self.get("/starts").await
+    }
+
+    /// How many times each correlation id was started (billed).
+    pub async fn starts_per_correlation_id(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        Ok(self
+            .starts()
+            .await?
+            .by_correlation_id
+            .into_iter()
+            .map(|(id, instances)| (id, instances.len() as u64))
+            .collect())
+    }
+
+    /// SHA-256 and size of every retained `Finished` instance's result file, by instance id
+    /// (seeded instances only when `seeded`).
+    pub async fn results(&self, seeded: bool) -> anyhow::Result<BTreeMap<String, (String, u64)>> {
+        let path = if seeded {
+            "/results?seeded=true"
+        } else {
+            "/results"
+        };
+        let results: Results = self.get(path).await?;
+        Ok(results
+            .instances
+            .into_iter()
+            .map(|(id, d)| (id, (d.sha256, d.size)))
+            .collect())
     }
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, Request, State};
+use chrono::{DateTime, Utc};
+
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +21,7 @@ use crate::config::{
 use crate::result_file::result_file_sha256;
 use crate::server::Connection;
 use crate::shared::Shared;
-use crate::state::{ADMIN_CLIENT, UserStepError};
+use crate::state::{Seed, UserStepError};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -39,6 +41,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/flows/{flow_id}", put(put_flow))
         .route("/flows/{flow_id}/instances", post(create_instances))
         .route("/instances", get(instances))
+        .route("/starts", get(starts))
+        .route("/results", get(results))
         .route("/instances/{instance_id}", get(instance))
         .route("/instances/{instance_id}/user-step", post(user_step))
         .route("/instances/{instance_id}/status", put(set_status))
@@ -200,7 +204,7 @@ async fn instance_behaviours(
         Some(instance) => ok(&InstanceBehaviours {
             overrides: st
                 .instance_behaviours
-                .get(&instance_id)
+                .get(&instance.id)
                 .cloned()
                 .unwrap_or_default(),
             effective: st.behaviours_of(instance),
@@ -221,16 +225,16 @@ async fn set_instance_behaviours(
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     let mut st = app.lock();
-    if !st.instances.contains_key(&instance_id) {
+    let Some(id) = st.instances.get(&instance_id).map(|i| i.id) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("no instance {instance_id:?}"),
         );
-    }
+    };
     if overrides.is_empty() {
-        st.instance_behaviours.remove(&instance_id);
+        st.instance_behaviours.remove(&id);
     } else {
-        st.instance_behaviours.insert(instance_id, overrides);
+        st.instance_behaviours.insert(id, overrides);
     }
     no_content()
 }
@@ -336,54 +340,199 @@ async fn put_flow(
 /// Largest batch of `POST /_sim/flows/{id}/instances`.
 const CREATE_INSTANCES_MAX: u64 = 1_000_000;
 
+/// `input` with `{{n}}` replaced by `n` in every string.
+fn numbered(input: &serde_json::Value, n: u64) -> serde_json::Value {
+    use serde_json::Value;
+    match input {
+        Value::String(s) if s.contains("{{n}}") => {
+            Value::String(s.replace("{{n}}", &n.to_string()))
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|v| numbered(v, n)).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), numbered(v, n)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The seeds of a batch, made one at a time (a batch of a million must not hold a million
+/// parsed inputs at once).
+enum SeedPlan<'a> {
+    /// Each instance spelled out.
+    Listed(&'a SeedInstances),
+    /// `count` instances from one template.
+    Template {
+        body: &'a SeedInstances,
+        input: serde_json::Value,
+        templated: bool,
+        first: DateTime<Utc>,
+        interval: chrono::Duration,
+    },
+}
+
+impl<'a> SeedPlan<'a> {
+    /// Checks the batch; the error says what is wrong.
+    fn new(body: &'a SeedInstances, now: DateTime<Utc>) -> Result<Self, String> {
+        if body.duration_secs > 100 * 365 * 86_400 {
+            return Err("durationSecs must be at most 100 years".to_owned());
+        }
+        let input_ok = |input: Option<&serde_json::Value>| {
+            matches!(
+                input,
+                None | Some(serde_json::Value::Object(_) | serde_json::Value::Null)
+            )
+        };
+        if !body.instances.is_empty() {
+            if body.instances.len() as u64 > CREATE_INSTANCES_MAX {
+                return Err(format!(
+                    "instances: at most {CREATE_INSTANCES_MAX} per batch"
+                ));
+            }
+            if let Some(i) = body
+                .instances
+                .iter()
+                .position(|one| !input_ok(one.input.as_ref()))
+            {
+                return Err(format!("instances[{i}].input must be an object or null"));
+            }
+            return Ok(Self::Listed(body));
+        }
+        if body.count > CREATE_INSTANCES_MAX {
+            return Err(format!("count must be at most {CREATE_INSTANCES_MAX}"));
+        }
+        if !input_ok(body.input.as_ref()) {
+            return Err("input must be an object or null".to_owned());
+        }
+        let input = body.input.clone().unwrap_or(serde_json::Value::Null);
+        let first = body.created_at.unwrap_or(now);
+        let interval = chrono::Duration::milliseconds(body.interval_millis.min(1 << 40) as i64);
+        let last = i32::try_from(body.count)
+            .ok()
+            .and_then(|count| interval.checked_mul(count))
+            .and_then(|span| first.checked_add_signed(span));
+        if last.is_none() {
+            return Err("createdAt + count x intervalMillis is out of range".to_owned());
+        }
+        Ok(Self::Template {
+            body,
+            templated: input.to_string().contains("{{n}}"),
+            input,
+            first,
+            interval,
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Listed(body) => body.instances.len(),
+            Self::Template { body, .. } => body.count as usize,
+        }
+    }
+
+    /// The seed of instance `n` of the batch.
+    fn seed(&self, n: usize, now: DateTime<Utc>) -> Seed {
+        let (body, created_at, input, status, finished_at) = match self {
+            Self::Listed(body) => {
+                let one = &body.instances[n];
+                (
+                    *body,
+                    one.created_at.unwrap_or(now),
+                    one.input.clone().unwrap_or(serde_json::Value::Null),
+                    one.status.clone().or_else(|| body.status.clone()),
+                    one.finished_at,
+                )
+            }
+            Self::Template {
+                body,
+                input,
+                templated,
+                first,
+                interval,
+            } => (
+                *body,
+                *first + *interval * (n as i32),
+                if *templated {
+                    numbered(input, n as u64)
+                } else {
+                    input.clone()
+                },
+                body.status.clone(),
+                None,
+            ),
+        };
+        let duration = chrono::Duration::seconds(body.duration_secs as i64);
+        Seed {
+            created_at,
+            input,
+            status,
+            finished_at: finished_at.or_else(|| created_at.checked_add_signed(duration)),
+        }
+    }
+}
+
 async fn create_instances(
     State(app): State<Arc<Shared>>,
     Path(flow_id): Path<String>,
-    Json(body): Json<CreateInstancesRequest>,
+    Json(body): Json<SeedInstances>,
 ) -> Response {
-    if body.count > CREATE_INSTANCES_MAX {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("count must be at most {CREATE_INSTANCES_MAX}"),
-        );
-    }
-    let (ids, jobs) = {
+    let (created, jobs) = {
         let (mut st, now) = app.current();
         if st.flow(&flow_id).is_none() {
             return error(StatusCode::NOT_FOUND, format!("no flow {flow_id:?}"));
         }
+        let plan = match SeedPlan::new(&body, now) {
+            Ok(plan) => plan,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        };
+        st.instances.reserve(plan.len());
         let mut jobs = Vec::new();
-        let mut ids = Vec::with_capacity(body.count as usize);
-        let base = app.base_url.clone();
-        for _ in 0..body.count {
-            let Some(id) = st.start_instance(
-                now,
-                &flow_id,
-                ADMIN_CLIENT,
-                serde_json::Value::Null,
-                |id| format!("{base}/run/{id}"),
-                &mut jobs,
-            ) else {
+        let mut created = CreatedInstances {
+            count: 0,
+            ids: Vec::with_capacity(if body.omit_ids { 0 } else { plan.len() }),
+        };
+        for n in 0..plan.len() {
+            let seed = plan.seed(n, now);
+            let Some(index) = st.seed_instance(now, &flow_id, &seed, &mut jobs) else {
                 break;
             };
-            if let Some(status) = body.status.as_deref().filter(|s| *s != "Running") {
-                st.set_status(&id, status, now);
+            created.count += 1;
+            if !body.omit_ids
+                && let Some(instance) = st.instances.at(index)
+            {
+                created.ids.push(instance.id.to_string());
             }
-            ids.push(id);
         }
-        (ids, jobs)
+        (created, jobs)
     };
     app.send_webhooks(jobs);
     app.wake();
-    ok(&CreatedInstances { ids })
+    ok(&created)
 }
 
-async fn instances(State(app): State<Arc<Shared>>) -> Response {
+/// Filters of `GET /_sim/instances`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct InstanceFilter {
+    flow_id: Option<String>,
+    status: Option<String>,
+    seeded: Option<bool>,
+}
+
+async fn instances(
+    State(app): State<Arc<Shared>>,
+    Query(filter): Query<InstanceFilter>,
+) -> Response {
     let (st, now) = app.current();
     let all: Vec<AdminInstance> = st
-        .order
+        .instances
         .iter()
-        .filter_map(|id| st.instances.get(id))
+        .filter(|i| {
+            filter.flow_id.as_deref().is_none_or(|f| i.flow_id() == f)
+                && filter.status.as_deref().is_none_or(|s| i.is(s))
+                && filter.seeded.is_none_or(|s| i.seeded == s)
+        })
         .map(|i| admin_instance(&st, i, now))
         .collect();
     ok(&all)
@@ -397,6 +546,71 @@ async fn instance(State(app): State<Arc<Shared>>, Path(instance_id): Path<String
             StatusCode::NOT_FOUND,
             format!("no instance {instance_id:?}"),
         ),
+    }
+}
+
+async fn starts(State(app): State<Arc<Shared>>) -> Response {
+    let st = app.lock();
+    let id_of = |&index: &u32| st.instances.at(index).map(|i| i.id.to_string());
+    let starts = Starts {
+        correlation_input_key: st.service.correlation_input_key.clone(),
+        billed: st.usage.clients.values().map(|c| c.starts_billed).sum(),
+        by_correlation_id: st
+            .starts
+            .by_correlation_id
+            .iter()
+            .map(|(id, handles)| (id.clone(), handles.iter().filter_map(id_of).collect()))
+            .collect(),
+        without_correlation_id: st
+            .starts
+            .without_correlation_id
+            .iter()
+            .filter_map(id_of)
+            .collect(),
+    };
+    ok(&starts)
+}
+
+/// Filters of `GET /_sim/results`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct ResultsFilter {
+    flow_id: Option<String>,
+    seeded: bool,
+}
+
+/// The SHA-256 of every retained `Finished` instance's result file (seeded ones only with
+/// `?seeded=true`): what an archive must hold.
+async fn results(State(app): State<Arc<Shared>>, Query(filter): Query<ResultsFilter>) -> Response {
+    let (seed, wanted) = {
+        let (st, now) = app.current();
+        let wanted: Vec<(String, u64)> = st
+            .instances
+            .iter()
+            .filter(|i| {
+                i.is("Finished")
+                    && st.retained(i, now)
+                    && (filter.seeded || !i.seeded)
+                    && filter.flow_id.as_deref().is_none_or(|f| i.flow_id() == f)
+            })
+            .map(|i| (i.id.to_string(), i.result_file_bytes()))
+            .collect();
+        (st.seed, wanted)
+    };
+    // Hashing large files takes a while: off the async workers.
+    let hashed = tokio::task::spawn_blocking(move || {
+        wanted
+            .into_iter()
+            .map(|(id, size)| {
+                let (sha256, size) = result_file_sha256(seed, &id, size);
+                (id, ResultDigest { sha256, size })
+            })
+            .collect()
+    })
+    .await;
+    match hashed {
+        Ok(instances) => ok(&Results { instances }),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -454,7 +668,7 @@ async fn result_sha256(
     let (seed, size) = {
         let st = app.lock();
         match st.instances.get(&instance_id) {
-            Some(i) => (st.seed, i.result_file_bytes),
+            Some(i) => (st.seed, i.result_file_bytes()),
             None => {
                 return error(
                     StatusCode::NOT_FOUND,

@@ -16,6 +16,26 @@ pub struct Usage {
     pub webhooks: WebhookUsage,
     /// Answers changed by the `[behaviours]` section.
     pub behaviours: BehaviourUsage,
+    /// Faults injected.
+    pub faults: FaultUsage,
+    /// Instances seeded through the admin API (never billed), per flow id.
+    pub seeded: BTreeMap<String, u64>,
+    /// Pages served at `workflowUrl`s (`GET /mint/run/{id}`, the end user's link).
+    pub workflow_page_views: u64,
+}
+
+/// Faults injected, for all clients together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FaultUsage {
+    /// 5xx answers injected (`serverErrorRate`); any other 5xx would be a simulator bug.
+    pub server_errors: u64,
+    /// Starts committed and billed whose answer was never sent (`lostStartRate`).
+    pub lost_starts: u64,
+    /// Result-file bodies cut part way (`cutBodyRate`).
+    pub cut_bodies: u64,
+    /// Result-file bodies sent slowly (`slowBodyRate`).
+    pub slow_bodies: u64,
 }
 
 /// What one API client did and owes.
@@ -125,7 +145,7 @@ pub struct AdminInstance {
     pub flow_id: String,
     /// Definition id of the flow.
     pub definition_id: String,
-    /// The API client that started it (`(admin)` for instances created through the admin API).
+    /// The API client that started it (`(seeded)` for instances seeded through the admin API).
     pub client_id: String,
     /// Status as the API reports it.
     pub status: String,
@@ -145,6 +165,9 @@ pub struct AdminInstance {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Size of its result file in bytes.
     pub result_file_bytes: u64,
+    /// Created by the admin API's seeding (never billed, never started through the API).
+    #[serde(default)]
+    pub seeded: bool,
     /// The steps started so far.
     pub activities: Vec<AdminActivity>,
 }
@@ -209,24 +232,80 @@ pub struct ResultDigest {
     pub size: u64,
 }
 
-/// Body of `POST /_sim/flows/{flowId}/instances`: create instances directly (unbilled, no API
-/// request), e.g. to fill a flow for listing tests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateInstancesRequest {
-    /// How many.
+/// Body of `POST /_sim/flows/{flowId}/instances`: seed instances directly, e.g. to fill a flow
+/// for listing and reconciliation benchmarks. Seeded instances are never billed, are attributed
+/// to the client `(seeded)`, are counted under `seeded` in the usage and carry `seeded: true`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SeedInstances {
+    /// How many (ignored when `instances` is given).
     pub count: u64,
-    /// `Running` (the flow's steps run as usual) or a forced status such as `Finished`.
-    #[serde(default)]
+    /// Status of every instance: absent or `Running`: its steps run from now; otherwise forced
+    /// (`Finished`, `Faulted`, `Cancelled`, or any string, which stops its lifecycle).
     pub status: Option<String>,
+    /// `createdAt` of the first instance (default: the simulated now).
+    pub created_at: Option<DateTime<Utc>>,
+    /// Milliseconds between successive `createdAt`s.
+    pub interval_millis: u64,
+    /// For terminal statuses: `finishedAt` is `createdAt` plus this.
+    pub duration_secs: u64,
+    /// `input` of every instance; in its strings `{{n}}` becomes the instance's number in the
+    /// batch (from 0).
+    pub input: Option<serde_json::Value>,
+    /// Instances spelled out one by one (then `count`, `createdAt`, `intervalMillis` and `input`
+    /// are not used; `status` and `durationSecs` are the defaults).
+    pub instances: Vec<SeedInstance>,
+    /// Leave the ids out of the answer (for very large batches).
+    pub omit_ids: bool,
+}
+
+/// One instance of [`SeedInstances::instances`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SeedInstance {
+    /// Its `createdAt` (default: the simulated now).
+    pub created_at: Option<DateTime<Utc>>,
+    /// Its `input`.
+    pub input: Option<serde_json::Value>,
+    /// Its status (default: the batch's).
+    pub status: Option<String>,
+    /// Its `finishedAt` for a terminal status (default: `createdAt` plus the batch's
+    /// `durationSecs`).
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// Answer of `POST /_sim/flows/{flowId}/instances`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedInstances {
-    /// Ids of the new instances, oldest first.
+    /// How many were created.
+    #[serde(default)]
+    pub count: u64,
+    /// Their ids in creation order (empty with `omitIds`).
     pub ids: Vec<String>,
+}
+
+/// `GET /_sim/starts`: the starts billed through the API, by correlation id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Starts {
+    /// The start input's key read as the correlation id (`service.correlationInputKey`).
+    pub correlation_input_key: String,
+    /// Starts billed in all.
+    pub billed: u64,
+    /// Ids of the instances started with each correlation id, in start order (more than one:
+    /// billed more than once).
+    pub by_correlation_id: BTreeMap<String, Vec<String>>,
+    /// Ids of the instances started without one.
+    pub without_correlation_id: Vec<String>,
+}
+
+/// `GET /_sim/results`: the result file every retained `Finished` instance would serve.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Results {
+    /// By instance id.
+    pub instances: BTreeMap<String, ResultDigest>,
 }
 
 /// Error body of the admin API.

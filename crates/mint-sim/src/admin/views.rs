@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use super::types::*;
-use crate::counters::{BehaviourCounters, ClientCounters, Counters, WebhookCounters};
+use crate::counters::{
+    BehaviourCounters, ClientCounters, Counters, FaultCounters, WebhookCounters,
+};
 use crate::state::{Instance, State, UserStep};
 
 impl From<&Counters> for Usage {
@@ -17,6 +19,9 @@ impl From<&Counters> for Usage {
                 .collect(),
             webhooks: WebhookUsage::from(&counters.webhooks),
             behaviours: BehaviourUsage::from(&counters.behaviours),
+            faults: FaultUsage::from(&counters.faults),
+            seeded: counters.seeded.clone(),
+            workflow_page_views: counters.workflow_page_views,
         }
     }
 }
@@ -69,6 +74,17 @@ impl From<&BehaviourCounters> for BehaviourUsage {
     }
 }
 
+impl From<&FaultCounters> for FaultUsage {
+    fn from(f: &FaultCounters) -> Self {
+        Self {
+            server_errors: f.server_errors,
+            lost_starts: f.lost_starts,
+            cut_bodies: f.cut_bodies,
+            slow_bodies: f.slow_bodies,
+        }
+    }
+}
+
 impl From<UserStepAction> for UserStep {
     fn from(action: UserStepAction) -> Self {
         match action {
@@ -81,28 +97,32 @@ impl From<UserStepAction> for UserStep {
 /// The admin view of `instance`, deleted or not.
 pub(crate) fn admin_instance(st: &State, instance: &Instance, now: DateTime<Utc>) -> AdminInstance {
     AdminInstance {
-        id: instance.id.clone(),
-        flow_id: instance.flow_id.clone(),
-        definition_id: instance.definition_id.clone(),
-        client_id: instance.client_id.clone(),
-        status: instance.status.clone(),
-        input: instance.input.clone(),
-        output: instance.output.clone(),
-        error: instance.error.clone(),
+        id: instance.id.to_string(),
+        flow_id: instance.flow_id().to_owned(),
+        definition_id: instance.definition_id().to_owned(),
+        client_id: instance.client_id.to_string(),
+        status: instance.status.to_string(),
+        input: instance.input(),
+        output: instance.output(),
+        error: instance.error(),
         created_at: instance.created_at,
         updated_at: instance.updated_at,
         finished_at: instance.finished_at,
         deleted_at: st.deleted_at(instance, now),
-        result_file_bytes: instance.result_file_bytes,
+        result_file_bytes: instance.result_file_bytes(),
+        seeded: instance.seeded,
         activities: instance
             .activities
             .iter()
-            .map(|a| AdminActivity {
-                name: a.name.clone(),
-                activity_type: a.activity_type.clone(),
-                status: a.status.to_owned(),
-                started_at: a.started_at,
-                completed_at: a.completed_at,
+            .map(|a| {
+                let step = instance.step_of(a);
+                AdminActivity {
+                    name: step.map_or_else(String::new, |s| s.name().to_owned()),
+                    activity_type: step.map_or_else(String::new, |s| s.activity_type().to_owned()),
+                    status: a.status.as_str().to_owned(),
+                    started_at: a.started_at,
+                    completed_at: a.completed_at,
+                }
             })
             .collect(),
     }

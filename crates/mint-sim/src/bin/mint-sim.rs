@@ -1,5 +1,7 @@
 //! `mint-sim`: run the Mint simulator, or benchmark it.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -73,42 +75,75 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         builder = builder.webhook_url(url);
     }
     let config = builder.effective_config()?;
+    // Signals first: a harness may stop it as soon as it has read the address.
+    let stop = stop_signal()?;
     let sim = builder.start().await?;
-    println!("mint-sim listening on {}", sim.addr());
-    println!("  API base:       {}", sim.base_url());
-    println!("  token URL:      {}", sim.token_url());
-    println!("  admin API:      {}", sim.admin_url());
-    println!("  seed:           {}", config.seed);
-    println!("  time scale:     {}", config.time_scale);
+    let mut out = String::new();
+    writeln!(out, "mint-sim listening on {}", sim.addr())?;
+    writeln!(out, "  API base:       {}", sim.base_url())?;
+    writeln!(out, "  token URL:      {}", sim.token_url())?;
+    writeln!(out, "  admin API:      {}", sim.admin_url())?;
+    writeln!(out, "  seed:           {}", config.seed)?;
+    writeln!(out, "  time scale:     {}", config.time_scale)?;
     if let Some(url) = &config.webhook_url {
-        println!("  webhook URL:    {url}");
+        writeln!(out, "  webhook URL:    {url}")?;
     }
     if config.behaviours == mint_sim::Behaviours::default() {
-        println!("  behaviours:     the contract (none of [behaviours] on)");
+        writeln!(
+            out,
+            "  behaviours:     the contract (none of [behaviours] on)"
+        )?;
     } else {
-        println!(
+        writeln!(
+            out,
             "  behaviours:     {}",
             serde_json::to_string(&config.behaviours)?
-        );
+        )?;
     }
-    println!("  clients (id / secret / roles):");
+    writeln!(out, "  clients (id / secret / roles):")?;
     for client in &config.clients {
-        println!(
+        writeln!(
+            out,
             "    {} / {} / {}",
             client.client_id,
             client.client_secret,
             client.roles.join(", ")
-        );
+        )?;
     }
-    println!("  flows (id / definition id / result file bytes):");
+    writeln!(out, "  flows (id / definition id / result file bytes):")?;
     for flow in &config.flows {
-        println!(
+        writeln!(
+            out,
             "    {} / {} / {}",
             flow.id, flow.definition_id, flow.result_file_bytes
-        );
+        )?;
     }
-    println!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await?;
+    writeln!(out, "Press Ctrl-C to stop (SIGTERM also stops it).")?;
+    // Whoever started it may read only the first line and close the pipe: that is no reason to
+    // stop serving.
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
+    drop(stdout);
+    stop.await?;
     sim.shutdown().await;
     Ok(())
+}
+
+/// Listens for Ctrl-C and, on Unix, SIGTERM (how a harness or a service manager stops it);
+/// the returned future resolves on the first.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result?,
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    })
 }

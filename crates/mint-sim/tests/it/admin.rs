@@ -135,3 +135,57 @@ async fn the_admin_api_refuses_non_loopback_peers() {
     assert_eq!(api.status(), 401);
     sim.shutdown().await;
 }
+
+/// The `mint-sim` binary as a soak harness runs it: a configuration file with faults on, an
+/// ephemeral port read from its first line, the admin API, and SIGTERM to stop.
+#[tokio::test]
+async fn the_binary_serves_the_soak_configuration_and_stops_on_sigterm() {
+    use std::io::BufRead;
+
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/soak.example.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mint-sim"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config,
+            "--time-scale",
+            "0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mint-sim starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("mint-sim listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+    let admin = mint_sim::AdminClient::new(format!("http://{addr}/_sim"));
+    let faults = admin.faults().await;
+    let starts = admin.starts().await;
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let faults = faults.unwrap();
+    assert_eq!(faults.seed, Some(17));
+    assert!(faults.lost_start_rate > 0.0);
+    assert!(starts.unwrap().by_correlation_id.is_empty());
+    assert!(status.success(), "{status}");
+}

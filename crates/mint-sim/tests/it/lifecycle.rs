@@ -273,3 +273,58 @@ async fn failing_automatic_steps_fault_the_instance() {
         "the HTTP request step never started"
     );
 }
+
+#[tokio::test]
+async fn the_workflow_url_opens_a_page_that_says_what_waits_until_the_link_expires() {
+    let t = spawn_sim().await;
+    let token = t.token("demo").await;
+    let response = t
+        .http
+        .post(t.api("/api/flows/flow-kyc-basic/instances"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "input": {}, "workflowUrlTtl": 60 }))
+        .send()
+        .await
+        .unwrap();
+    let started: serde_json::Value = response.json().await.unwrap();
+    let url = started["workflowUrl"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&t.sim.base_url()), "{url}");
+    let open = || async {
+        let response = t.http.get(&url).send().await.unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/html; charset=utf-8"
+        );
+        (status, response.text().await.unwrap())
+    };
+    let (status, page) = open().await;
+    assert_eq!(status, 200, "no token needed: it is the end user's browser");
+    assert!(
+        page.contains("Prepare session") && page.contains("in progress"),
+        "{page}"
+    );
+    t.advance(2).await;
+    let (_, page) = open().await;
+    assert!(
+        page.contains("Identity document") && page.contains("waiting for you"),
+        "{page}"
+    );
+    t.advance(60).await;
+    assert_eq!(open().await.0, 410, "workflowUrlTtl passed");
+    let unknown = url.replace(
+        started["id"].as_str().unwrap(),
+        "00000000-0000-4000-8000-000000000000",
+    );
+    assert_eq!(t.http.get(&unknown).send().await.unwrap().status(), 404);
+
+    let usage = t.admin.usage().await.unwrap();
+    assert_eq!(usage.workflow_page_views, 2);
+    assert_eq!(
+        usage.clients["demo"]
+            .requests_by_endpoint
+            .get("get_instance"),
+        None,
+        "not an API request"
+    );
+}

@@ -13,5 +13,7 @@ mod limits;
 mod result_file;
 mod retention;
 mod roles;
+mod scale;
 mod token;
+mod truth;
 mod webhook;

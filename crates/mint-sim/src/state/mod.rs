@@ -4,13 +4,20 @@
 //! the lock (webhook jobs). Architecture invariant: the state is only touched under one short-held
 //! mutex, never across an await.
 
+mod instances;
+
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use instances::{ActivityRecord, ActivityStatus, Instance, Instances};
 
 use crate::behaviours::{BehaviourOverrides, Behaviours, FlowBehaviours};
 use crate::clock::micros;
@@ -22,8 +29,8 @@ use crate::limiter::RateLimiter;
 use crate::model;
 use crate::result_file::{SplitMix, mix64};
 
-/// The client id recorded for instances created through the admin API.
-pub const ADMIN_CLIENT: &str = "(admin)";
+/// The client id recorded for instances seeded through the admin API.
+pub const SEEDED_CLIENT: &str = "(seeded)";
 
 /// The Mint API endpoints, as counted in [`Counters`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,71 +112,15 @@ struct Token {
     revoked: bool,
 }
 
-/// One started step of an instance.
-#[derive(Debug, Clone)]
-pub struct ActivityRecord {
-    /// Activity id.
-    pub id: String,
-    /// Step name.
-    pub name: String,
-    /// Wire `type`.
-    pub activity_type: String,
-    /// `Executing`, `Suspended`, `Completed` or `Faulted`.
-    pub status: &'static str,
-    /// Start.
-    pub started_at: DateTime<Utc>,
-    /// End.
-    pub completed_at: Option<DateTime<Utc>>,
-}
-
-/// One instance, live or deleted.
-#[derive(Debug, Clone)]
-pub struct Instance {
-    /// Instance id.
-    pub id: String,
-    /// Flow id.
-    pub flow_id: String,
-    /// Definition id.
-    pub definition_id: String,
-    /// Starting client.
-    pub client_id: String,
-    /// Wire status (any string once forced).
-    pub status: String,
-    /// Start time.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// End time (any terminal status).
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Start body input.
-    pub input: Value,
-    /// Output once finished.
-    pub output: Option<Value>,
-    /// Error once faulted.
-    pub error: Option<Value>,
-    /// Started steps.
-    pub activities: Vec<ActivityRecord>,
-    /// The flow's steps when it started.
-    steps: Vec<StepConfig>,
-    /// Index of the current step.
-    step: usize,
-    /// Bumped when the status is forced: scheduled events of older epochs are void.
-    epoch: u64,
-    /// Result file size.
-    pub result_file_bytes: u64,
-    /// The end user's link.
-    pub workflow_url: String,
-}
-
 /// A webhook the HTTP request step must send (after the lock is released).
 #[derive(Debug, Clone)]
 pub struct WebhookJob {
-    /// Instance that sends it.
-    pub instance_id: String,
+    /// Handle of the instance that sends it.
+    pub instance: u32,
     /// Its epoch when the step started.
-    pub epoch: u64,
+    pub epoch: u32,
     /// Index of the step.
-    pub step: usize,
+    pub step: u32,
     /// Where to send.
     pub url: String,
     /// Headers (rendered).
@@ -192,9 +143,9 @@ enum Outcome {
 struct Event {
     at: DateTime<Utc>,
     seq: u64,
-    instance_id: String,
-    epoch: u64,
-    step: usize,
+    instance: u32,
+    epoch: u32,
+    step: u32,
     outcome: Outcome,
 }
 
@@ -216,6 +167,29 @@ pub enum UserStepError {
     NotWaiting,
 }
 
+/// One instance to seed (admin API): created directly, never billed.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    /// Its `createdAt`.
+    pub created_at: DateTime<Utc>,
+    /// Its `input`.
+    pub input: Value,
+    /// `None`: `Running`, its steps run from now; otherwise a forced status (`Finished`, ...).
+    pub status: Option<String>,
+    /// End time of a terminal status (default: `createdAt`).
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Starts billed through the API, by correlation id (the value of the start input's
+/// `service.correlationInputKey`, `mintgateExecutionId` by default).
+#[derive(Debug, Clone, Default)]
+pub struct StartsLedger {
+    /// Handles of the instances started with each correlation id, in start order.
+    pub by_correlation_id: BTreeMap<String, Vec<u32>>,
+    /// Handles of the instances started without one.
+    pub without_correlation_id: Vec<u32>,
+}
+
 /// Everything the simulator knows.
 pub struct State {
     /// Seed of ids, behaviours and result files.
@@ -224,6 +198,8 @@ pub struct State {
     pub clients: BTreeMap<String, ClientConfig>,
     /// Flows in listing order.
     pub flows: Vec<FlowConfig>,
+    /// The same flows, shared with the instances they start.
+    flow_snapshots: HashMap<String, Arc<FlowConfig>>,
     /// Rate limits.
     pub limits: Limits,
     /// Service settings.
@@ -237,11 +213,9 @@ pub struct State {
     /// Ground truth.
     pub usage: Counters,
     /// Every instance ever started.
-    pub instances: HashMap<String, Instance>,
-    /// Instance ids in start order.
-    pub order: Vec<String>,
-    /// Instance ids per flow, in start order.
-    pub flow_instances: HashMap<String, Vec<String>>,
+    pub instances: Instances,
+    /// Starts billed, by correlation id.
+    pub starts: StartsLedger,
     /// Draws for faults.
     pub fault_rng: StdRng,
     /// A webhook held back by the reorder fault.
@@ -249,7 +223,7 @@ pub struct State {
     /// The other plausible Mints in force.
     pub behaviours: Behaviours,
     /// Behaviour overrides per instance id.
-    pub instance_behaviours: HashMap<String, BehaviourOverrides>,
+    pub instance_behaviours: HashMap<Uuid, BehaviourOverrides>,
     /// Secrets stored in "Mint's configuration", for HTTP request steps.
     pub secrets: BTreeMap<String, String>,
     /// Draws for behaviours (shuffles, rates), apart from the faults' so that turning one on
@@ -260,7 +234,8 @@ pub struct State {
     events: BinaryHeap<Reverse<Event>>,
     event_seq: u64,
     ids: SplitMix,
-    behaviour_rng: StdRng,
+    user_rng: StdRng,
+    seeded_client: Arc<str>,
 }
 
 impl State {
@@ -269,16 +244,16 @@ impl State {
         let mut state = Self {
             seed: config.seed,
             clients: BTreeMap::new(),
-            flows: config.flows.clone(),
+            flows: Vec::new(),
+            flow_snapshots: HashMap::new(),
             limits: config.limits.clone(),
             service: config.service.clone(),
             faults: Faults::default(),
             webhook_url: config.webhook_url.clone(),
             storm_until: None,
             usage: Counters::default(),
-            instances: HashMap::new(),
-            order: Vec::new(),
-            flow_instances: HashMap::new(),
+            instances: Instances::default(),
+            starts: StartsLedger::default(),
             fault_rng: StdRng::seed_from_u64(mix64(config.seed ^ 0xFA17)),
             held_webhook: None,
             behaviours: Behaviours::default(),
@@ -290,8 +265,12 @@ impl State {
             events: BinaryHeap::new(),
             event_seq: 0,
             ids: SplitMix::new(mix64(config.seed ^ 0x1D5)),
-            behaviour_rng: StdRng::seed_from_u64(mix64(config.seed ^ 0xBE4A)),
+            user_rng: StdRng::seed_from_u64(mix64(config.seed ^ 0xBE4A)),
+            seeded_client: Arc::from(SEEDED_CLIENT),
         };
+        for flow in &config.flows {
+            state.put_flow(flow.clone());
+        }
         for client in &config.clients {
             state.put_client(client.clone());
         }
@@ -310,7 +289,7 @@ impl State {
 
     /// The behaviours in force for `instance` (instance over flow over every flow).
     pub fn behaviours_of(&self, instance: &Instance) -> FlowBehaviours {
-        let flow = self.behaviours.of_flow(&instance.flow_id);
+        let flow = self.behaviours.of_flow(instance.flow_id());
         match self.instance_behaviours.get(&instance.id) {
             Some(overrides) => flow.with(overrides),
             None => flow,
@@ -336,8 +315,10 @@ impl State {
         self.clients.insert(client.client_id.clone(), client);
     }
 
-    /// Adds or replaces a flow (running instances keep the steps they started with).
+    /// Adds or replaces a flow (running instances keep the flow they started with).
     pub fn put_flow(&mut self, flow: FlowConfig) {
+        self.flow_snapshots
+            .insert(flow.id.clone(), Arc::new(flow.clone()));
         match self.flows.iter_mut().find(|f| f.id == flow.id) {
             Some(existing) => *existing = flow,
             None => self.flows.push(flow),
@@ -359,17 +340,16 @@ impl State {
         self.faults = faults;
     }
 
-    fn next_id(&mut self) -> String {
+    /// The next id, a version-4-shaped UUID drawn from the seeded id sequence.
+    fn next_id(&mut self) -> Uuid {
         let a = self.ids.next_u64();
         let b = self.ids.next_u64();
-        format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0xfff,
-            0x8000 | (b >> 48) & 0x3fff,
-            b & 0xffff_ffff_ffff
-        )
+        let bits = u128::from(a >> 32) << 96
+            | u128::from((a >> 16) & 0xffff) << 80
+            | u128::from(0x4000 | (a & 0xfff)) << 64
+            | u128::from(0x8000 | ((b >> 48) & 0x3fff)) << 48
+            | u128::from(b & 0xffff_ffff_ffff);
+        Uuid::from_u128(bits)
     }
 
     fn client_usage(&mut self, client: &str) -> &mut ClientCounters {
@@ -547,6 +527,7 @@ impl State {
             let status = model::SERVER_ERROR_STATUSES[self
                 .fault_rng
                 .random_range(0..model::SERVER_ERROR_STATUSES.len())];
+            self.usage.faults.server_errors += 1;
             return Err(Refusal::ServerError { client, status });
         }
 
@@ -580,96 +561,171 @@ impl State {
         self.instances.get(id).filter(|i| self.retained(i, now))
     }
 
+    /// Handles of `flow_id`'s retained instances at `now`, oldest `createdAt` first.
+    pub fn live_of_flow(&mut self, flow_id: &str, now: DateTime<Utc>) -> Vec<u32> {
+        let retention_secs = self.service.retention_secs;
+        let members = self.instances.of_flow(flow_id).to_vec();
+        members
+            .into_iter()
+            .filter(|&i| {
+                self.instances.at(i).is_some_and(|instance| {
+                    instance
+                        .finished_at
+                        .is_none_or(|end| now < later(end, retention_secs))
+                })
+            })
+            .collect()
+    }
+
     /// A flow by id.
     pub fn flow(&self, id: &str) -> Option<&FlowConfig> {
         self.flows.iter().find(|f| f.id == id)
     }
 
-    /// Starts an instance of `flow_id` (which must exist). Returns its id; webhook jobs go to
-    /// `jobs`.
+    /// Starts an instance of `flow_id` for `client_id` (the flow must exist) with a workflow URL
+    /// valid until `workflow_url_expires`. Returns its handle; webhook jobs go to `jobs`.
     pub fn start_instance(
         &mut self,
         now: DateTime<Utc>,
         flow_id: &str,
         client_id: &str,
-        input: Value,
-        workflow_url: impl FnOnce(&str) -> String,
+        input: &Value,
+        workflow_url_expires: i64,
         jobs: &mut Vec<WebhookJob>,
-    ) -> Option<String> {
-        let flow = self.flow(flow_id)?.clone();
+    ) -> Option<u32> {
+        let flow = self.flow_snapshots.get(flow_id)?.clone();
         let id = self.next_id();
-        let instance = Instance {
-            id: id.clone(),
-            flow_id: flow.id.clone(),
-            definition_id: flow.definition_id.clone(),
-            client_id: client_id.to_owned(),
-            status: "Running".to_owned(),
-            created_at: now,
-            updated_at: now,
-            finished_at: None,
-            input,
-            output: None,
-            error: None,
-            activities: Vec::new(),
-            steps: flow.steps.clone(),
-            step: 0,
-            epoch: 0,
-            result_file_bytes: flow.result_file_bytes,
-            workflow_url: workflow_url(&id),
-        };
-        self.instances.insert(id.clone(), instance);
-        self.order.push(id.clone());
-        self.flow_instances
-            .entry(flow.id.clone())
-            .or_default()
-            .push(id.clone());
-        self.enter_step(&id, now, jobs);
-        Some(id)
+        let mut instance = Instance::new(id, flow, Arc::from(client_id), now, input);
+        instance.workflow_url_expires = Some(workflow_url_expires);
+        let index = self.instances.insert(instance);
+        self.enter_step(index, now, jobs);
+        Some(index)
     }
 
-    /// Bills a start to `client`.
-    pub fn bill_start(&mut self, client: &str) {
+    /// Creates an instance of `flow_id` directly (admin API): never billed, marked seeded.
+    /// Returns its handle; webhook jobs of a `Running` one go to `jobs`.
+    pub fn seed_instance(
+        &mut self,
+        now: DateTime<Utc>,
+        flow_id: &str,
+        seed: &Seed,
+        jobs: &mut Vec<WebhookJob>,
+    ) -> Option<u32> {
+        let flow = self.flow_snapshots.get(flow_id)?.clone();
+        let id = self.next_id();
+        let mut instance = Instance::new(
+            id,
+            flow,
+            self.seeded_client.clone(),
+            seed.created_at,
+            &seed.input,
+        );
+        instance.seeded = true;
+        *self.usage.seeded.entry(flow_id.to_owned()).or_default() += 1;
+        let Some(status) = seed.status.as_deref().filter(|s| *s != "Running") else {
+            let index = self.instances.insert(instance);
+            self.enter_step(index, now, jobs);
+            return Some(index);
+        };
+        let end = seed.finished_at.unwrap_or(seed.created_at);
+        instance.epoch = 1;
+        instance.status = status_text(status);
+        match status {
+            "Finished" => {
+                let steps = instance.flow.steps.len().min(usize::from(u16::MAX));
+                let span = end - seed.created_at;
+                for step in 0..steps {
+                    let at = |k: usize| seed.created_at + span * (k as i32) / (steps as i32);
+                    instance.activities.push(ActivityRecord {
+                        id: self.next_id(),
+                        step: step as u16,
+                        status: ActivityStatus::Completed,
+                        started_at: at(step),
+                        completed_at: Some(at(step + 1)),
+                    });
+                }
+                instance.step = steps as u32;
+                instance.has_output = true;
+            }
+            "Faulted" => {
+                if !instance.flow.steps.is_empty() {
+                    instance.activities.push(ActivityRecord {
+                        id: self.next_id(),
+                        step: 0,
+                        status: ActivityStatus::Faulted,
+                        started_at: seed.created_at,
+                        completed_at: Some(end),
+                    });
+                }
+                instance.has_error = true;
+            }
+            _ => {}
+        }
+        if is_terminal(status) {
+            instance.finished_at = Some(end);
+            instance.updated_at = end;
+        }
+        Some(self.instances.insert(instance))
+    }
+
+    /// Bills a start of instance `index` to `client` and records it under its correlation id.
+    pub fn bill_start(&mut self, client: &str, index: u32) {
         let cents = self.service.start_cents;
         let usage = self.client_usage(client);
         usage.starts_billed += 1;
         usage.cents_owed += cents;
+        let correlation_id = self.instances.at(index).and_then(|instance| {
+            match instance.input().get(&self.service.correlation_input_key)? {
+                Value::String(s) => Some(s.clone()),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            }
+        });
+        match correlation_id {
+            Some(id) => self
+                .starts
+                .by_correlation_id
+                .entry(id)
+                .or_default()
+                .push(index),
+            None => self.starts.without_correlation_id.push(index),
+        }
     }
 
-    fn schedule(&mut self, at: DateTime<Utc>, id: &str, epoch: u64, step: usize, outcome: Outcome) {
+    fn schedule(&mut self, at: DateTime<Utc>, index: u32, epoch: u32, step: u32, outcome: Outcome) {
         self.event_seq += 1;
         self.events.push(Reverse(Event {
             at,
             seq: self.event_seq,
-            instance_id: id.to_owned(),
+            instance: index,
             epoch,
             step,
             outcome,
         }));
     }
 
-    fn enter_step(&mut self, id: &str, at: DateTime<Utc>, jobs: &mut Vec<WebhookJob>) {
+    fn enter_step(&mut self, index: u32, at: DateTime<Utc>, jobs: &mut Vec<WebhookJob>) {
         let activity_id = self.next_id();
-        let Some(instance) = self.instances.get_mut(id) else {
+        let Some(instance) = self.instances.at_mut(index) else {
             return;
         };
         instance.updated_at = at;
-        let index = instance.step;
-        let Some(step) = instance.steps.get(index).cloned() else {
-            instance.status = "Finished".to_owned();
+        let step_index = instance.step;
+        let Some(step) = instance.flow.steps.get(step_index as usize).cloned() else {
+            instance.status = Cow::Borrowed("Finished");
             instance.finished_at = Some(at);
-            instance.output = Some(output(instance));
+            instance.has_output = true;
             return;
         };
         let epoch = instance.epoch;
         let status = if matches!(step, StepConfig::User { .. }) {
-            "Suspended"
+            ActivityStatus::Suspended
         } else {
-            "Executing"
+            ActivityStatus::Executing
         };
         instance.activities.push(ActivityRecord {
             id: activity_id,
-            name: step.name().to_owned(),
-            activity_type: step.activity_type().to_owned(),
+            step: u16::try_from(step_index).unwrap_or(u16::MAX),
             status,
             started_at: at,
             completed_at: None,
@@ -681,13 +737,13 @@ impl State {
                 ..
             } => {
                 let outcome = if failure_probability > 0.0
-                    && self.behaviour_rng.random_bool(failure_probability)
+                    && self.user_rng.random_bool(failure_probability)
                 {
                     Outcome::Fault
                 } else {
                     Outcome::Complete
                 };
-                self.schedule(later(at, duration_secs), id, epoch, index, outcome);
+                self.schedule(later(at, duration_secs), index, epoch, step_index, outcome);
             }
             StepConfig::User {
                 behaviour,
@@ -695,24 +751,25 @@ impl State {
                 ..
             } => {
                 if let Some(b) = behaviour {
-                    let roll: f64 = self.behaviour_rng.random();
+                    let roll: f64 = self.user_rng.random();
                     let uniform =
                         |rng: &mut StdRng, [min, max]: [u64; 2]| rng.random_range(min..=max);
+                    let this = (index, epoch, step_index);
                     if roll < b.complete_probability {
-                        let delay = uniform(&mut self.behaviour_rng, b.complete_after_secs);
-                        self.schedule(later(at, delay), id, epoch, index, Outcome::Complete);
+                        let delay = uniform(&mut self.user_rng, b.complete_after_secs);
+                        self.schedule(later(at, delay), this.0, this.1, this.2, Outcome::Complete);
                     } else if roll < b.complete_probability + b.dawdle_probability {
-                        let delay = uniform(&mut self.behaviour_rng, b.dawdle_after_secs);
-                        self.schedule(later(at, delay), id, epoch, index, Outcome::Complete);
+                        let delay = uniform(&mut self.user_rng, b.dawdle_after_secs);
+                        self.schedule(later(at, delay), this.0, this.1, this.2, Outcome::Complete);
                     } else if roll
                         < b.complete_probability + b.dawdle_probability + b.abandon_probability
                     {
                         let at = later(at, b.abandon_timeout_secs);
-                        self.schedule(at, id, epoch, index, Outcome::Fault);
+                        self.schedule(at, this.0, this.1, this.2, Outcome::Fault);
                     }
                 }
                 if let Some(timeout) = timeout_secs {
-                    self.schedule(later(at, timeout), id, epoch, index, Outcome::Fault);
+                    self.schedule(later(at, timeout), index, epoch, step_index, Outcome::Fault);
                 }
             }
             StepConfig::HttpRequest {
@@ -724,15 +781,19 @@ impl State {
             } => {
                 let Some(url) = url.or_else(|| self.webhook_url.clone()) else {
                     // Nowhere to send: the step has nothing to wait for.
-                    self.complete_step(id, at, jobs);
+                    self.complete_step(index, at, jobs);
                     return;
                 };
+                let Some(instance) = self.instances.at(index) else {
+                    return;
+                };
+                let id = instance.id.to_string();
                 let secrets = &self.secrets;
                 let render = |text: &str| {
                     let mut text = text
-                        .replace("{{instanceId}}", &instance.id)
-                        .replace("{{flowId}}", &instance.flow_id)
-                        .replace("{{definitionId}}", &instance.definition_id)
+                        .replace("{{instanceId}}", &id)
+                        .replace("{{flowId}}", instance.flow_id())
+                        .replace("{{definitionId}}", instance.definition_id())
                         .replace("{{clientId}}", &instance.client_id);
                     if text.contains(SECRET_OPEN) {
                         for (name, value) in secrets {
@@ -742,9 +803,9 @@ impl State {
                     text
                 };
                 let job = WebhookJob {
-                    instance_id: id.to_owned(),
+                    instance: index,
                     epoch,
-                    step: index,
+                    step: step_index,
                     url,
                     headers: headers
                         .iter()
@@ -760,40 +821,40 @@ impl State {
         }
     }
 
-    /// Whether `step` of instance `id` at `epoch` is still the one running.
-    fn is_current(&self, id: &str, epoch: u64, step: usize) -> bool {
-        self.instances.get(id).is_some_and(|i| {
+    /// Whether `step` of instance `index` at `epoch` is still the one running.
+    fn is_current(&self, index: u32, epoch: u32, step: u32) -> bool {
+        self.instances.at(index).is_some_and(|i| {
             i.epoch == epoch
                 && i.step == step
-                && i.status == "Running"
+                && i.is("Running")
                 && i.activities
-                    .get(step)
+                    .get(step as usize)
                     .is_some_and(|a| a.completed_at.is_none())
         })
     }
 
-    fn complete_step(&mut self, id: &str, at: DateTime<Utc>, jobs: &mut Vec<WebhookJob>) {
-        let Some(instance) = self.instances.get_mut(id) else {
+    fn complete_step(&mut self, index: u32, at: DateTime<Utc>, jobs: &mut Vec<WebhookJob>) {
+        let Some(instance) = self.instances.at_mut(index) else {
             return;
         };
-        if let Some(activity) = instance.activities.get_mut(instance.step) {
-            activity.status = "Completed";
+        if let Some(activity) = instance.activities.get_mut(instance.step as usize) {
+            activity.status = ActivityStatus::Completed;
             activity.completed_at = Some(at);
         }
         instance.step += 1;
-        self.enter_step(id, at, jobs);
+        self.enter_step(index, at, jobs);
     }
 
-    fn fault(&mut self, id: &str, at: DateTime<Utc>) {
-        let Some(instance) = self.instances.get_mut(id) else {
+    fn fault(&mut self, index: u32, at: DateTime<Utc>) {
+        let Some(instance) = self.instances.at_mut(index) else {
             return;
         };
-        if let Some(activity) = instance.activities.get_mut(instance.step) {
-            activity.status = "Faulted";
+        if let Some(activity) = instance.activities.get_mut(instance.step as usize) {
+            activity.status = ActivityStatus::Faulted;
             activity.completed_at = Some(at);
         }
-        instance.status = "Faulted".to_owned();
-        instance.error = Some(json!({ "message": model::EXECUTION_ERROR_MESSAGE }));
+        instance.status = Cow::Borrowed("Faulted");
+        instance.has_error = true;
         instance.finished_at = Some(at);
         instance.updated_at = at;
     }
@@ -808,12 +869,12 @@ impl State {
             let Some(Reverse(event)) = self.events.pop() else {
                 break;
             };
-            if !self.is_current(&event.instance_id, event.epoch, event.step) {
+            if !self.is_current(event.instance, event.epoch, event.step) {
                 continue;
             }
             match event.outcome {
-                Outcome::Complete => self.complete_step(&event.instance_id, event.at, &mut jobs),
-                Outcome::Fault => self.fault(&event.instance_id, event.at),
+                Outcome::Complete => self.complete_step(event.instance, event.at, &mut jobs),
+                Outcome::Fault => self.fault(event.instance, event.at),
             }
         }
         jobs
@@ -827,8 +888,8 @@ impl State {
     /// Completes the HTTP request step after its webhook was sent (or dropped).
     pub fn webhook_step_done(&mut self, job: &WebhookJob, now: DateTime<Utc>) -> Vec<WebhookJob> {
         let mut jobs = Vec::new();
-        if self.is_current(&job.instance_id, job.epoch, job.step) {
-            self.complete_step(&job.instance_id, now, &mut jobs);
+        if self.is_current(job.instance, job.epoch, job.step) {
+            self.complete_step(job.instance, now, &mut jobs);
         }
         jobs
     }
@@ -840,23 +901,29 @@ impl State {
         action: UserStep,
         now: DateTime<Utc>,
     ) -> Result<Vec<WebhookJob>, UserStepError> {
-        let instance = self.instance(id, now).ok_or(UserStepError::NotFound)?;
-        let waiting = instance.status == "Running"
-            && matches!(
-                instance.steps.get(instance.step),
-                Some(StepConfig::User { .. })
-            )
-            && instance
-                .activities
-                .get(instance.step)
-                .is_some_and(|a| a.status == "Suspended");
+        let index = self
+            .instances
+            .find(id)
+            .filter(|&i| self.instances.at(i).is_some_and(|i| self.retained(i, now)))
+            .ok_or(UserStepError::NotFound)?;
+        let waiting = self.instances.at(index).is_some_and(|instance| {
+            instance.is("Running")
+                && matches!(
+                    instance.flow.steps.get(instance.step as usize),
+                    Some(StepConfig::User { .. })
+                )
+                && instance
+                    .activities
+                    .get(instance.step as usize)
+                    .is_some_and(|a| a.status == ActivityStatus::Suspended)
+        });
         if !waiting {
             return Err(UserStepError::NotWaiting);
         }
         let mut jobs = Vec::new();
         match action {
-            UserStep::Complete => self.complete_step(id, now, &mut jobs),
-            UserStep::Abandon => self.fault(id, now),
+            UserStep::Complete => self.complete_step(index, now, &mut jobs),
+            UserStep::Abandon => self.fault(index, now),
         }
         Ok(jobs)
     }
@@ -865,28 +932,27 @@ impl State {
     /// terminal status (`Finished`, `Faulted`, `Cancelled`) sets its end time, and `Finished` makes
     /// its result file available.
     pub fn set_status(&mut self, id: &str, status: &str, now: DateTime<Utc>) -> bool {
-        let Some(instance) = self.instances.get_mut(id) else {
+        let Some(instance) = self
+            .instances
+            .find(id)
+            .and_then(|i| self.instances.at_mut(i))
+        else {
             return false;
         };
         instance.epoch += 1;
-        instance.status = status.to_owned();
+        instance.status = status_text(status);
         instance.updated_at = now;
-        match status {
-            "Finished" | "Faulted" | "Cancelled" => {
-                instance.finished_at.get_or_insert(now);
-            }
-            _ => instance.finished_at = None,
+        if is_terminal(status) {
+            instance.finished_at.get_or_insert(now);
+        } else {
+            instance.finished_at = None;
         }
         match status {
             "Finished" => {
-                instance.error = None;
-                if instance.output.is_none() {
-                    instance.output = Some(output(instance));
-                }
+                instance.has_error = false;
+                instance.has_output = true;
             }
-            "Faulted" => {
-                instance.error = Some(json!({ "message": model::EXECUTION_ERROR_MESSAGE }));
-            }
+            "Faulted" => instance.has_error = true,
             _ => {}
         }
         true
@@ -903,6 +969,22 @@ impl State {
     }
 }
 
+/// Whether `status` ends an instance.
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "Finished" | "Faulted" | "Cancelled")
+}
+
+/// A status as stored: the known ones without allocating.
+fn status_text(status: &str) -> Cow<'static, str> {
+    match status {
+        "Running" => Cow::Borrowed("Running"),
+        "Finished" => Cow::Borrowed("Finished"),
+        "Faulted" => Cow::Borrowed("Faulted"),
+        "Cancelled" => Cow::Borrowed("Cancelled"),
+        other => Cow::Owned(other.to_owned()),
+    }
+}
+
 /// `at` plus `secs` seconds, saturating at the end of representable time (config values are
 /// outside input: they must not be able to overflow the clock into a panic).
 pub fn later(at: DateTime<Utc>, secs: u64) -> DateTime<Utc> {
@@ -910,11 +992,4 @@ pub fn later(at: DateTime<Utc>, secs: u64) -> DateTime<Utc> {
     Duration::try_seconds(secs)
         .and_then(|d| at.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn output(instance: &Instance) -> Value {
-    json!({
-        "outcome": "Approved",
-        "resultFile": { "sizeBytes": instance.result_file_bytes, "contentType": "application/zip" },
-    })
 }
