@@ -14,7 +14,9 @@ use secrecy::SecretString;
 
 use mintgate::app::{Application, BuildOptions};
 use mintgate::clock::Clock;
-use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
+use mintgate::config::{
+    Config, DatabaseUrl, LogFormat, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
+};
 use mintgate::model::ExecutionState;
 use mintgate::store::ExecutionFilter;
 
@@ -130,11 +132,11 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: Pat
     let mint = crate::simulator_profiles(sim, "demo");
     Config {
         service: ServiceConfig {
-            database_url: format!("sqlite://{}", dir.join("mintgate.db").display()),
+            database_url: DatabaseUrl::sqlite_file(&dir.join("mintgate.db")),
             archive_dir: archive,
             api_keys: vec![SecretString::from(API_KEY)],
             shutdown_grace: Duration::from_secs(5),
-            log_format: "text".to_owned(),
+            log_format: LogFormat::Text,
             ..ServiceConfig::default()
         },
         webhook: WebhookConfig {
@@ -159,7 +161,7 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: Pat
 /// Runs the demo and prints its report; fails if anything was lost or billed twice.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.verbose {
-        mintgate::telemetry::init("text");
+        mintgate::telemetry::init(LogFormat::Text);
     }
     let report = run_demo(&args, true).await?;
     print_report(&report);

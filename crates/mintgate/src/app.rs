@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::archive::{Archive, LocalArchive};
 use crate::clock::Clock;
-use crate::config::{Config, MintProfile};
+use crate::config::{Config, ConfigError, MintProfile};
 use crate::pipeline::{Clients, Pipeline};
 use crate::shared::{RedisBudget, RedisTokenStore, SharedRedis};
 use crate::store::{OpenMode, SharedStore};
@@ -153,15 +153,16 @@ pub fn mint_client_observed(
 
 /// Opens the configured store, creating and migrating it if needed (the service's own opening).
 pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
-    crate::store::open(&config.service.database_url, OpenMode::Migrate).await
+    crate::store::open(config.service.database_url.expose_url(), OpenMode::Migrate).await
 }
 
 impl Application {
     pub async fn build(config: Config, options: BuildOptions) -> anyhow::Result<Self> {
         if config.service.api_keys.is_empty() {
-            anyhow::bail!(
-                "invalid configuration: `service.api_keys` is empty; the own API needs at least one key (MINTGATE_SERVICE__API_KEYS='[\"…\"]')"
-            );
+            return Err(ConfigError::Invalid(
+                "`service.api_keys` is empty; the own API needs at least one key (MINTGATE_SERVICE__API_KEYS='[\"…\"]')".to_owned(),
+            )
+            .into());
         }
         tracing::info!(config = %config.redacted(), "effective configuration");
         let store = open_store(&config).await?;
@@ -170,7 +171,7 @@ impl Application {
         )));
         let redis = match &config.service.redis_url {
             Some(url) => Some(SharedRedis::connect_lazy(
-                url,
+                url.expose_url(),
                 &config.service.redis_key_prefix,
             )?),
             None => None,

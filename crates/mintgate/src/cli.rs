@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::config::{Config, ConfigError};
 use crate::ops::{EXIT_REMOTE, EXIT_USER};
 
 /// The `mintgate` command line.
@@ -67,6 +68,16 @@ impl Failure {
             error,
         }
     }
+
+    /// The exit code from the error's kind: a [`ConfigError`] anywhere in its chain is the user's
+    /// to fix (1); anything else is a remote or internal failure (2).
+    pub fn classify(error: anyhow::Error) -> Self {
+        if error.chain().any(|cause| cause.is::<ConfigError>()) {
+            Self::user(error)
+        } else {
+            Self::internal(error)
+        }
+    }
 }
 
 /// Prints a failure on stderr and answers the process exit code.
@@ -104,16 +115,10 @@ pub async fn run(command: Command, config: Option<&Path>) -> ExitCode {
 }
 
 async fn serve(config: Option<&Path>) -> Result<(), Failure> {
-    let config = crate::config::Config::load(config).map_err(Failure::user)?;
-    crate::telemetry::init(&config.service.log_format);
+    let config = Config::load(config).map_err(|e| Failure::user(e.into()))?;
+    crate::telemetry::init(config.service.log_format);
     let app = crate::app::Application::build(config, crate::app::BuildOptions::default())
         .await
-        .map_err(|e| {
-            if format!("{e:#}").contains("invalid configuration") {
-                Failure::user(e)
-            } else {
-                Failure::internal(e)
-            }
-        })?;
-    app.run_until_signal().await.map_err(Failure::internal)
+        .map_err(Failure::classify)?;
+    app.run_until_signal().await.map_err(Failure::classify)
 }

@@ -2,23 +2,56 @@
 //! variables (`__` between nested keys), plus Mint's conventional `MINT_API_BASE`, `MINT_TOKEN_URL`,
 //! `MINT_CLIENT_ID` and `MINT_CLIENT_SECRET` for the default environment's profile.
 //!
-//! Everything is validated at start, with errors that name the key; the effective configuration is
-//! logged with every secret redacted.
+//! The layers are figment's own providers: `Toml`, `Env::prefixed("MINTGATE_").split("__")` and,
+//! for Mint's variables, `Serialized` values kept as the strings they are (a client secret of digits
+//! stays a string; `MINTGATE_…` values are parsed, so lists and numbers work).
+//!
+//! Values are typed ([`DatabaseUrl`], [`RedisUrl`], [`LogFormat`], durations, URLs) and checked when
+//! read; [`Config::validate`] checks what types alone cannot. Every error is a [`ConfigError`] that
+//! names the key and never a secret value. The effective configuration is logged as
+//! [`Config::redacted`], which is the `Serialize` impl of the same structs: secret fields serialize
+//! redacted (see `values.rs`).
+
+mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use figment::Figment;
-use figment::providers::{Format as _, Serialized, Toml};
+use figment::providers::{Env, Format as _, Serialized, Toml};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-/// The whole configuration of `mintgate serve` (and of the operator commands).
-#[derive(Debug, Clone, Deserialize)]
+use values::redacted;
+pub use values::{DatabaseUrl, LogFormat, REDACTED, RedisUrl, redact_url_password};
+
+/// A configuration that cannot be used. It is the operator's to fix: the binaries answer it with
+/// exit code 1 (chosen by this type, not by the message).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config FILE` (or `MINTGATE_CONFIG`) names a file that does not exist.
+    #[error("the configuration file {} does not exist", .0.display())]
+    MissingFile(PathBuf),
+    /// A key is missing, of the wrong type or out of range; the message names the key and never
+    /// the value of a secret.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// `return Err(ConfigError::Invalid(format!(…)))`.
+macro_rules! invalid {
+    ($($message:tt)*) => {
+        return Err(ConfigError::Invalid(format!($($message)*)))
+    };
+}
+
+/// The whole configuration of `mintgate serve` (and of the operator commands). Its `Serialize` impl
+/// is the redacted view.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -40,25 +73,27 @@ fn default_environment() -> String {
 }
 
 /// The service's own HTTP server, database and archive.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// `sqlite://path/to/mintgate.db` (the default) or, for several replicas, `postgres://…`.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub archive_dir: PathBuf,
     /// Bearer keys that may call the own API (`/v1/…`). The operator commands use the first.
+    #[serde(serialize_with = "redacted::secrets")]
     pub api_keys: Vec<SecretString>,
     /// Where the operator commands reach this service (`mintgate start`); `http://<listen>` if unset.
+    #[serde(serialize_with = "redacted::optional_url")]
     pub url: Option<Url>,
     /// How long a graceful shutdown waits for in-flight work.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// `json` (production) or `text`.
-    pub log_format: String,
+    pub log_format: LogFormat,
     /// `redis://…`: share the Mint budget, the token and the flow cache with the other replicas
     /// through Redis. Unset (the default), each process keeps its own.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<RedisUrl>,
     /// The prefix of every Redis key mintgate writes (several fleets may share one Redis).
     pub redis_key_prefix: String,
     /// How many replicas run against the same Mint API client. When Redis is unreachable each
@@ -70,12 +105,12 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database_url: "sqlite://mintgate.db".to_owned(),
+            database_url: DatabaseUrl::Sqlite("sqlite://mintgate.db".to_owned()),
             archive_dir: PathBuf::from("archive"),
             api_keys: Vec::new(),
             url: None,
             shutdown_grace: Duration::from_secs(20),
-            log_format: "json".to_owned(),
+            log_format: LogFormat::Json,
             redis_url: None,
             redis_key_prefix: "mintgate".to_owned(),
             replicas: 1,
@@ -96,10 +131,11 @@ pub enum WebhookAuth {
 }
 
 /// The webhook receiver (`POST /webhooks/mint`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     pub auth: WebhookAuth,
+    #[serde(serialize_with = "redacted::optional_secret")]
     pub secret: Option<SecretString>,
     /// The header that carries the shared secret (with `auth = "shared_secret"`).
     pub secret_header: String,
@@ -199,14 +235,15 @@ impl Default for PipelineConfig {
 }
 
 /// One Mint environment: its API client and its limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MintProfile {
-    #[serde(default = "default_api_base")]
+    #[serde(default = "default_api_base", serialize_with = "redacted::url")]
     pub api_base: Url,
-    #[serde(default = "default_token_url")]
+    #[serde(default = "default_token_url", serialize_with = "redacted::url")]
     pub token_url: Url,
     pub client_id: String,
+    #[serde(serialize_with = "redacted::secret")]
     pub client_secret: SecretString,
     /// The API client's budget: rate units per minute (Mint: about 100; a download costs 5).
     #[serde(default = "default_units_per_minute")]
@@ -262,114 +299,115 @@ fn default_price_cents() -> u32 {
 
 impl MintProfile {
     /// Checks one profile; every error names the key (`mint.<name>.…`).
-    pub fn validate(&self, name: &str) -> anyhow::Result<()> {
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
         if self.client_id.trim().is_empty() {
-            bail!("invalid configuration: `mint.{name}.client_id` is empty");
+            invalid!("`mint.{name}.client_id` is empty");
         }
         let secret = self.client_secret.expose_secret();
         if secret.is_empty() {
-            bail!("invalid configuration: `mint.{name}.client_secret` is empty");
+            invalid!("`mint.{name}.client_secret` is empty");
         }
         if secret.trim() != secret {
-            bail!(
-                "invalid configuration: `mint.{name}.client_secret` has leading or trailing whitespace; Mint would refuse it as a wrong secret"
+            invalid!(
+                "`mint.{name}.client_secret` has leading or trailing whitespace; Mint would refuse it as a wrong secret"
             );
         }
         for (key, url) in [("api_base", &self.api_base), ("token_url", &self.token_url)] {
             if !matches!(url.scheme(), "http" | "https") {
-                bail!("invalid configuration: `mint.{name}.{key}` must be an http(s) URL");
+                invalid!("`mint.{name}.{key}` must be an http(s) URL");
             }
         }
         if self.budget_units_per_minute < 5 {
-            bail!(
-                "invalid configuration: `mint.{name}.budget_units_per_minute` must be at least 5 (one download costs 5 units)"
+            invalid!(
+                "`mint.{name}.budget_units_per_minute` must be at least 5 (one download costs 5 units)"
             );
         }
         if self.budget_burst_units < 5 {
-            bail!(
-                "invalid configuration: `mint.{name}.budget_burst_units` must be at least 5 (one download costs 5 units)"
+            invalid!(
+                "`mint.{name}.budget_burst_units` must be at least 5 (one download costs 5 units)"
             );
         }
         Ok(())
     }
 }
 
+/// The type of the values taken from Mint's conventional variables (errors name their source
+/// through it).
+#[derive(Serialize)]
+#[serde(transparent)]
+struct MintVariable(String);
+
+/// Mint's conventional variables and the key of the default environment's profile each fills.
+const MINT_VARIABLES: [(&str, &str); 4] = [
+    ("MINT_API_BASE", "api_base"),
+    ("MINT_TOKEN_URL", "token_url"),
+    ("MINT_CLIENT_ID", "client_id"),
+    ("MINT_CLIENT_SECRET", "client_secret"),
+];
+
 impl Config {
     /// Loads the configuration from an optional TOML file and the environment, and validates it.
-    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
-        let env: BTreeMap<String, String> = std::env::vars().collect();
-        Self::load_from(file, &env)
-    }
-
-    /// Loads from a file and an explicit set of environment variables (tests).
-    pub fn load_from(file: Option<&Path>, env: &BTreeMap<String, String>) -> anyhow::Result<Self> {
-        let config = Self::load_unchecked_from(file, env)?;
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let config = Self::load_unchecked(file)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Loads without [`Config::validate`]: for the operator commands, which check only what they
     /// use (and `doctor`, which reports every problem instead of stopping at the first).
-    pub fn load_unchecked(file: Option<&Path>) -> anyhow::Result<Self> {
-        let env: BTreeMap<String, String> = std::env::vars().collect();
-        Self::load_unchecked_from(file, &env)
+    pub fn load_unchecked(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::figment(file)?
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment(&e)))
     }
 
-    fn load_unchecked_from(
-        file: Option<&Path>,
-        env: &BTreeMap<String, String>,
-    ) -> anyhow::Result<Self> {
+    /// The layers: defaults in code (serde defaults), the file, `MINTGATE_…`, then `MINT_…`.
+    fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
-                bail!("the configuration file {} does not exist", file.display());
+                return Err(ConfigError::MissingFile(file.to_owned()));
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        // MINTGATE_SERVICE__LISTEN → service.listen, and so on.
-        let prefixed: Vec<(String, String)> = env
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("MINTGATE_")
-                    // MINTGATE_CONFIG names the file itself (the `--config` flag).
-                    .filter(|rest| !rest.starts_with("TEST_") && *rest != "CONFIG")
-                    .map(|rest| (rest.to_owned(), v.clone()))
-            })
-            .collect();
-        figment = figment.merge(env_provider(&prefixed));
+        // MINTGATE_SERVICE__LISTEN → service.listen, and so on. MINTGATE_CONFIG names the file
+        // itself (the `--config` flag); MINTGATE_TEST_… and MINTGATE_BENCH_… belong to the tests
+        // and the benchmarks.
+        figment = figment.merge(
+            Env::prefixed("MINTGATE_")
+                .filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    key != "config" && !key.starts_with("test_") && !key.starts_with("bench_")
+                })
+                .split("__"),
+        );
+        // Mint's conventional variables fill the default environment's profile.
         let default_env: String = figment
             .extract_inner("default_environment")
             .unwrap_or_else(|_| default_environment());
-        // Mint's conventional variables fill the default environment's profile.
-        for (var, key) in [
-            ("MINT_API_BASE", "api_base"),
-            ("MINT_TOKEN_URL", "token_url"),
-            ("MINT_CLIENT_ID", "client_id"),
-            ("MINT_CLIENT_SECRET", "client_secret"),
-        ] {
-            if let Some(value) = env.get(var) {
+        for (variable, key) in MINT_VARIABLES {
+            if let Some(value) = std::env::var_os(variable) {
+                let value = MintVariable(value.to_string_lossy().into_owned());
                 figment = figment.merge(Serialized::default(
                     &format!("mint.{default_env}.{key}"),
                     value,
                 ));
             }
         }
-        figment
-            .extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {}", describe_figment(&e)))
+        Ok(figment)
     }
 
     /// Checks what types alone cannot; every error names the key.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.mint.is_empty() {
-            bail!(
-                "invalid configuration: no Mint profile; set [mint.{0}] in the file or MINT_CLIENT_ID and MINT_CLIENT_SECRET",
+            invalid!(
+                "no Mint profile; set [mint.{0}] in the file or MINT_CLIENT_ID and MINT_CLIENT_SECRET",
                 self.default_environment
             );
         }
         if !self.mint.contains_key(&self.default_environment) {
-            bail!(
-                "invalid configuration: `default_environment` is {:?} but there is no [mint.{}] profile (profiles: {})",
+            invalid!(
+                "`default_environment` is {:?} but there is no [mint.{}] profile (profiles: {})",
                 self.default_environment,
                 self.default_environment,
                 self.mint.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -386,34 +424,32 @@ impl Config {
                     .as_ref()
                     .is_some_and(|s| s.expose_secret().len() >= 16);
                 if !ok && !self.webhook.allow_unauthenticated {
-                    bail!(
-                        "invalid configuration: `webhook.secret` must be set (at least 16 characters) for webhook.auth = {:?}, or set `webhook.allow_unauthenticated = true` (never in production)",
+                    invalid!(
+                        "`webhook.secret` must be set (at least 16 characters) for webhook.auth = {:?}, or set `webhook.allow_unauthenticated = true` (never in production)",
                         self.webhook.auth
                     );
                 }
             }
             WebhookAuth::None => {
                 if !self.webhook.allow_unauthenticated {
-                    bail!(
-                        "invalid configuration: `webhook.auth = \"none\"` needs `webhook.allow_unauthenticated = true`; unauthenticated webhooks can be forged by anyone who learns the URL"
+                    invalid!(
+                        "`webhook.auth = \"none\"` needs `webhook.allow_unauthenticated = true`; unauthenticated webhooks can be forged by anyone who learns the URL"
                     );
                 }
             }
         }
         if self.webhook.body_bytes_max < 64 || self.webhook.body_bytes_max > 1024 * 1024 {
-            bail!("invalid configuration: `webhook.body_bytes_max` must be between 64 and 1048576");
+            invalid!("`webhook.body_bytes_max` must be between 64 and 1048576");
         }
         let p = &self.pipeline;
         if p.poll_interval_min < Duration::from_secs(1) {
-            bail!("invalid configuration: `pipeline.poll_interval_min` must be at least 1s");
+            invalid!("`pipeline.poll_interval_min` must be at least 1s");
         }
         if p.poll_interval_max < p.poll_interval_min {
-            bail!(
-                "invalid configuration: `pipeline.poll_interval_max` must not be below `pipeline.poll_interval_min`"
-            );
+            invalid!("`pipeline.poll_interval_max` must not be below `pipeline.poll_interval_min`");
         }
         if p.lease < Duration::from_secs(1) {
-            bail!("invalid configuration: `pipeline.lease` must be at least 1s");
+            invalid!("`pipeline.lease` must be at least 1s");
         }
         for (key, n) in [
             ("start_workers", p.start_workers),
@@ -421,26 +457,7 @@ impl Config {
             ("download_workers", p.download_workers),
         ] {
             if n == 0 || n > 64 {
-                bail!("invalid configuration: `pipeline.{key}` must be between 1 and 64");
-            }
-        }
-        let database_url = &self.service.database_url;
-        if !(database_url.starts_with("sqlite:")
-            || database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://"))
-        {
-            bail!(
-                "invalid configuration: `service.database_url` must be a sqlite:// URL (one replica) or a postgres:// URL (several replicas); got a {:?} URL",
-                database_url.split(':').next().unwrap_or("")
-            );
-        }
-        if let Some(redis_url) = &self.service.redis_url {
-            let ok = Url::parse(redis_url)
-                .is_ok_and(|url| matches!(url.scheme(), "redis" | "rediss") && url.has_host());
-            if !ok {
-                bail!(
-                    "invalid configuration: `service.redis_url` must be a redis://host:port URL (or rediss://)"
-                );
+                invalid!("`pipeline.{key}` must be between 1 and 64");
             }
         }
         if self.service.redis_key_prefix.is_empty()
@@ -450,78 +467,24 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
         {
-            bail!(
-                "invalid configuration: `service.redis_key_prefix` must be letters, digits, '-', '_', '.' or ':'"
-            );
+            invalid!("`service.redis_key_prefix` must be letters, digits, '-', '_', '.' or ':'");
         }
         if self.service.replicas == 0 || self.service.replicas > 1000 {
-            bail!("invalid configuration: `service.replicas` must be between 1 and 1000");
+            invalid!("`service.replicas` must be between 1 and 1000");
         }
-        if self.service.replicas > 1 && database_url.starts_with("sqlite:") {
-            bail!(
-                "invalid configuration: `service.replicas` is {} but `service.database_url` is SQLite, which one process owns; use a postgres:// URL for several replicas",
+        if self.service.replicas > 1 && !self.service.database_url.is_postgres() {
+            invalid!(
+                "`service.replicas` is {} but `service.database_url` is SQLite, which one process owns; use a postgres:// URL for several replicas",
                 self.service.replicas
             );
-        }
-        if !matches!(self.service.log_format.as_str(), "json" | "text") {
-            bail!("invalid configuration: `service.log_format` must be \"json\" or \"text\"");
         }
         Ok(())
     }
 
-    /// The effective configuration as JSON, with every secret replaced by `[redacted]`.
+    /// The effective configuration as JSON, with every secret replaced by `[redacted]` and every
+    /// URL password by `redacted`: the structs' own `Serialize` impl.
     pub fn redacted(&self) -> serde_json::Value {
-        let redact = |s: &SecretString| {
-            if s.expose_secret().is_empty() {
-                "".to_owned()
-            } else {
-                "[redacted]".to_owned()
-            }
-        };
-        let mint: BTreeMap<&String, serde_json::Value> = self
-            .mint
-            .iter()
-            .map(|(name, p)| {
-                (
-                    name,
-                    serde_json::json!({
-                        "api_base": p.api_base.as_str(),
-                        "token_url": p.token_url.as_str(),
-                        "client_id": p.client_id,
-                        "client_secret": redact(&p.client_secret),
-                        "budget_units_per_minute": p.budget_units_per_minute,
-                        "budget_burst_units": p.budget_burst_units,
-                        "price_cents": p.price_cents,
-                    }),
-                )
-            })
-            .collect();
-        serde_json::json!({
-            "service": {
-                "listen": self.service.listen.to_string(),
-                "database_url": redact_url_password(&self.service.database_url),
-                "archive_dir": self.service.archive_dir,
-                "api_keys": self.service.api_keys.iter().map(redact).collect::<Vec<_>>(),
-                "url": self.service.url.as_ref().map(Url::as_str),
-                "shutdown_grace": humantime::format_duration(self.service.shutdown_grace).to_string(),
-                "log_format": self.service.log_format,
-                "redis_url": self.service.redis_url.as_deref().map(redact_url_password),
-                "redis_key_prefix": self.service.redis_key_prefix,
-                "replicas": self.service.replicas,
-            },
-            "webhook": {
-                "auth": self.webhook.auth,
-                "secret": self.webhook.secret.as_ref().map(redact),
-                "secret_header": self.webhook.secret_header,
-                "tolerance": humantime::format_duration(self.webhook.tolerance).to_string(),
-                "body_bytes_max": self.webhook.body_bytes_max,
-                "allow_unauthenticated": self.webhook.allow_unauthenticated,
-                "settle": humantime::format_duration(self.webhook.settle).to_string(),
-            },
-            "pipeline": serde_json::to_value(&self.pipeline).unwrap_or_default(),
-            "default_environment": self.default_environment,
-            "mint": mint,
-        })
+        serde_json::to_value(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
     }
 
     /// The profile of an environment.
@@ -535,62 +498,22 @@ impl Config {
     }
 }
 
-fn env_provider(vars: &[(String, String)]) -> Serialized<serde_json::Value> {
-    // Build a nested JSON object from `A__B__C=value` pairs, parsing values as TOML scalars/arrays
-    // where possible (so numbers, booleans and lists work) and as strings otherwise.
-    let mut root = serde_json::Map::new();
-    for (key, value) in vars {
-        let path: Vec<String> = key.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        let parsed = parse_env_value(value);
-        insert_path(&mut root, &path, parsed);
-    }
-    Serialized::defaults(serde_json::Value::Object(root))
-}
-
-fn parse_env_value(value: &str) -> serde_json::Value {
-    #[derive(Deserialize)]
-    struct Wrapper {
-        v: toml::Value,
-    }
-    let looks_structured = value.starts_with('[')
-        || value == "true"
-        || value == "false"
-        || value.parse::<i64>().is_ok()
-        || value.parse::<f64>().is_ok();
-    if looks_structured
-        && let Ok(w) = toml::from_str::<Wrapper>(&format!("v = {value}"))
-        && let Ok(json) = serde_json::to_value(w.v)
-    {
-        return json;
-    }
-    serde_json::Value::String(value.to_owned())
-}
-
-fn insert_path(
-    map: &mut serde_json::Map<String, serde_json::Value>,
-    path: &[String],
-    value: serde_json::Value,
-) {
-    match path {
-        [] => {}
-        [last] => {
-            map.insert(last.clone(), value);
-        }
-        [first, rest @ ..] => {
-            let entry = map
-                .entry(first.clone())
-                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            if !entry.is_object() {
-                *entry = serde_json::Value::Object(serde_json::Map::new());
-            }
-            if let serde_json::Value::Object(inner) = entry {
-                insert_path(inner, rest, value);
-            }
-        }
-    }
-}
-
+/// Figment's errors, one per problem, each naming its key and where the value came from, and
+/// never the value itself (figment's own messages quote it, and it may be a secret).
 fn describe_figment(error: &figment::Error) -> String {
+    use figment::error::{Actual, Kind};
+    fn what(actual: &Actual) -> &'static str {
+        match actual {
+            Actual::Bool(_) => "a boolean",
+            Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number",
+            Actual::Char(_) | Actual::Str(_) => "a string",
+            Actual::Bytes(_) => "bytes",
+            Actual::Unit | Actual::Option => "nothing",
+            Actual::Seq => "a list",
+            Actual::Map => "a table",
+            _ => "another kind of value",
+        }
+    }
     error
         .clone()
         .into_iter()
@@ -603,105 +526,67 @@ fn describe_figment(error: &figment::Error) -> String {
             let source = e
                 .metadata
                 .as_ref()
-                .map(|m| format!(" (from {})", m.name))
+                .map(|m| {
+                    if m.name == std::any::type_name::<MintVariable>() {
+                        " (from the MINT_… environment variables)".to_owned()
+                    } else {
+                        format!(" (from {})", m.name)
+                    }
+                })
                 .unwrap_or_default();
-            format!("{key}{}{source}", e.kind)
+            let problem = match &e.kind {
+                Kind::InvalidType(actual, expected) => {
+                    format!("expected {expected}, found {}", what(actual))
+                }
+                Kind::InvalidValue(actual, expected) => {
+                    format!("invalid {}: expected {expected}", what(actual))
+                }
+                // Messages of the value types (durations, URLs, `values.rs`) never quote the
+                // value; unknown variants and fields are names, not secrets.
+                kind => kind.to_string(),
+            };
+            format!("{key}{problem}{source}")
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn redact_url_password(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    /// Loads with exactly these environment variables and, if given, a `mintgate.toml` with this
+    /// text, in figment's `Jail` (the process's own variables are set aside meanwhile).
+    fn load_in_jail(
+        vars: &[(&str, &str)],
+        file: Option<&str>,
+        checked: bool,
+    ) -> Result<Config, ConfigError> {
+        let mut result = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (key, value) in vars {
+                jail.set_env(key, value);
+            }
+            let path = file.map(|text| {
+                jail.create_file("mintgate.toml", text).unwrap();
+                PathBuf::from("mintgate.toml")
+            });
+            result = Some(if checked {
+                Config::load(path.as_deref())
+            } else {
+                Config::load_unchecked(path.as_deref())
+            });
+            Ok(())
+        });
+        result.unwrap()
+    }
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        load_in_jail(vars, None, true)
     }
 
     const SECRET: &str = "0123456789abcdef-webhook";
-
-    #[test]
-    fn conventional_mint_variables_fill_the_default_profile() {
-        let config = Config::load_from(
-            None,
-            &env(&[
-                ("MINT_CLIENT_ID", "demo"),
-                ("MINT_CLIENT_SECRET", "demo-secret"),
-                ("MINTGATE_WEBHOOK__SECRET", SECRET),
-                ("MINTGATE_PIPELINE__CHECK_WORKERS", "7"),
-            ]),
-        )
-        .unwrap();
-        let profile = config.profile("sandbox").unwrap();
-        assert_eq!(profile.client_id, "demo");
-        assert_eq!(profile.client_secret.expose_secret(), "demo-secret");
-        assert_eq!(config.pipeline.check_workers, 7);
-    }
-
-    #[test]
-    fn a_secret_with_trailing_whitespace_is_refused_with_its_key() {
-        let error = Config::load_from(
-            None,
-            &env(&[
-                ("MINT_CLIENT_ID", "demo"),
-                ("MINT_CLIENT_SECRET", "demo-secret "),
-                ("MINTGATE_WEBHOOK__SECRET", SECRET),
-            ]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("mint.sandbox.client_secret"), "{error}");
-        assert!(error.contains("whitespace"), "{error}");
-    }
-
-    #[test]
-    fn a_wrongly_typed_value_names_its_key() {
-        let error = Config::load_from(
-            None,
-            &env(&[
-                ("MINT_CLIENT_ID", "demo"),
-                ("MINT_CLIENT_SECRET", "demo-secret"),
-                ("MINTGATE_WEBHOOK__SECRET", SECRET),
-                ("MINTGATE_PIPELINE__POLL_GRACE", "soon"),
-            ]),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("pipeline.poll_grace"), "{error}");
-    }
-
-    #[test]
-    fn the_redacted_configuration_holds_no_secret() {
-        let config = Config::load_from(
-            None,
-            &env(&[
-                ("MINT_CLIENT_ID", "demo"),
-                ("MINT_CLIENT_SECRET", "demo-secret"),
-                ("MINTGATE_WEBHOOK__SECRET", SECRET),
-                ("MINTGATE_SERVICE__API_KEYS", "[\"key-number-one\"]"),
-            ]),
-        )
-        .unwrap();
-        let text = config.redacted().to_string();
-        assert!(!text.contains("demo-secret"), "{text}");
-        assert!(!text.contains(SECRET), "{text}");
-        assert!(!text.contains("key-number-one"), "{text}");
-        assert!(text.contains("[redacted]"));
-    }
 
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![
@@ -711,19 +596,171 @@ mod tests {
         ]
     }
 
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut vars = base();
+        vars.extend_from_slice(extra);
+        vars
+    }
+
+    #[test]
+    fn conventional_mint_variables_fill_the_default_profile() {
+        let config = load(&with(&[("MINTGATE_PIPELINE__CHECK_WORKERS", "7")])).unwrap();
+        let profile = config.profile("sandbox").unwrap();
+        assert_eq!(profile.client_id, "demo");
+        assert_eq!(profile.client_secret.expose_secret(), "demo-secret");
+        assert_eq!(config.pipeline.check_workers, 7);
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_mints_variables_fill_the_chosen_default() {
+        let file = "default_environment = \"production\"\n\n[pipeline]\ncheck_workers = 3\nstart_workers = 5\n\n[mint.production]\nclient_id = \"from-file\"\nclient_secret = \"file-secret\"\n";
+        let config = load_in_jail(
+            &with(&[("MINTGATE_PIPELINE__CHECK_WORKERS", "7")]),
+            Some(file),
+            true,
+        )
+        .unwrap();
+        assert_eq!(config.pipeline.check_workers, 7);
+        assert_eq!(config.pipeline.start_workers, 5);
+        let profile = config.profile("production").unwrap();
+        assert_eq!(profile.client_id, "demo");
+        assert_eq!(profile.client_secret.expose_secret(), "demo-secret");
+        assert!(!config.mint.contains_key("sandbox"));
+    }
+
+    #[test]
+    fn a_client_secret_of_digits_stays_the_string_it_is() {
+        let config = load(&[
+            ("MINT_CLIENT_ID", "0042"),
+            ("MINT_CLIENT_SECRET", "000123"),
+            ("MINTGATE_WEBHOOK__SECRET", SECRET),
+        ])
+        .unwrap();
+        let profile = config.profile("sandbox").unwrap();
+        assert_eq!(profile.client_id, "0042");
+        assert_eq!(profile.client_secret.expose_secret(), "000123");
+    }
+
+    #[test]
+    fn a_secret_with_trailing_whitespace_is_refused_with_its_key() {
+        let error = load(&[
+            ("MINT_CLIENT_ID", "demo"),
+            ("MINT_CLIENT_SECRET", "demo-secret "),
+            ("MINTGATE_WEBHOOK__SECRET", SECRET),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("mint.sandbox.client_secret"), "{error}");
+        assert!(error.contains("whitespace"), "{error}");
+    }
+
+    #[test]
+    fn a_wrongly_typed_value_names_its_key() {
+        let error = load(&with(&[("MINTGATE_PIPELINE__POLL_GRACE", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pipeline.poll_grace"), "{error}");
+        let error = load(&with(&[("MINTGATE_SERVICE__LOG_FORMAT", "xml")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("service.log_format"), "{error}");
+        assert!(error.contains("json"), "{error}");
+    }
+
+    #[test]
+    fn a_wrongly_typed_secret_is_named_but_never_shown() {
+        // A key where a list of keys belongs, a number where a string does.
+        for (variable, value, key) in [
+            (
+                "MINTGATE_SERVICE__API_KEYS",
+                "key-number-one",
+                "service.api_keys",
+            ),
+            (
+                "MINTGATE_WEBHOOK__SECRET",
+                "12345678901234567890",
+                "webhook.secret",
+            ),
+            (
+                "MINTGATE_SERVICE__DATABASE_URL",
+                "mysql://root:hunter2@db/x",
+                "service.database_url",
+            ),
+        ] {
+            let error = load(&with(&[(variable, value)])).unwrap_err();
+            assert!(matches!(error, ConfigError::Invalid(_)), "{error:?}");
+            let text = error.to_string();
+            assert!(text.contains(key), "{text}");
+            assert!(text.contains("MINTGATE_"), "names the source: {text}");
+            assert!(!text.contains(value), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_redacted_configuration_holds_no_secret() {
+        let config = load(&with(&[
+            ("MINTGATE_SERVICE__API_KEYS", "[\"key-number-one\"]"),
+            (
+                "MINTGATE_SERVICE__DATABASE_URL",
+                "postgres://mintgate:db-password@db:5432/mintgate",
+            ),
+            (
+                "MINTGATE_SERVICE__REDIS_URL",
+                "redis://:redis-password@cache:6379",
+            ),
+            ("MINTGATE_SERVICE__REPLICAS", "2"),
+            (
+                "MINTGATE_SERVICE__URL",
+                "https://ops:url-password@mintgate.internal",
+            ),
+            (
+                "MINT_API_BASE",
+                "https://user:base-password@api.example/mint",
+            ),
+        ]))
+        .unwrap();
+        let redacted = config.redacted();
+        let text = redacted.to_string();
+        for secret in [
+            "demo-secret",
+            SECRET,
+            "key-number-one",
+            "db-password",
+            "redis-password",
+            "url-password",
+            "base-password",
+        ] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
+        assert_eq!(redacted["mint"]["sandbox"]["client_secret"], REDACTED);
+        assert_eq!(redacted["webhook"]["secret"], REDACTED);
+        assert_eq!(redacted["service"]["api_keys"][0], REDACTED);
+        assert_eq!(
+            redacted["service"]["database_url"],
+            "postgres://mintgate:redacted@db:5432/mintgate"
+        );
+        // Everything else is shown as configured.
+        assert_eq!(redacted["mint"]["sandbox"]["client_id"], "demo");
+        assert_eq!(redacted["service"]["log_format"], "json");
+        assert_eq!(redacted["pipeline"]["poll_grace"], "5m");
+    }
+
     #[test]
     fn a_postgres_url_and_a_redis_url_switch_the_engines() {
-        let mut vars = base();
-        vars.push((
-            "MINTGATE_SERVICE__DATABASE_URL",
-            "postgres://mintgate:pw@db:5432/mintgate",
-        ));
-        vars.push(("MINTGATE_SERVICE__REDIS_URL", "redis://:pw@cache:6379"));
-        vars.push(("MINTGATE_SERVICE__REPLICAS", "3"));
-        let config = Config::load_from(None, &env(&vars)).unwrap();
+        let config = load(&with(&[
+            (
+                "MINTGATE_SERVICE__DATABASE_URL",
+                "postgres://mintgate:pw@db:5432/mintgate",
+            ),
+            ("MINTGATE_SERVICE__REDIS_URL", "redis://:pw@cache:6379"),
+            ("MINTGATE_SERVICE__REPLICAS", "3"),
+        ]))
+        .unwrap();
         assert_eq!(config.service.replicas, 3);
+        assert!(config.service.database_url.is_postgres());
         assert_eq!(
-            config.service.redis_url.as_deref(),
+            config.service.redis_url.as_ref().map(RedisUrl::expose_url),
             Some("redis://:pw@cache:6379")
         );
         let text = config.redacted().to_string();
@@ -747,27 +784,22 @@ mod tests {
             // SQLite belongs to one process: several replicas need PostgreSQL.
             ("MINTGATE_SERVICE__REPLICAS", "3", "service.database_url"),
         ] {
-            let mut vars = base();
-            vars.push((key, value));
-            let error = Config::load_from(None, &env(&vars))
-                .unwrap_err()
-                .to_string();
+            let error = load(&with(&[(key, value)])).unwrap_err().to_string();
             assert!(error.contains(named), "{key}={value}: {error}");
         }
     }
 
     #[test]
-    fn the_config_file_variable_is_not_read_as_a_key() {
-        let config = Config::load_from(
-            None,
-            &env(&[
-                ("MINTGATE_CONFIG", "/etc/mintgate.toml"),
-                ("MINT_CLIENT_ID", "demo"),
-                ("MINT_CLIENT_SECRET", "demo-secret"),
-                ("MINTGATE_WEBHOOK__SECRET", SECRET),
-                ("MINTGATE_SERVICE__URL", "https://mintgate.internal:8443"),
-            ]),
-        )
+    fn the_variables_of_the_config_file_the_tests_and_the_benchmarks_are_not_keys() {
+        let config = load(&with(&[
+            ("MINTGATE_CONFIG", "/etc/mintgate.toml"),
+            (
+                "MINTGATE_TEST_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1/test",
+            ),
+            ("MINTGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("MINTGATE_SERVICE__URL", "https://mintgate.internal:8443"),
+        ]))
         .unwrap();
         assert_eq!(
             config.service.url.as_ref().map(Url::as_str),
@@ -776,10 +808,23 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_file_is_its_own_kind_of_error() {
+        let mut result = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            result = Some(Config::load(Some(Path::new("nowhere.toml"))));
+            Ok(())
+        });
+        let error = result.unwrap().unwrap_err();
+        assert!(matches!(error, ConfigError::MissingFile(_)), "{error:?}");
+        assert!(error.to_string().contains("nowhere.toml"), "{error}");
+    }
+
+    #[test]
     fn operator_commands_can_load_what_the_service_would_refuse() {
-        let vars = env(&[("MINT_CLIENT_ID", "demo"), ("MINT_CLIENT_SECRET", "s")]);
-        assert!(Config::load_from(None, &vars).is_err(), "no webhook secret");
-        let config = Config::load_unchecked_from(None, &vars).unwrap();
+        let vars = [("MINT_CLIENT_ID", "demo"), ("MINT_CLIENT_SECRET", "s")];
+        assert!(load(&vars).is_err(), "no webhook secret");
+        let config = load_in_jail(&vars, None, false).unwrap();
         config
             .profile("sandbox")
             .unwrap()
@@ -789,14 +834,11 @@ mod tests {
 
     #[test]
     fn unauthenticated_webhooks_need_an_explicit_opt_in() {
-        let error = Config::load_from(
-            None,
-            &env(&[
-                ("MINT_CLIENT_ID", "demo"),
-                ("MINT_CLIENT_SECRET", "demo-secret"),
-                ("MINTGATE_WEBHOOK__AUTH", "none"),
-            ]),
-        )
+        let error = load(&[
+            ("MINT_CLIENT_ID", "demo"),
+            ("MINT_CLIENT_SECRET", "demo-secret"),
+            ("MINTGATE_WEBHOOK__AUTH", "none"),
+        ])
         .unwrap_err()
         .to_string();
         assert!(error.contains("webhook.allow_unauthenticated"), "{error}");

@@ -4,12 +4,14 @@
 //! job's work logs names its `job_id`, `execution_id` and (once known) `instance_id`.
 
 use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Installs the global subscriber once; later calls do nothing.
-pub fn init(format: &str) {
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let result = if format == "json" {
+    let result = if format == LogFormat::Json {
         tracing::subscriber::set_global_default(json_subscriber(std::io::stderr, filter))
             .map_err(|e| e.to_string())
     } else {

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 
 use mintgate::app::{Application, BuildOptions};
 use mintgate::clock::Clock;
-use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookConfig};
+use mintgate::config::{Config, DatabaseUrl, PipelineConfig, ServiceConfig, WebhookConfig};
 
 const API_KEY: &str = "bench-api-key-0123456789";
 
@@ -46,7 +46,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
     let mint = crate::simulator_profiles(&sim, "demo");
     let config = Config {
         service: ServiceConfig {
-            database_url: format!("sqlite://{}", temp.path().join("mintgate.db").display()),
+            database_url: DatabaseUrl::sqlite_file(&temp.path().join("mintgate.db")),
             archive_dir: temp.path().join("archive"),
             api_keys: vec![SecretString::from(API_KEY)],
             ..ServiceConfig::default()

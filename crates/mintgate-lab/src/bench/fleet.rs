@@ -12,7 +12,9 @@ use secrecy::SecretString;
 
 use mintgate::app::{Application, BuildOptions};
 use mintgate::clock::Clock;
-use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
+use mintgate::config::{
+    Config, LogFormat, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
+};
 use mintgate::store::SharedStore;
 use mintgate::view::ExecutionView;
 
@@ -78,12 +80,20 @@ impl Fleet {
         let mint = crate::simulator_profiles(&sim, "demo");
         let config = Config {
             service: ServiceConfig {
-                database_url: options.database_url,
+                database_url: options
+                    .database_url
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("the fleet's database URL {e}"))?,
                 archive_dir: options.archive_dir,
                 api_keys: vec![SecretString::from(API_KEY)],
                 shutdown_grace: Duration::from_secs(2),
-                log_format: "text".to_owned(),
-                redis_url: Some(options.redis_url),
+                log_format: LogFormat::Text,
+                redis_url: Some(
+                    options
+                        .redis_url
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("the fleet's Redis URL {e}"))?,
+                ),
                 redis_key_prefix: options.redis_key_prefix,
                 replicas: u32::try_from(options.replicas).unwrap_or(1),
                 ..ServiceConfig::default()

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 
 use mintgate::app::{Application, BuildOptions};
-use mintgate::config::{Config, ServiceConfig, WebhookAuth, WebhookConfig};
+use mintgate::config::{Config, DatabaseUrl, ServiceConfig, WebhookAuth, WebhookConfig};
 
 const SECRET: &str = "bench-webhook-secret-0123456789";
 
@@ -113,7 +113,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let mint = crate::simulator_profiles(&sim, "demo");
     let config = Config {
         service: ServiceConfig {
-            database_url: format!("sqlite://{}", temp.path().join("mintgate.db").display()),
+            database_url: DatabaseUrl::sqlite_file(&temp.path().join("mintgate.db")),
             archive_dir: temp.path().join("archive"),
             api_keys: vec![SecretString::from("bench-api-key-0123456789")],
             ..ServiceConfig::default()

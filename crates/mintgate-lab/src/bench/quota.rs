@@ -17,7 +17,9 @@ use secrecy::SecretString;
 
 use mintgate::app::{Application, BuildOptions};
 use mintgate::clock::Clock;
-use mintgate::config::{Config, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig};
+use mintgate::config::{
+    Config, DatabaseUrl, LogFormat, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
+};
 use mintgate::model::ExecutionState;
 
 const WEBHOOK_SECRET: &str = "bench-webhook-secret-0123456789";
@@ -133,11 +135,11 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, mode: Mode) 
     };
     Config {
         service: ServiceConfig {
-            database_url: format!("sqlite://{}", dir.join("mintgate.db").display()),
+            database_url: DatabaseUrl::sqlite_file(&dir.join("mintgate.db")),
             archive_dir: dir.join("archive"),
             api_keys: vec![SecretString::from(API_KEY)],
             shutdown_grace: Duration::from_secs(5),
-            log_format: "text".to_owned(),
+            log_format: LogFormat::Text,
             ..ServiceConfig::default()
         },
         webhook: WebhookConfig {

@@ -4,7 +4,7 @@
 //! down too; read-only, and never migrating it (a schema other than this binary's is refused with
 //! both versions named).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -30,21 +30,12 @@ pub struct InspectArgs {
     now: Option<DateTime<Utc>>,
 }
 
-/// The database file of a `sqlite:` URL, if it names one.
-fn sqlite_file(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
-}
-
 /// Opens the service's database in `mode` (never [`OpenMode::Migrate`]: only `mintgate serve`
 /// creates and migrates it); refuses to create one where none exists, and a schema other than this
 /// binary's.
 pub(super) async fn open_store(config: &Config, mode: OpenMode) -> CliResult<SharedStore> {
-    let url = &config.service.database_url;
-    if let Some(file) = sqlite_file(url)
+    let url = config.service.database_url.expose_url();
+    if let Some(file) = config.service.database_url.sqlite_path()
         && !file.exists()
     {
         return Err(CliError::user(format!(
@@ -311,20 +302,3 @@ fn via(detail: &Value) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_urls_name_their_file() {
-        assert_eq!(
-            sqlite_file("sqlite:///var/lib/mintgate.db?mode=rwc"),
-            Some(PathBuf::from("/var/lib/mintgate.db"))
-        );
-        assert_eq!(
-            sqlite_file("sqlite://mintgate.db"),
-            Some(PathBuf::from("mintgate.db"))
-        );
-        assert_eq!(sqlite_file("sqlite::memory:"), None);
-    }
-}

@@ -77,7 +77,7 @@ fn service_toml(app: &TestApp) -> String {
     format!(
         "default_environment = \"sandbox\"\n\n[service]\nlisten = \"{}\"\ndatabase_url = \"{}\"\narchive_dir = \"{}\"\napi_keys = [\"{API_KEY}\"]\n\n[webhook]\nsecret = \"{}\"\n\n[mint.sandbox]\napi_base = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
         app.address,
-        config.service.database_url,
+        config.service.database_url.expose_url(),
         config.service.archive_dir.display(),
         config
             .webhook

@@ -10,7 +10,8 @@ use mint_sim::{AdminClient, Faults, SimConfig, Simulator, StepConfig, UserStepAc
 use mintgate::app::{Application, BuildOptions};
 use mintgate::clock::Clock;
 use mintgate::config::{
-    Config, MintProfile, PipelineConfig, ServiceConfig, WebhookAuth, WebhookConfig,
+    Config, DatabaseUrl, LogFormat, MintProfile, PipelineConfig, ServiceConfig, WebhookAuth,
+    WebhookConfig,
 };
 use mintgate::model::JobKind;
 use mintgate::view::ExecutionView;
@@ -115,11 +116,11 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
     )]);
     let config = Config {
         service: ServiceConfig {
-            database_url: format!("sqlite://{}", dir.path().join("mintgate.db").display()),
+            database_url: DatabaseUrl::sqlite_file(&dir.path().join("mintgate.db")),
             archive_dir: dir.path().join("archive"),
             api_keys: vec![SecretString::from(API_KEY)],
             shutdown_grace: Duration::from_secs(2),
-            log_format: "text".to_owned(),
+            log_format: LogFormat::Text,
             ..ServiceConfig::default()
         },
         webhook: WebhookConfig {
