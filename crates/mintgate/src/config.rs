@@ -552,6 +552,10 @@ fn describe_figment(error: &figment::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment's `Jail` closures return figment's own (large) error"
+)]
 mod tests {
     use super::*;
 
