@@ -301,4 +301,3 @@ fn via(detail: &Value) -> &'static str {
         _ => "by the poller",
     }
 }
-
