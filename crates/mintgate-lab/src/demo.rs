@@ -385,7 +385,7 @@ async fn report(
             bad += 1;
             continue;
         };
-        let (expected, _) = admin.result_sha256(instance).await?;
+        let (expected, _) = admin.result_sha256(instance.as_str()).await?;
         match mintgate::archive::hash_file(std::path::Path::new(path)).await {
             Ok((sha, len)) if sha == expected => {
                 verified += 1;

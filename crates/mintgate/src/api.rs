@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
+use mint_client::FlowId;
 use secrecy::SecretString;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -96,13 +97,14 @@ async fn create_execution(
             format!("the body is not a valid execution request: {e}"),
         )
     })?;
-    if !valid_flow_id(&request.flow_id) {
-        return Err(ApiError::new(
+    // mint-client's id types are the one definition of a valid id.
+    let flow_id = FlowId::new(request.flow_id).map_err(|e| {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_flow_id",
-            "`flowId` must be 1 to 128 letters, digits, '-' or '_'",
-        ));
-    }
+            format!("`flowId`: {e}"),
+        )
+    })?;
     let input = match request.input {
         None | Some(serde_json::Value::Null) => serde_json::json!({}),
         Some(serde_json::Value::Object(map)) => {
@@ -147,11 +149,7 @@ async fn create_execution(
     }
     if let Ok(client) = state.clients.get(&environment) {
         use crate::flow_cache::FlowCheck;
-        match state
-            .flow_cache
-            .check(&environment, client, &request.flow_id)
-            .await
-        {
+        match state.flow_cache.check(&environment, client, &flow_id).await {
             FlowCheck::Known | FlowCheck::Unavailable => {}
             FlowCheck::DefinitionId(flow_ids) => {
                 return Err(ApiError::new(
@@ -159,7 +157,7 @@ async fn create_execution(
                     "definition_id_as_flow_id",
                     format!(
                         "{:?} is a definition id, not a flow id; use one of its flow ids: {}",
-                        request.flow_id,
+                        flow_id.as_str(),
                         flow_ids.join(", ")
                     ),
                 ));
@@ -170,7 +168,7 @@ async fn create_execution(
                     "unknown_flow",
                     format!(
                         "Mint has no flow {:?} in the {environment} environment",
-                        request.flow_id
+                        flow_id.as_str()
                     ),
                 ));
             }
@@ -182,7 +180,7 @@ async fn create_execution(
             id: Uuid::now_v7(),
             idempotency_key: request.idempotency_key,
             environment,
-            flow_id: request.flow_id,
+            flow_id: flow_id.clone(),
             input,
             now: state.clock.now(),
         })
@@ -191,7 +189,7 @@ async fn create_execution(
     match created {
         Created::New(execution) => {
             state.wake.notify_waiters();
-            tracing::info!(execution_id = %execution.id, flow_id = execution.flow_id, "execution accepted");
+            tracing::info!(execution_id = %execution.id, flow_id = %execution.flow_id, "execution accepted");
             Ok((
                 StatusCode::ACCEPTED,
                 Json(view(&execution, state.clock.now())),
@@ -212,10 +210,6 @@ async fn create_execution(
             ),
         )),
     }
-}
-
-fn valid_flow_id(id: &str) -> bool {
-    webhook::valid_instance_id(id)
 }
 
 async fn get_execution(
@@ -378,7 +372,7 @@ async fn receive_webhook(
     if recorded == WebhookRecorded::Matched {
         state.wake.notify_waiters();
     }
-    tracing::info!(instance_id = hint.instance_id, outcome = ?recorded, "webhook recorded");
+    tracing::info!(instance_id = %hint.instance_id, outcome = ?recorded, "webhook recorded");
     Ok((StatusCode::OK, Json(serde_json::json!({"received": true}))).into_response())
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt as _;
-use mint_client::{ListFlows, MintClient, Priority};
+use mint_client::{FlowId, ListFlows, MintClient, Priority};
 
 use crate::clock::{Clock, delta};
 use crate::shared::SharedRedis;
@@ -185,7 +185,13 @@ impl FlowCache {
     }
 
     /// Checks a flow id against the listing, within the fetch timeout.
-    pub async fn check(&self, environment: &str, client: &MintClient, flow_id: &str) -> FlowCheck {
+    pub async fn check(
+        &self,
+        environment: &str,
+        client: &MintClient,
+        flow_id: &FlowId,
+    ) -> FlowCheck {
+        let flow_id = flow_id.as_str();
         let flows = match tokio::time::timeout(self.fetch_timeout, self.flows(environment, client))
             .await
         {

@@ -3,6 +3,7 @@
 //! These are the service's vocabulary, not Mint's wire types: Mint's models live in `mint-client`.
 
 use chrono::{DateTime, Utc};
+use mint_client::{FlowId, InstanceId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -89,10 +90,10 @@ pub struct Execution {
     pub id: Uuid,
     pub idempotency_key: Option<String>,
     pub environment: String,
-    pub flow_id: String,
+    pub flow_id: FlowId,
     pub input: serde_json::Value,
     pub state: ExecutionState,
-    pub instance_id: Option<String>,
+    pub instance_id: Option<InstanceId>,
     pub workflow_url: Option<String>,
     pub mint_status: Option<String>,
     pub progress: Option<Progress>,
@@ -251,7 +252,7 @@ pub struct Event {
 pub struct WebhookRecord {
     pub id: Uuid,
     pub received_at: DateTime<Utc>,
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     pub claimed_status: Option<String>,
     pub authentic: bool,
     /// SHA-256 of the raw body: the same body twice is a duplicate.

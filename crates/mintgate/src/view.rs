@@ -4,6 +4,7 @@
 //! for it.
 
 use chrono::{DateTime, Utc};
+use mint_client::{FlowId, InstanceId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -14,13 +15,13 @@ use crate::model::{Execution, ExecutionState, Progress};
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionView {
     pub id: Uuid,
-    pub flow_id: String,
+    pub flow_id: FlowId,
     pub environment: String,
     pub idempotency_key: Option<String>,
     pub state: ExecutionState,
     /// The state in plain words.
     pub summary: String,
-    pub instance_id: Option<String>,
+    pub instance_id: Option<InstanceId>,
     pub workflow_url: Option<String>,
     pub progress: Option<Progress>,
     pub created_at: DateTime<Utc>,

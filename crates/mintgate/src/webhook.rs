@@ -7,6 +7,7 @@
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use hmac::{KeyInit as _, Mac as _};
+use mint_client::InstanceId;
 use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 
@@ -160,7 +161,7 @@ fn verify_hmac(
 /// What a webhook body says; only the instance id matters, the rest is a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hint {
-    pub instance_id: String,
+    pub instance_id: InstanceId,
     pub status: Option<String>,
 }
 
@@ -173,16 +174,13 @@ pub fn parse(body: &[u8]) -> Result<Hint, String> {
         .as_object()
         .ok_or_else(|| "the body is not a JSON object".to_owned())?;
     let instance_id = match object.get("instanceId") {
-        Some(serde_json::Value::String(id)) => id.clone(),
+        // mint-client's id types are the one definition of a valid id.
+        Some(serde_json::Value::String(id)) => {
+            InstanceId::new(id.as_str()).map_err(|e| format!("`instanceId`: {e}"))?
+        }
         Some(_) => return Err("`instanceId` is not a string".to_owned()),
         None => return Err("`instanceId` is missing".to_owned()),
     };
-    if !valid_instance_id(&instance_id) {
-        return Err(
-            "`instanceId` is not a valid instance id (1 to 128 letters, digits, '-' or '_')"
-                .to_owned(),
-        );
-    }
     let status = match object.get("status") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) if s.len() <= 64 => Some(s.clone()),
@@ -192,15 +190,6 @@ pub fn parse(body: &[u8]) -> Result<Hint, String> {
         instance_id,
         status,
     })
-}
-
-/// Mint instance ids are UUIDs; accept the safe alphabet of ids in general.
-pub fn valid_instance_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 #[cfg(test)]
@@ -312,7 +301,7 @@ mod tests {
         assert_eq!(
             parse(br#"{"instanceId":"abc-1","status":"Finished","extra":[1]}"#).unwrap(),
             Hint {
-                instance_id: "abc-1".into(),
+                instance_id: InstanceId::new("abc-1").unwrap(),
                 status: Some("Finished".into())
             }
         );

@@ -221,7 +221,7 @@ async fn a_download_abandoned_by_a_killed_replica_is_finished_by_another_after_i
     wait_until_archived(&fleet, &ids, Duration::from_secs(60)).await;
     let execution = store.execution(id).await.unwrap().unwrap();
     let instance = execution.instance_id.clone().unwrap();
-    let (expected, bytes) = fleet.admin.result_sha256(&instance).await.unwrap();
+    let (expected, bytes) = fleet.admin.result_sha256(instance.as_str()).await.unwrap();
     assert_eq!(execution.sha256.as_deref(), Some(expected.as_str()));
     assert_eq!(execution.bytes, Some(bytes as i64));
     let download = store

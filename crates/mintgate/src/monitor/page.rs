@@ -250,7 +250,7 @@ impl Panel for WaitingPanel {
                 .take(WAITING_ROWS_MAX)
                 .map(|w| WaitingRow {
                     execution: w.execution.id.to_string(),
-                    flow: w.execution.flow_id.clone(),
+                    flow: w.execution.flow_id.to_string(),
                     step: w.step.clone().unwrap_or_default(),
                     waited: w
                         .since
@@ -296,8 +296,12 @@ impl Panel for ArchivePanel {
                 .take(AT_RISK_ROWS_MAX)
                 .map(|e| AtRiskRow {
                     execution: e.id.to_string(),
-                    flow: e.flow_id.clone(),
-                    instance: e.instance_id.clone().unwrap_or_default(),
+                    flow: e.flow_id.to_string(),
+                    instance: e
+                        .instance_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                     deleted_in: e
                         .deadline_at
                         .map_or(String::new(), |deadline| human_span(deadline - s.now)),
@@ -328,7 +332,7 @@ impl Panel for FailuresPanel {
             .iter()
             .map(|e| FailureRow {
                 ago: human_span(s.now - e.updated_at),
-                flow: e.flow_id.clone(),
+                flow: e.flow_id.to_string(),
                 state: e.state.as_str(),
                 reason: e.failure_reason.clone().unwrap_or_default(),
             })
@@ -353,16 +357,18 @@ mod tests {
 
     const HOSTILE: &str = "<script>alert('x')</script>&\"";
 
+    /// An execution of `flow`. Its ids are mint-client ids, whose type admits no markup at all
+    /// (`[A-Za-z0-9._~:-]`), so they are the one outside text that cannot be hostile here.
     fn execution(state: ExecutionState, flow: &str) -> Execution {
         let at = Utc.with_ymd_and_hms(2026, 11, 30, 11, 0, 0).unwrap();
         Execution {
             id: uuid::Uuid::nil(),
             idempotency_key: None,
             environment: "sandbox".to_owned(),
-            flow_id: flow.to_owned(),
+            flow_id: mint_client::FlowId::new(flow).unwrap(),
             input: serde_json::Value::Null,
             state,
-            instance_id: Some(format!("instance-{HOSTILE}")),
+            instance_id: Some(mint_client::InstanceId::new("instance-1").unwrap()),
             workflow_url: None,
             mint_status: None,
             progress: None,
@@ -387,13 +393,13 @@ mod tests {
     fn hostile_snapshot() -> Snapshot {
         let now = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
         let flow = format!("sandbox/{HOSTILE}");
-        let failed = execution(ExecutionState::Failed, &flow);
-        let mut running = execution(ExecutionState::Running, &flow);
+        let failed = execution(ExecutionState::Failed, "flow-1");
+        let mut running = execution(ExecutionState::Running, "flow-1");
         running.progress = Some(Progress::WaitingForUser {
             step: Some(HOSTILE.to_owned()),
             since: None,
         });
-        let finished = execution(ExecutionState::Finished, &flow);
+        let finished = execution(ExecutionState::Finished, "flow-1");
         Snapshot {
             now,
             clients: vec![ClientView {
@@ -455,9 +461,9 @@ mod tests {
         let html = render(&hostile_snapshot()).unwrap();
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("alert('x')"), "{html}");
-        // environment, flow (money, waiting, archive, failures), step, instance, reason
+        // environment, the ledger's flow (money), step, reason; ids cannot hold markup
         let escaped = "&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62;&#38;&#34;";
-        assert_eq!(html.matches(escaped).count(), 8, "{html}");
+        assert_eq!(html.matches(escaped).count(), 4, "{html}");
     }
 
     #[test]

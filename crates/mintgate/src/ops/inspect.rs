@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use mint_client::InstanceId;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -65,8 +66,10 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
         Ok(id) => store.execution(id).await?,
         Err(_) => None,
     };
-    if execution.is_none() {
-        execution = store.execution_by_instance(&args.id).await?;
+    if execution.is_none()
+        && let Ok(instance) = InstanceId::new(args.id.as_str())
+    {
+        execution = store.execution_by_instance(&instance).await?;
     }
     let Some(execution) = execution else {
         return Err(CliError::user(format!(
@@ -179,7 +182,7 @@ fn render(
     let mut out = String::new();
     let instance = execution
         .instance_id
-        .as_deref()
+        .as_ref()
         .map(|i| format!(" (instance {i})"))
         .unwrap_or_default();
     out.push_str(&format!("execution {}{instance}\n", execution.id));

@@ -1,7 +1,7 @@
 //! The checker's step: read an instance's state from Mint and act on it. The poller is this step on
 //! its schedule; a webhook only brings the schedule forward.
 
-use mint_client::{InstanceId, Progress as MintProgress};
+use mint_client::Progress as MintProgress;
 
 use super::{MINT_RETENTION, Pipeline, StepResult, classify};
 use crate::clock::delta;
@@ -12,14 +12,12 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
     if execution.state != ExecutionState::Running {
         return Ok(StepOutcome::done());
     }
-    let Some(instance_id) = execution.instance_id.as_deref() else {
+    let Some(instance_id) = &execution.instance_id else {
         return Ok(StepOutcome::done());
     };
-    let instance_id = InstanceId::new(instance_id.to_owned())
-        .map_err(|e| anyhow::anyhow!("stored instance id is not valid: {e}"))?;
     let client = pipeline.client_for(execution)?.at(job.priority.to_client());
     let now = pipeline.clock.now();
-    let progress = match client.instance_progress(&instance_id).await {
+    let progress = match client.instance_progress(instance_id).await {
         Ok(progress) => progress,
         Err(mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. }) => {
             MintProgress::Expired

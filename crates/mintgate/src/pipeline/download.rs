@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use mint_client::{DownloadOptions, InstanceId};
+use mint_client::DownloadOptions;
 
 use super::{Failure, MINT_RETENTION, Pipeline, StepResult, classify, keep_lease};
 use crate::archive::Manifest;
@@ -24,9 +24,10 @@ pub(super) async fn step(
         // Archived already (never download twice), or not finished.
         return Ok(StepOutcome::done());
     }
-    let Some(instance) = execution.instance_id.as_deref() else {
+    let Some(instance_id) = &execution.instance_id else {
         return Ok(StepOutcome::done());
     };
+    let instance = instance_id.as_str();
     let now = pipeline.clock.now();
     let finished_at = execution.finished_at.unwrap_or(now);
     let deadline = execution
@@ -56,13 +57,11 @@ pub(super) async fn step(
         )
         .await?;
 
-    let instance_id = InstanceId::new(instance.to_owned())
-        .map_err(|e| anyhow::anyhow!("stored instance id is not valid: {e}"))?;
     let client = pipeline.client_for(execution)?.at(job.priority.to_client());
     let path = pipeline.archive.staging_path(instance, finished_at).await?;
     let started = Instant::now();
     let options = DownloadOptions::default();
-    let download = client.download_result_to_path(&instance_id, &path, &options);
+    let download = client.download_result_to_path(instance_id, &path, &options);
     let result = tokio::select! {
         result = download => result,
         lost = keep_lease(pipeline, lease) => return Err(lost),
@@ -87,7 +86,7 @@ pub(super) async fn step(
     let manifest = Manifest {
         execution_id: execution.id.to_string(),
         environment: execution.environment.clone(),
-        flow_id: execution.flow_id.clone(),
+        flow_id: execution.flow_id.to_string(),
         instance_id: instance.to_owned(),
         started_at: execution.started_at,
         finished_at: execution.finished_at,

@@ -27,26 +27,18 @@ pub(super) async fn step(
         return Ok(StepOutcome::done());
     }
     let client = pipeline.client_for(execution)?.at(job.priority.to_client());
-    let flow_id = match FlowId::new(execution.flow_id.clone()) {
-        Ok(id) => id,
-        Err(error) => {
-            return Ok(fail(
-                execution,
-                format!("the flow id is not valid: {error}"),
-            ));
-        }
-    };
+    let flow_id = &execution.flow_id;
 
     if execution.start_ambiguous {
         // An earlier start may have reached Mint (its answer was lost, or the worker died while
         // it was in flight): look for the instance before anything else.
-        match find_instance(pipeline, &client, &flow_id, execution).await {
+        match find_instance(pipeline, &client, flow_id, execution).await {
             Ok(Some(instance)) => {
                 tracing::info!(
                     instance_id = instance.id.as_str(),
                     "reconciled: the lost start had run"
                 );
-                crate::metrics::execution_started(&execution.flow_id, "reconciled");
+                crate::metrics::execution_started(execution.flow_id.as_str(), "reconciled");
                 return Ok(started(pipeline, execution, instance, None, "reconciled"));
             }
             Ok(None) => {
@@ -110,12 +102,12 @@ pub(super) async fn step(
     // The start may wait long for budget units (behind other replicas' work): hold the lease
     // meanwhile, or another replica would take the job over, find no instance yet and start it too.
     let result = tokio::select! {
-        result = client.start_instance(&flow_id, &request) => result,
+        result = client.start_instance(flow_id, &request) => result,
         lost = keep_lease(pipeline, lease) => return Err(lost),
     };
     match result {
         Ok(answer) => {
-            crate::metrics::execution_started(&execution.flow_id, "started");
+            crate::metrics::execution_started(execution.flow_id.as_str(), "started");
             Ok(started(
                 pipeline,
                 execution,
@@ -240,7 +232,7 @@ fn started(
     StepOutcome::done()
         .with_patch(ExecutionPatch {
             state: Some(ExecutionState::Running),
-            instance_id: Some(instance.id.as_str().to_owned()),
+            instance_id: Some(instance.id.clone()),
             workflow_url,
             mint_status: Some(instance.status.as_str().to_owned()),
             started_at: Some(instance.created_at.unwrap_or(now)),

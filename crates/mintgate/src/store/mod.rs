@@ -17,6 +17,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use mint_client::{FlowId, InstanceId};
+
 use crate::model::{
     Event, Execution, ExecutionState, Job, JobKind, JobPriority, Lease, Progress, WebhookRecord,
 };
@@ -27,7 +29,7 @@ pub struct NewExecution {
     pub id: Uuid,
     pub idempotency_key: Option<String>,
     pub environment: String,
-    pub flow_id: String,
+    pub flow_id: FlowId,
     pub input: serde_json::Value,
     pub now: DateTime<Utc>,
 }
@@ -47,7 +49,7 @@ pub enum Created {
 #[derive(Debug, Clone, Default)]
 pub struct ExecutionPatch {
     pub state: Option<ExecutionState>,
-    pub instance_id: Option<String>,
+    pub instance_id: Option<InstanceId>,
     pub workflow_url: Option<String>,
     pub mint_status: Option<String>,
     pub progress: Option<Progress>,
@@ -199,7 +201,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn execution(&self, id: Uuid) -> anyhow::Result<Option<Execution>>;
 
-    async fn execution_by_instance(&self, instance_id: &str) -> anyhow::Result<Option<Execution>>;
+    async fn execution_by_instance(
+        &self,
+        instance_id: &InstanceId,
+    ) -> anyhow::Result<Option<Execution>>;
 
     async fn executions(&self, filter: ExecutionFilter) -> anyhow::Result<Vec<Execution>>;
 
@@ -269,7 +274,7 @@ pub trait Store: Send + Sync + 'static {
         Ok(outcomes)
     }
 
-    async fn webhooks_for(&self, instance_id: &str) -> anyhow::Result<Vec<WebhookRecord>>;
+    async fn webhooks_for(&self, instance_id: &InstanceId) -> anyhow::Result<Vec<WebhookRecord>>;
 
     async fn events_for(&self, execution_id: Uuid) -> anyhow::Result<Vec<Event>>;
 

@@ -15,6 +15,7 @@
 use anyhow::Context as _;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mint_client::{FlowId, InstanceId};
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{
@@ -261,11 +262,16 @@ where
             id: uuid(&row.try_get::<String, _>("id")?)?,
             idempotency_key: row.try_get("idempotency_key")?,
             environment: row.try_get("environment")?,
-            flow_id: row.try_get("flow_id")?,
+            flow_id: FlowId::new(row.try_get::<String, _>("flow_id")?)
+                .context("a stored flow id")?,
             input: serde_json::from_str(&input).context("stored input is not JSON")?,
             state: ExecutionState::parse(&state)
                 .with_context(|| format!("unknown stored execution state {state:?}"))?,
-            instance_id: row.try_get("instance_id")?,
+            instance_id: row
+                .try_get::<Option<String>, _>("instance_id")?
+                .map(InstanceId::new)
+                .transpose()
+                .context("a stored instance id")?,
             workflow_url: row.try_get("workflow_url")?,
             mint_status: row.try_get("mint_status")?,
             progress: progress.and_then(|p| serde_json::from_str(&p).ok()),
@@ -315,7 +321,8 @@ where
         Ok(WebhookRecord {
             id: uuid(&row.try_get::<String, _>("id")?)?,
             received_at: from_ms(row.try_get("received_at")?),
-            instance_id: row.try_get("instance_id")?,
+            instance_id: InstanceId::new(row.try_get::<String, _>("instance_id")?)
+                .context("a stored instance id")?,
             claimed_status: row.try_get("claimed_status")?,
             authentic: row.try_get::<i64, _>("authentic")? != 0,
             body_sha256: row.try_get("body_sha256")?,
@@ -386,7 +393,7 @@ where
         sqlx::query(PATCH_EXECUTION)
             .bind(execution_id.to_string())
             .bind(patch.state.map(|s| s.as_str()))
-            .bind(patch.instance_id.as_deref())
+            .bind(patch.instance_id.as_ref().map(InstanceId::as_str))
             .bind(patch.workflow_url.as_deref())
             .bind(patch.mint_status.as_deref())
             .bind(progress)
@@ -456,7 +463,7 @@ where
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded> {
         let execution = sqlx::query("SELECT id, state FROM executions WHERE instance_id = $1")
-            .bind(&record.instance_id)
+            .bind(record.instance_id.as_str())
             .fetch_optional(&mut **tx)
             .await
             .context("matching a webhook")?;
@@ -473,7 +480,7 @@ where
         )
         .bind(record.id.to_string())
         .bind(ms(record.received_at))
-        .bind(&record.instance_id)
+        .bind(record.instance_id.as_str())
         .bind(record.claimed_status.as_deref())
         .bind(i64::from(record.authentic))
         .bind(&record.body_sha256)
@@ -550,7 +557,7 @@ where
     for<'r> Vec<u8>: Decode<'r, D> + Type<D>,
 {
     async fn create_execution(&self, new: NewExecution) -> anyhow::Result<Created> {
-        let fingerprint = request_fingerprint(&new.environment, &new.flow_id, &new.input);
+        let fingerprint = request_fingerprint(&new.environment, new.flow_id.as_str(), &new.input);
         let mut tx = self.write().await?;
         // ON CONFLICT rather than look-then-insert: two replicas may take the same retried request
         // at once; the second insert waits for the first to commit, then does nothing.
@@ -563,7 +570,7 @@ where
         .bind(new.idempotency_key.as_deref())
         .bind(&fingerprint)
         .bind(&new.environment)
-        .bind(&new.flow_id)
+        .bind(new.flow_id.as_str())
         .bind(new.input.to_string())
         .bind(ms(new.now))
         .execute(&mut *tx)
@@ -611,9 +618,12 @@ where
         row.as_ref().map(Self::execution_from_row).transpose()
     }
 
-    async fn execution_by_instance(&self, instance_id: &str) -> anyhow::Result<Option<Execution>> {
+    async fn execution_by_instance(
+        &self,
+        instance_id: &InstanceId,
+    ) -> anyhow::Result<Option<Execution>> {
         let row = sqlx::query("SELECT * FROM executions WHERE instance_id = $1")
-            .bind(instance_id)
+            .bind(instance_id.as_str())
             .fetch_optional(&self.pool)
             .await
             .context("reading an execution by instance")?;
@@ -918,10 +928,10 @@ where
         }
     }
 
-    async fn webhooks_for(&self, instance_id: &str) -> anyhow::Result<Vec<WebhookRecord>> {
+    async fn webhooks_for(&self, instance_id: &InstanceId) -> anyhow::Result<Vec<WebhookRecord>> {
         let rows =
             sqlx::query("SELECT * FROM webhooks WHERE instance_id = $1 ORDER BY received_at, id")
-                .bind(instance_id)
+                .bind(instance_id.as_str())
                 .fetch_all(&self.pool)
                 .await
                 .context("listing webhooks")?;

@@ -243,6 +243,7 @@ impl TestApp {
             .await
             .instance_id
             .expect("the execution has an instance")
+            .to_string()
     }
 
     /// Completes every waiting user step of an instance (one at a time) until it is not waiting.

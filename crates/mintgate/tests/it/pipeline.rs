@@ -21,7 +21,7 @@ async fn drive_to_the_end(app: &TestApp, ids: &[uuid::Uuid], step: Duration, rou
             }
             open += 1;
             if let Some(instance) = &view.instance_id {
-                app.complete_user_steps(instance).await;
+                app.complete_user_steps(instance.as_str()).await;
             }
         }
         if open == 0 {
@@ -40,7 +40,7 @@ async fn assert_archived_with_the_simulators_hash(app: &TestApp, id: uuid::Uuid)
         .archive
         .expect("an archived execution shows its archive");
     let instance = view.instance_id.unwrap();
-    let (expected, bytes) = app.admin.result_sha256(&instance).await.unwrap();
+    let (expected, bytes) = app.admin.result_sha256(instance.as_str()).await.unwrap();
     assert_eq!(archive.sha256, expected);
     assert_eq!(archive.bytes as u64, bytes);
     let (on_disk, len) = mintgate::archive::hash_file(std::path::Path::new(&archive.path))
@@ -65,7 +65,7 @@ async fn an_execution_is_started_followed_by_webhook_and_archived_with_a_verifie
     let instance = view.instance_id.clone().unwrap();
     assert!(view.workflow_url.is_some());
 
-    app.complete_user_steps(&instance).await;
+    app.complete_user_steps(instance.as_str()).await;
     app.advance(Duration::from_secs(30)).await;
     // The flow's last step posts the webhook: wait for it to be recorded.
     let store = app.pipeline().store.clone();
@@ -155,7 +155,7 @@ async fn lost_start_answers_are_reconciled_and_never_billed_twice() {
         assert_eq!(view.state, ExecutionState::Running, "{view:?}");
         let instance = view.instance_id.unwrap();
         assert_eq!(
-            app.admin.instance(&instance).await.unwrap().input["mintgateExecutionId"],
+            app.admin.instance(instance.as_str()).await.unwrap().input["mintgateExecutionId"],
             id.to_string()
         );
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use mint_client::{FlowId, InstanceId};
 use mintgate::model::{ExecutionState, JobKind, JobPriority, JobState, Lease, WebhookRecord};
 use mintgate::store::postgres::PgStore;
 use mintgate::store::sql::Dialect;
@@ -19,6 +20,14 @@ use sqlx::sqlite::SqliteConnectOptions;
 use uuid::Uuid;
 
 use crate::helpers::{drop_postgres_schema, fresh_postgres_schema, postgres_server};
+
+fn flow(id: &str) -> FlowId {
+    FlowId::new(id).unwrap()
+}
+
+fn inst(id: &str) -> InstanceId {
+    InstanceId::new(id).unwrap()
+}
 
 /// Runs one contract case against both stores.
 macro_rules! store_contract {
@@ -92,7 +101,7 @@ async fn create(store: &SharedStore, key: Option<&str>, input: serde_json::Value
             id: Uuid::now_v7(),
             idempotency_key: key.map(str::to_owned),
             environment: "sandbox".to_owned(),
-            flow_id: "flow-kyc-basic".to_owned(),
+            flow_id: flow("flow-kyc-basic"),
             input,
             now: t0(),
         })
@@ -355,14 +364,14 @@ async fn an_execution_has_at_most_one_active_job_per_kind(store: SharedStore) {
 async fn a_webhook_body_is_recorded_once_and_brings_the_check_forward(store: SharedStore) {
     let id = new_execution(&store).await;
     run_starts(&store, |_| ExecutionPatch {
-        instance_id: Some("inst-1".to_owned()),
+        instance_id: Some(inst("inst-1")),
         ..ExecutionPatch::state(ExecutionState::Running)
     })
     .await;
     let record = |body: &str, instance: &str| WebhookRecord {
         id: Uuid::now_v7(),
         received_at: t0() + secs(5),
-        instance_id: instance.to_owned(),
+        instance_id: inst(instance),
         claimed_status: Some("Finished".to_owned()),
         authentic: true,
         body_sha256: body.to_owned(),
@@ -390,7 +399,7 @@ async fn a_webhook_body_is_recorded_once_and_brings_the_check_forward(store: Sha
             .unwrap(),
         WebhookRecorded::Unmatched
     );
-    assert_eq!(store.webhooks_for("inst-1").await.unwrap().len(), 1);
+    assert_eq!(store.webhooks_for(&inst("inst-1")).await.unwrap().len(), 1);
     let check = store
         .jobs_for(id)
         .await
@@ -515,7 +524,7 @@ fn webhook(body_sha256: &str, instance: &str, received_at: DateTime<Utc>) -> Web
     WebhookRecord {
         id: Uuid::now_v7(),
         received_at,
-        instance_id: instance.to_owned(),
+        instance_id: inst(instance),
         claimed_status: Some("Finished".to_owned()),
         authentic: true,
         body_sha256: body_sha256.to_owned(),
@@ -529,12 +538,12 @@ async fn webhooks_recorded_together_are_deduplicated_and_matched_one_by_one(stor
     run_starts(&store, |id| {
         if id == running {
             ExecutionPatch {
-                instance_id: Some("inst-running".to_owned()),
+                instance_id: Some(inst("inst-running")),
                 ..ExecutionPatch::state(ExecutionState::Running)
             }
         } else {
             ExecutionPatch {
-                instance_id: Some("inst-finished".to_owned()),
+                instance_id: Some(inst("inst-finished")),
                 ..ExecutionPatch::state(ExecutionState::Finished)
             }
         }
@@ -576,10 +585,17 @@ async fn webhooks_recorded_together_are_deduplicated_and_matched_one_by_one(stor
         [WebhookRecorded::Duplicate, WebhookRecorded::Unmatched]
     );
 
-    let recorded = store.webhooks_for("inst-running").await.unwrap();
+    let recorded = store.webhooks_for(&inst("inst-running")).await.unwrap();
     assert_eq!(recorded.len(), 2, "{recorded:?}");
     assert!(recorded.iter().all(|w| w.execution_id == Some(running)));
-    assert_eq!(store.webhooks_for("inst-unknown").await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .webhooks_for(&inst("inst-unknown"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(store.overview().await.unwrap().webhooks_recorded, 5);
     // Two matched webhooks bring one check forward, to the earliest time they asked for.
     let checks: Vec<_> = store
@@ -622,7 +638,7 @@ async fn a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down(store: S
     };
     let result = store.record_webhooks(vec![(good, at), (bad, at)]).await;
     assert!(result.is_err(), "{result:?}");
-    let recorded = store.webhooks_for("inst-x").await.unwrap();
+    let recorded = store.webhooks_for(&inst("inst-x")).await.unwrap();
     assert_eq!(
         recorded
             .iter()
@@ -704,7 +720,7 @@ async fn the_ledger_is_written_with_billed_count_and_summed_by_day_and_flow(stor
                 id: Uuid::now_v7(),
                 idempotency_key: None,
                 environment: environment.to_owned(),
-                flow_id: flow_id.to_owned(),
+                flow_id: flow(flow_id),
                 input: serde_json::json!({}),
                 now: t0(),
             })
