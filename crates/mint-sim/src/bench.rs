@@ -376,23 +376,25 @@ pub async fn listing(args: &BenchArgs) -> anyhow::Result<ListingFigures> {
 
     admin.set_time_scale(args.listing_time_scale).await?;
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let bearer = token(&http, &sim).await?;
+    let mut bearer = token(&http, &sim).await?;
     let started = Instant::now();
     let mut pages = 0u64;
+    let mut renewals = 0u64;
     let mut previous: Option<String> = None;
     let mut seen = 0u64;
     loop {
-        let page: serde_json::Value = http
-            .get(format!(
-                "{}/api/flows/bench-listing/instances?offset={seen}&limit=100",
-                sim.base_url()
-            ))
-            .bearer_auth(&bearer)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let url = format!(
+            "{}/api/flows/bench-listing/instances?offset={seen}&limit=100",
+            sim.base_url()
+        );
+        let mut response = http.get(&url).bearer_auth(&bearer).send().await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            // At this time scale the 600 s token lasts a few dozen pages: renew, as clients do.
+            bearer = token(&http, &sim).await?;
+            renewals += 1;
+            response = http.get(&url).bearer_auth(&bearer).send().await?;
+        }
+        let page: serde_json::Value = response.error_for_status()?.json().await?;
         pages += 1;
         anyhow::ensure!(
             page["totalCount"] == args.listing_instances,
@@ -420,6 +422,7 @@ pub async fn listing(args: &BenchArgs) -> anyhow::Result<ListingFigures> {
     }
     let real_secs = started.elapsed().as_secs_f64();
     anyhow::ensure!(seen == args.listing_instances, "saw {seen}");
+    tracing::debug!("listing bench: {renewals} token renewals");
     let usage = admin.usage().await?;
     let simulated_micros = usage
         .clients
