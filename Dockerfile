@@ -32,11 +32,13 @@ COPY --from=build --chown=65532:65532 /out/state /var/lib/mintgate
 USER 65532:65532
 WORKDIR /var/lib/mintgate
 # The default database (sqlite://mintgate.db) and archive folder (archive) are relative paths: they
-# land in the volume. Inside a container the service must listen on every interface to be reached
-# through a published port (this overrides service.listen of a mounted configuration file).
-ENV MINTGATE_SERVICE__LISTEN=0.0.0.0:8080
+# land in the volume. Inside a container the listeners must listen on every interface to be reached
+# through a published port (this overrides the addresses of a mounted configuration file): 8080 is
+# the public listener (webhooks), 8081 the operator listener (own API, status page, metrics): publish
+# 8081 on a private network only.
+ENV MINTGATE_LISTENERS__PUBLIC__ADDRESS=0.0.0.0:8080 MINTGATE_LISTENERS__OPERATOR__ADDRESS=0.0.0.0:8081
 VOLUME ["/var/lib/mintgate"]
-EXPOSE 8080
+EXPOSE 8080 8081
 # No HEALTHCHECK: the image holds no HTTP client to call /healthz with. Probe GET /healthz (alive)
 # and GET /readyz (database reachable, workers running) from the orchestrator instead.
 ENTRYPOINT ["/usr/local/bin/mintgate"]

@@ -131,6 +131,7 @@ fn sim_config(args: &DemoArgs, webhook_url: String) -> SimConfig {
 fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: PathBuf) -> Config {
     let mint = crate::simulator_profiles(sim, "demo");
     Config {
+        listeners: mintgate::config::ListenersConfig::combined(),
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&dir.join("mintgate.db")),
             archive_dir: archive,
@@ -195,6 +196,7 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
         owner: "demo".to_owned(),
         run_workers: true,
         listener: Some(listener),
+        operator_listener: None,
         tune_mint: None,
     };
     let mut app = Some(Application::build(config.clone(), build(listener)).await?);

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -37,6 +37,7 @@ pub struct ApiState {
     pub environments: Arc<Vec<String>>,
     pub default_environment: String,
     pub webhook_settle: std::time::Duration,
+    pub webhook_body_bytes_max: usize,
     /// Wakes the workers when new work is durable.
     pub wake: Arc<Notify>,
     pub clients: crate::pipeline::Clients,
@@ -45,8 +46,29 @@ pub struct ApiState {
     pub workers_alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Builds the router.
-pub fn router(state: ApiState, webhook_body_bytes_max: usize) -> Router {
+/// Longest body of an own API request (`/v1/…`).
+pub const API_BODY_BYTES_MAX: usize = 1024 * 1024;
+
+/// The public listener's routes: the webhook receiver and `/healthz`. The webhook body is limited
+/// to `webhook_body_bytes_max` before it is read.
+pub fn public_router(state: ApiState, webhook_body_bytes_max: usize) -> Router {
+    let webhooks = Router::new()
+        .route("/webhooks/mint", post(receive_webhook))
+        .route_layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                crate::server::limit_body(webhook_body_bytes_max, request, next)
+            },
+        ))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .merge(webhooks)
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+/// The operator listener's own API routes (`/v1/…`) and `/readyz`. Bodies are limited
+/// to [`API_BODY_BYTES_MAX`]; the API key is checked by [`require_api_key`] before them.
+pub fn operator_router(state: ApiState) -> Router {
     let own_api = Router::new()
         .route(
             "/v1/executions",
@@ -55,16 +77,36 @@ pub fn router(state: ApiState, webhook_body_bytes_max: usize) -> Router {
         .route("/v1/executions/{id}", get(get_execution))
         .route("/v1/dead-letters", get(list_dead_letters))
         .route("/v1/dead-letters/{id}/retry", post(retry_dead_letter))
-        .layer(DefaultBodyLimit::max(1024 * 1024));
-    let webhooks = Router::new()
-        .route("/webhooks/mint", post(receive_webhook))
-        .layer(DefaultBodyLimit::max(webhook_body_bytes_max));
+        .route_layer(axum::middleware::from_fn(
+            |request: axum::extract::Request, next: axum::middleware::Next| {
+                crate::server::limit_body(API_BODY_BYTES_MAX, request, next)
+            },
+        ))
+        .layer(DefaultBodyLimit::max(API_BODY_BYTES_MAX));
     Router::new()
         .merge(own_api)
-        .merge(webhooks)
-        .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+/// Refuses any `/v1/…` request without a valid API key before its body is read (the handlers
+/// check again; this layer is what keeps an unauthenticated upload from being read at all).
+pub async fn require_api_key(
+    api_keys: Arc<Vec<SecretString>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.uri().path().starts_with("/v1/")
+        && let Err(error) = authorize_keys(&api_keys, request.headers())
+    {
+        let mut response = error.into_response();
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return response;
+    }
+    next.run(request).await
 }
 
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -329,23 +371,30 @@ async fn retry_dead_letter(
 async fn receive_webhook(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
     // Signatures are about real-world replay: they are checked against the wall clock, whatever
-    // clock the pipeline runs on.
-    let authentic = match state.verifier.verify(&headers, &body, Utc::now()) {
-        Ok(authentic) => authentic,
-        Err(refusal) => {
-            crate::metrics::webhook_refused(refusal.reason());
-            tracing::warn!(reason = refusal.reason(), "webhook refused");
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                format!("webhook refused: {}", refusal.reason()),
-            ));
-        }
+    // clock the pipeline runs on. The headers are checked before the body is read, so a forged
+    // request costs no body read and no hashing.
+    let refused = |refusal: webhook::Refusal| {
+        crate::metrics::webhook_refused(refusal.reason());
+        tracing::warn!(reason = refusal.reason(), "webhook refused");
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            format!("webhook refused: {}", refusal.reason()),
+        )
     };
+    let check = state
+        .verifier
+        .check_headers(&headers, Utc::now())
+        .map_err(refused)?;
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(error) => return Ok(body_error(&error, state.webhook_body_bytes_max)),
+    };
+    let authentic = state.verifier.check_body(check, &body).map_err(refused)?;
     let hint = webhook::parse(&body).map_err(|reason| {
         crate::metrics::webhook_refused("malformed");
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_webhook", reason)
@@ -374,6 +423,33 @@ async fn receive_webhook(
     }
     tracing::info!(instance_id = %hint.instance_id, outcome = ?recorded, "webhook recorded");
     Ok((StatusCode::OK, Json(serde_json::json!({"received": true}))).into_response())
+}
+
+/// The answer to a body that could not be read: too large (`413`), too slow (`408`), or cut.
+fn body_error(error: &axum::Error, limit_bytes: usize) -> Response {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if current.is::<http_body_util::LengthLimitError>() {
+            crate::metrics::webhook_refused("body_too_large");
+            return crate::server::too_large(limit_bytes);
+        }
+        if current.is::<tower_http::timeout::TimeoutError>() {
+            crate::metrics::webhook_refused("body_timeout");
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the body did not arrive in time",
+            )
+            .into_response();
+        }
+        cause = current.source();
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "body_unreadable",
+        "the body could not be read",
+    )
+    .into_response()
 }
 
 async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mint_client::{Budget, BudgetConfig, MintClient, MintConfig, TokenStore};
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -30,8 +29,12 @@ pub struct BuildOptions {
     pub owner: String,
     /// Start the workers (tests that drive them step by step say no).
     pub run_workers: bool,
-    /// A listener already bound (tests bind port 0); otherwise `service.listen` is bound.
+    /// The public listener, already bound (tests bind port 0); otherwise
+    /// `listeners.public.address` is bound. With `listeners.combined`, it serves every route.
     pub listener: Option<std::net::TcpListener>,
+    /// The operator listener, already bound; otherwise `listeners.operator.address` is bound
+    /// (unless `listeners.combined`).
+    pub operator_listener: Option<std::net::TcpListener>,
     /// Adjusts each Mint client's configuration before it is built (tests shorten retries).
     pub tune_mint: Option<fn(MintConfig) -> MintConfig>,
 }
@@ -43,6 +46,7 @@ impl Default for BuildOptions {
             owner: default_owner(),
             run_workers: true,
             listener: None,
+            operator_listener: None,
             tune_mint: None,
         }
     }
@@ -56,9 +60,11 @@ fn default_owner() -> String {
 /// A running service.
 pub struct Application {
     address: SocketAddr,
+    operator_address: SocketAddr,
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// One task per listener.
+    servers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     workers: Option<tokio::task::JoinHandle<()>>,
     /// Rings the workers when another replica makes work durable (PostgreSQL `LISTEN`).
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -153,6 +159,15 @@ pub fn mint_client_observed(
 
 /// Opens the configured store, creating and migrating it if needed (the service's own opening).
 pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+    if let Some(path) = config.service.database_url.sqlite_path() {
+        let group_access = config.service.group_access;
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::files::private_folder(folder, group_access)
+                .context("securing the database folder (`service.database_url`)")?;
+        }
+        crate::files::private_file(&path, group_access)
+            .context("securing the database file (`service.database_url`)")?;
+    }
     crate::store::open(config.service.database_url.expose_url(), OpenMode::Migrate).await
 }
 
@@ -233,6 +248,7 @@ impl Application {
             environments: Arc::new(config.mint.keys().cloned().collect()),
             default_environment: config.default_environment.clone(),
             webhook_settle: config.webhook.settle,
+            webhook_body_bytes_max: config.webhook.body_bytes_max,
             wake,
             clients,
             flow_cache: Arc::new({
@@ -248,33 +264,97 @@ impl Application {
             }),
             workers_alive: workers_alive.clone(),
         };
-        let listener = match options.listener {
-            Some(listener) => {
-                listener.set_nonblocking(true)?;
-                TcpListener::from_std(listener)?
-            }
-            None => TcpListener::bind(config.service.listen)
-                .await
-                .with_context(|| format!("binding {} (`service.listen`)", config.service.listen))?,
-        };
-        let address = listener.local_addr()?;
+        let public = crate::server::Listener::bind(
+            "public",
+            config.listeners.public_address(),
+            options.listener,
+            &config.listeners.public,
+        )
+        .await?;
+        let address = public.local_addr()?;
         let shutdown = CancellationToken::new();
+        // Headers whose values are never shown (`Debug`, traces): keys, secrets, signatures.
+        let mut sensitive = vec![
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::PROXY_AUTHORIZATION,
+            axum::http::header::COOKIE,
+            axum::http::HeaderName::from_static(crate::webhook::SIGNATURE_HEADER),
+        ];
+        if let Ok(name) =
+            axum::http::HeaderName::from_bytes(state.verifier.secret_header().as_bytes())
+        {
+            sensitive.push(name);
+        }
+        let api_keys = state.api_keys.clone();
         let scoped = metrics.clone();
-        let router = api::router(state, config.webhook.body_bytes_max)
-            .merge(crate::monitor::router(monitor))
+        let scope = move |router: axum::Router| {
+            let scoped = scoped.clone();
             // Every request records into this service's metrics.
-            .layer(axum::middleware::from_fn(
+            router.layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
                     scoped.scope(next.run(request))
                 },
+            ))
+        };
+        let public_routes = api::public_router(state.clone(), config.webhook.body_bytes_max);
+        let operator_routes = api::operator_router(state)
+            .merge(crate::monitor::router(monitor))
+            .layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    api::require_api_key(api_keys.clone(), request, next)
+                },
             ));
-        let server_shutdown = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { server_shutdown.cancelled().await })
-                .await
-                .context("serving HTTP")
-        });
+        let grace = config.service.shutdown_grace;
+        let mut servers = Vec::new();
+        let operator_address = if config.listeners.combined {
+            let router = crate::server::with_limits(
+                scope(public_routes.merge(operator_routes)),
+                &config.listeners.public,
+                sensitive,
+            );
+            servers.push(crate::server::spawn(
+                public,
+                router,
+                grace,
+                shutdown.clone(),
+                metrics.clone(),
+            ));
+            address
+        } else {
+            let operator = crate::server::Listener::bind(
+                "operator",
+                config.listeners.operator_address(),
+                options.operator_listener,
+                &config.listeners.operator,
+            )
+            .await?;
+            let operator_address = operator.local_addr()?;
+            let public_router = crate::server::with_limits(
+                scope(public_routes),
+                &config.listeners.public,
+                sensitive.clone(),
+            );
+            servers.push(crate::server::spawn(
+                public,
+                public_router,
+                grace,
+                shutdown.clone(),
+                metrics.clone(),
+            ));
+            let operator_router = crate::server::with_limits(
+                scope(operator_routes.route("/healthz", axum::routing::get(|| async { "ok" }))),
+                &config.listeners.operator,
+                sensitive,
+            );
+            servers.push(crate::server::spawn(
+                operator,
+                operator_router,
+                grace,
+                shutdown.clone(),
+                metrics.clone(),
+            ));
+            operator_address
+        };
         let listener = if options.run_workers {
             pipeline
                 .store
@@ -294,12 +374,13 @@ impl Application {
         } else {
             None
         };
-        tracing::info!(%address, "mintgate is serving");
+        tracing::info!(public = %address, operator = %operator_address, "mintgate is serving");
         Ok(Self {
             address,
+            operator_address,
             pipeline,
             shutdown,
-            server,
+            servers,
             workers,
             listener,
             workers_alive,
@@ -313,8 +394,14 @@ impl Application {
         &self.metrics
     }
 
+    /// The public listener's address (webhooks; every route when the listeners are combined).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The operator listener's address (the public one when the listeners are combined).
+    pub fn operator_address(&self) -> SocketAddr {
+        self.operator_address
     }
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
@@ -342,15 +429,17 @@ impl Application {
         if let Some(listener) = self.listener.take() {
             let _ = listener.await;
         }
-        match tokio::time::timeout(grace, &mut self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => {
-                tracing::error!(error = format!("{error:#}"), "HTTP server failed")
-            }
-            Ok(Err(error)) => tracing::error!(%error, "HTTP server task failed"),
-            Err(_) => {
-                tracing::warn!("HTTP server did not stop within the grace period");
-                self.server.abort();
+        for server in &mut self.servers {
+            match tokio::time::timeout(grace, &mut *server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => {
+                    tracing::error!(error = format!("{error:#}"), "HTTP server failed")
+                }
+                Ok(Err(error)) => tracing::error!(%error, "HTTP server task failed"),
+                Err(_) => {
+                    tracing::warn!("HTTP server did not stop within the grace period");
+                    server.abort();
+                }
             }
         }
     }
@@ -366,8 +455,10 @@ impl Application {
             listener.abort();
             let _ = listener.await;
         }
-        self.server.abort();
-        let _ = (&mut self.server).await;
+        for server in &mut self.servers {
+            server.abort();
+            let _ = (&mut *server).await;
+        }
     }
 
     /// Runs until Ctrl-C or SIGTERM, then shuts down gracefully.

@@ -56,6 +56,9 @@ macro_rules! invalid {
 pub struct Config {
     #[serde(default)]
     pub service: ServiceConfig,
+    /// The public listener (webhooks) and the operator listener (own API, status page, metrics).
+    #[serde(default)]
+    pub listeners: ListenersConfig,
     #[serde(default)]
     pub webhook: WebhookConfig,
     #[serde(default)]
@@ -72,18 +75,177 @@ fn default_environment() -> String {
     "sandbox".to_owned()
 }
 
-/// The service's own HTTP server, database and archive.
+/// The service's HTTP listeners. The public one faces the internet (Mint posts webhooks to it);
+/// the operator one serves what only operators and their systems may reach.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenersConfig {
+    /// `POST /webhooks/mint` and `GET /healthz`.
+    pub public: ListenerConfig,
+    /// The own API (`/v1/…`), the status page `/`, `/metrics` and `/readyz`.
+    pub operator: ListenerConfig,
+    /// Serve the operator's routes on the public listener as well (one address, and the operator
+    /// listener is not opened). Only for setups where the public listener is not public.
+    pub combined: bool,
+}
+
+/// The public listener's address when none is configured.
+pub const PUBLIC_ADDRESS_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+/// The operator listener's address when none is configured.
+pub const OPERATOR_ADDRESS_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8081);
+
+impl ListenersConfig {
+    /// Both listeners' routes on one address (tests, the demo and the benchmarks, which bind one
+    /// port of their own).
+    pub fn combined() -> Self {
+        Self {
+            combined: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn public_address(&self) -> SocketAddr {
+        self.public.address.unwrap_or(PUBLIC_ADDRESS_DEFAULT)
+    }
+
+    /// Where the operator's routes are served (the public address when combined).
+    pub fn operator_address(&self) -> SocketAddr {
+        if self.combined {
+            self.public_address()
+        } else {
+            self.operator.address.unwrap_or(OPERATOR_ADDRESS_DEFAULT)
+        }
+    }
+}
+
+/// One listener: its address, TLS, and its limits (every one named with its unit).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// `host:port`; default 127.0.0.1:8080 (public) and 127.0.0.1:8081 (operator).
+    pub address: Option<SocketAddr>,
+    /// PEM certificate chain: serve HTTPS with rustls (with `tls_key_file`). Both files are read
+    /// again when they change (checked every `tls_reload_interval`) or on `SIGHUP`, without a
+    /// restart; a pair that does not load keeps the previous one in service.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub tls_reload_interval: Duration,
+    /// A connection must send a request's whole header (and its TLS handshake) within this time,
+    /// also when it is idle between requests (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A request's whole body must arrive within this time.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// A request must be answered within this time (`503` otherwise).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Open connections, at most; more wait in the kernel's backlog.
+    pub connections_max: usize,
+    /// Requests being handled at once, at most; more wait (within `request_timeout`).
+    pub requests_in_flight_max: usize,
+    /// The request line and headers together, at most (`431` beyond).
+    pub header_bytes_max: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_reload_interval: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            connections_max: 1024,
+            requests_in_flight_max: 256,
+            header_bytes_max: 16 * 1024,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// Checks one listener; errors name the key (`listeners.<name>.…`).
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => invalid!(
+                "`listeners.{name}.tls_cert_file` is set but `listeners.{name}.tls_key_file` is not"
+            ),
+            (None, Some(_)) => invalid!(
+                "`listeners.{name}.tls_key_file` is set but `listeners.{name}.tls_cert_file` is not"
+            ),
+            _ => {}
+        }
+        for (key, value, min, max) in [
+            (
+                "header_read_timeout",
+                self.header_read_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            ),
+            (
+                "body_read_timeout",
+                self.body_read_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            ),
+            (
+                "request_timeout",
+                self.request_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+            ),
+            (
+                "tls_reload_interval",
+                self.tls_reload_interval,
+                Duration::from_millis(10),
+                Duration::from_secs(86_400),
+            ),
+        ] {
+            if value < min || value > max {
+                invalid!(
+                    "`listeners.{name}.{key}` must be between {} and {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                );
+            }
+        }
+        for (key, value, max) in [
+            ("connections_max", self.connections_max, 100_000),
+            (
+                "requests_in_flight_max",
+                self.requests_in_flight_max,
+                100_000,
+            ),
+        ] {
+            if value == 0 || value > max {
+                invalid!("`listeners.{name}.{key}` must be between 1 and {max}");
+            }
+        }
+        if !(8192..=1024 * 1024).contains(&self.header_bytes_max) {
+            invalid!("`listeners.{name}.header_bytes_max` must be between 8192 and 1048576");
+        }
+        Ok(())
+    }
+}
+
+/// The service's database, archive and own API keys.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
-    pub listen: SocketAddr,
     /// `sqlite://path/to/mintgate.db` (the default) or, for several replicas, `postgres://…`.
     pub database_url: DatabaseUrl,
     pub archive_dir: PathBuf,
     /// Bearer keys that may call the own API (`/v1/…`). The operator commands use the first.
     #[serde(serialize_with = "redacted::secrets")]
     pub api_keys: Vec<SecretString>,
-    /// Where the operator commands reach this service (`mintgate start`); `http://<listen>` if unset.
+    /// Where the operator commands reach this service (`mintgate start`); the operator listener's
+    /// address if unset.
     #[serde(serialize_with = "redacted::optional_url")]
     pub url: Option<Url>,
     /// How long a graceful shutdown waits for in-flight work.
@@ -99,12 +261,14 @@ pub struct ServiceConfig {
     /// How many replicas run against the same Mint API client. When Redis is unreachable each
     /// replica falls back to this share of the budget (limit / replicas).
     pub replicas: u32,
+    /// Let the service's group read the database (files `0640`, folders `0750`); otherwise only
+    /// the service's user may (`0600`, `0700`).
+    pub group_access: bool,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: DatabaseUrl::Sqlite("sqlite://mintgate.db".to_owned()),
             archive_dir: PathBuf::from("archive"),
             api_keys: Vec::new(),
@@ -114,6 +278,7 @@ impl Default for ServiceConfig {
             redis_url: None,
             redis_key_prefix: "mintgate".to_owned(),
             replicas: 1,
+            group_access: false,
         }
     }
 }
@@ -135,8 +300,13 @@ pub enum WebhookAuth {
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     pub auth: WebhookAuth,
+    /// The secret webhooks carry (`shared_secret`) or are signed with (`hmac`).
     #[serde(serialize_with = "redacted::optional_secret")]
     pub secret: Option<SecretString>,
+    /// The secret being replaced, still accepted beside `secret` while a rotation is under way
+    /// (set the new one as `secret`, the old one here; remove this once every flow sends the new).
+    #[serde(serialize_with = "redacted::optional_secret")]
+    pub previous_secret: Option<SecretString>,
     /// The header that carries the shared secret (with `auth = "shared_secret"`).
     pub secret_header: String,
     /// How far a signed timestamp may be from now before the webhook is refused as a replay.
@@ -154,8 +324,11 @@ pub struct WebhookConfig {
 impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
-            auth: WebhookAuth::Hmac,
+            // What Mint's "Send raw HTTP request" step can do: a static header. Nothing shows that
+            // it can sign a body.
+            auth: WebhookAuth::SharedSecret,
             secret: None,
+            previous_secret: None,
             secret_header: "X-Mint-Webhook-Secret".to_owned(),
             tolerance: Duration::from_secs(300),
             body_bytes_max: 64 * 1024,
@@ -356,7 +529,13 @@ impl Config {
     /// Loads without [`Config::validate`]: for the operator commands, which check only what they
     /// use (and `doctor`, which reports every problem instead of stopping at the first).
     pub fn load_unchecked(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::figment(file)?
+        let figment = Self::figment(file)?;
+        if figment.find_value("service.listen").is_ok() {
+            return Err(ConfigError::Invalid(
+                "`service.listen` was replaced by two listeners: `listeners.public.address` (webhooks) and `listeners.operator.address` (own API, status page, metrics); see mintgate.example.toml".to_owned(),
+            ));
+        }
+        figment
             .extract()
             .map_err(|e| ConfigError::Invalid(describe_figment(&e)))
     }
@@ -370,7 +549,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        // MINTGATE_SERVICE__LISTEN → service.listen, and so on. MINTGATE_CONFIG names the file
+        // MINTGATE_SERVICE__REPLICAS → service.replicas, and so on. MINTGATE_CONFIG names the file
         // itself (the `--config` flag); MINTGATE_TEST_… and MINTGATE_BENCH_… belong to the tests
         // and the benchmarks.
         figment = figment.merge(
@@ -426,8 +605,32 @@ impl Config {
                 if !ok && !self.webhook.allow_unauthenticated {
                     invalid!(
                         "`webhook.secret` must be set (at least 16 characters) for webhook.auth = {:?}, or set `webhook.allow_unauthenticated = true` (never in production)",
-                        self.webhook.auth
+                        match self.webhook.auth {
+                            WebhookAuth::Hmac => "hmac",
+                            _ => "shared_secret",
+                        }
                     );
+                }
+                if let Some(previous) = &self.webhook.previous_secret
+                    && previous.expose_secret().len() < 16
+                {
+                    invalid!(
+                        "`webhook.previous_secret` must be at least 16 characters (or unset once the rotation is over)"
+                    );
+                }
+                // A header value is visible ASCII: any other secret could never match.
+                for (key, secret) in [
+                    ("secret", &self.webhook.secret),
+                    ("previous_secret", &self.webhook.previous_secret),
+                ] {
+                    if self.webhook.auth == WebhookAuth::SharedSecret
+                        && let Some(secret) = secret
+                        && !secret.expose_secret().bytes().all(|b| b.is_ascii_graphic())
+                    {
+                        invalid!(
+                            "`webhook.{key}` must be printable ASCII without spaces: it is sent in an HTTP header"
+                        );
+                    }
                 }
             }
             WebhookAuth::None => {
@@ -458,6 +661,16 @@ impl Config {
         ] {
             if n == 0 || n > 64 {
                 invalid!("`pipeline.{key}` must be between 1 and 64");
+            }
+        }
+        self.listeners.public.validate("public")?;
+        if !self.listeners.combined {
+            self.listeners.operator.validate("operator")?;
+            if self.listeners.public_address() == self.listeners.operator_address() {
+                invalid!(
+                    "`listeners.public.address` and `listeners.operator.address` are both {}; give the operator listener its own address, or set `listeners.combined = true` to serve the operator's routes on the public listener on purpose",
+                    self.listeners.public_address()
+                );
             }
         }
         if self.service.redis_key_prefix.is_empty()
@@ -846,5 +1059,104 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("webhook.allow_unauthenticated"), "{error}");
+    }
+
+    #[test]
+    fn two_listeners_on_one_address_need_an_explicit_choice() {
+        let same = [
+            ("MINTGATE_LISTENERS__PUBLIC__ADDRESS", "127.0.0.1:9000"),
+            ("MINTGATE_LISTENERS__OPERATOR__ADDRESS", "127.0.0.1:9000"),
+        ];
+        let error = load(&with(&same)).unwrap_err().to_string();
+        assert!(error.contains("listeners.combined"), "{error}");
+        let mut combined = same.to_vec();
+        combined.push(("MINTGATE_LISTENERS__COMBINED", "true"));
+        let config = load(&with(&combined)).unwrap();
+        assert_eq!(
+            config.listeners.operator_address(),
+            config.listeners.public_address()
+        );
+        // By default they are apart.
+        let config = load(&base()).unwrap();
+        assert_eq!(config.listeners.public_address(), PUBLIC_ADDRESS_DEFAULT);
+        assert_eq!(
+            config.listeners.operator_address(),
+            OPERATOR_ADDRESS_DEFAULT
+        );
+    }
+
+    #[test]
+    fn listener_limits_and_tls_files_are_checked_by_key() {
+        for (key, value, named) in [
+            (
+                "MINTGATE_LISTENERS__PUBLIC__TLS_CERT_FILE",
+                "/etc/cert.pem",
+                "listeners.public.tls_key_file",
+            ),
+            (
+                "MINTGATE_LISTENERS__OPERATOR__CONNECTIONS_MAX",
+                "0",
+                "listeners.operator.connections_max",
+            ),
+            (
+                "MINTGATE_LISTENERS__PUBLIC__HEADER_READ_TIMEOUT",
+                "0s",
+                "listeners.public.header_read_timeout",
+            ),
+            (
+                "MINTGATE_LISTENERS__PUBLIC__HEADER_BYTES_MAX",
+                "100",
+                "listeners.public.header_bytes_max",
+            ),
+        ] {
+            let error = load(&with(&[(key, value)])).unwrap_err().to_string();
+            assert!(error.contains(named), "{key}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_old_single_listen_key_points_to_the_two_listeners() {
+        let error = load(&with(&[("MINTGATE_SERVICE__LISTEN", "0.0.0.0:8080")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("listeners.public.address"), "{error}");
+    }
+
+    #[test]
+    fn a_previous_webhook_secret_is_accepted_and_redacted() {
+        let config = load(&with(&[(
+            "MINTGATE_WEBHOOK__PREVIOUS_SECRET",
+            "the-previous-webhook-secret",
+        )]))
+        .unwrap();
+        let text = config.redacted().to_string();
+        assert!(!text.contains("the-previous-webhook-secret"), "{text}");
+        let error = load(&with(&[("MINTGATE_WEBHOOK__PREVIOUS_SECRET", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("webhook.previous_secret"), "{error}");
+        assert!(!error.contains("short\""), "{error}");
+    }
+
+    #[test]
+    fn the_example_configuration_loads_and_shows_the_defaults() {
+        let example = include_str!("../../../mintgate.example.toml");
+        let config = load_in_jail(&[], Some(example), true).unwrap();
+        assert_eq!(config.webhook.auth, WebhookAuth::SharedSecret);
+        assert!(!config.listeners.combined);
+        assert_eq!(config.listeners.public_address(), PUBLIC_ADDRESS_DEFAULT);
+        assert_eq!(
+            config.listeners.operator_address(),
+            OPERATOR_ADDRESS_DEFAULT
+        );
+        let defaults = ListenerConfig::default();
+        assert_eq!(
+            config.listeners.public.header_read_timeout,
+            defaults.header_read_timeout
+        );
+        assert_eq!(
+            config.listeners.public.connections_max,
+            defaults.connections_max
+        );
     }
 }

@@ -20,6 +20,16 @@ pub const BUDGET_FALLBACK_ACTIVE: &str = "mintgate_budget_fallback_active";
 pub const BUDGET_FALLBACKS_TOTAL: &str = "mintgate_budget_fallbacks_total";
 
 /// A webhook was recorded: `matched`, `unmatched` or `duplicate`.
+/// Open connections per listener (`listener` = `public` or `operator`).
+pub const HTTP_CONNECTIONS_OPEN: &str = "mintgate_http_connections_open";
+/// TLS certificate reloads by listener and outcome (`replaced`, `failed`).
+pub const TLS_CERTIFICATE_RELOADS_TOTAL: &str = "mintgate_tls_certificate_reloads_total";
+
+pub fn tls_reloaded(listener: &'static str, outcome: &'static str) {
+    metrics::counter!(TLS_CERTIFICATE_RELOADS_TOTAL, "listener" => listener, "outcome" => outcome)
+        .increment(1);
+}
+
 pub fn webhook_received(outcome: &'static str) {
     metrics::counter!(WEBHOOKS_RECEIVED_TOTAL, "outcome" => outcome).increment(1);
 }

@@ -45,6 +45,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
     let clock = Clock::scaled(admin.now().await?, args.time_scale);
     let mint = crate::simulator_profiles(&sim, "demo");
     let config = Config {
+        listeners: mintgate::config::ListenersConfig::combined(),
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&temp.path().join("mintgate.db")),
             archive_dir: temp.path().join("archive"),

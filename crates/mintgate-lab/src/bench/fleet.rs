@@ -79,6 +79,7 @@ impl Fleet {
         let clock = Clock::scaled(admin.now().await?, options.time_scale);
         let mint = crate::simulator_profiles(&sim, "demo");
         let config = Config {
+            listeners: mintgate::config::ListenersConfig::combined(),
             service: ServiceConfig {
                 database_url: options
                     .database_url
@@ -118,6 +119,7 @@ impl Fleet {
                     owner: format!("replica-{i}"),
                     run_workers: true,
                     listener: Some(listener),
+                    operator_listener: None,
                     tune_mint: options.tune_mint,
                 },
             )

@@ -112,6 +112,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let sim = mint_sim::Simulator::builder().start().await?;
     let mint = crate::simulator_profiles(&sim, "demo");
     let config = Config {
+        listeners: mintgate::config::ListenersConfig::combined(),
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&temp.path().join("mintgate.db")),
             archive_dir: temp.path().join("archive"),

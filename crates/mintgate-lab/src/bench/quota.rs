@@ -134,6 +134,7 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, mode: Mode) 
         },
     };
     Config {
+        listeners: mintgate::config::ListenersConfig::combined(),
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&dir.join("mintgate.db")),
             archive_dir: dir.join("archive"),
@@ -185,6 +186,7 @@ async fn run_mode(args: &QuotaArgs, mode: Mode) -> anyhow::Result<ModeFigures> {
             owner: "bench".to_owned(),
             run_workers: true,
             listener: Some(listener),
+            operator_listener: None,
             tune_mint: None,
         },
     )

@@ -179,17 +179,44 @@ fn describe_scheme(text: &str) -> String {
     }
 }
 
-/// A URL with its password (if any) replaced by `redacted`.
+/// A URL with its password (if any) and any secret query parameter (`?password=`, `sslpassword=`,
+/// `token=`, …) replaced by `redacted`.
 pub fn redact_url_password(url: &str) -> String {
     match Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("redacted"));
+        // `scheme:anything` with no host: nothing tells a password from the rest.
+        Ok(parsed) if parsed.cannot_be_a_base() && parsed.scheme() != "sqlite" => {
+            format!("{}:{REDACTED}", parsed.scheme())
+        }
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("redacted"));
+            }
+            if parsed.query_pairs().any(|(k, _)| is_secret_parameter(&k)) {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if is_secret_parameter(&k) {
+                            "redacted".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
-        Ok(_) => url.to_owned(),
         // Not a URL we can take apart: show nothing of it.
         Err(_) => REDACTED.to_owned(),
     }
+}
+
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "secret", "token", "key"]
+        .iter()
+        .any(|s| name.contains(s))
 }
 
 fn redact(secret: &SecretString) -> &'static str {
@@ -290,6 +317,24 @@ mod tests {
         assert!("redis://:pw@cache:6379".parse::<RedisUrl>().is_ok());
         assert!("rediss://cache".parse::<RedisUrl>().is_ok());
         assert!("redis://".parse::<RedisUrl>().is_err());
+    }
+
+    #[test]
+    fn a_password_in_the_query_never_shows() {
+        for url in [
+            "postgres://db:5432/m?user=m&password=hunter2-pw&sslmode=require",
+            "postgres://db/m?sslpassword=hunter2-pw",
+            "postgres:u:hunter2-pw@@",
+        ] {
+            let redacted = redact_url_password(url);
+            assert!(!redacted.contains("hunter2-pw"), "{url} -> {redacted}");
+        }
+        assert!(
+            redact_url_password("postgres://db/m?password=x&sslmode=require")
+                .contains("sslmode=require")
+        );
+        let url: DatabaseUrl = "postgres://db/m?password=hunter2-pw".parse().unwrap();
+        assert!(!url.redacted().contains("hunter2-pw"));
     }
 
     #[test]

@@ -76,16 +76,26 @@ fn read_input(source: Option<&Path>) -> CliResult<Option<serde_json::Value>> {
     Ok(Some(value))
 }
 
-/// Where the service is: `service.url`, or its `service.listen` address on this machine.
+/// Where the service is: `service.url`, or its operator listener's address on this machine.
 fn service_url(config: &Config) -> String {
     match &config.service.url {
         Some(url) => url.as_str().trim_end_matches('/').to_owned(),
         None => {
-            let mut listen = config.service.listen;
+            let mut listen = config.listeners.operator_address();
             if listen.ip().is_unspecified() {
                 listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
-            format!("http://{listen}")
+            let listener = if config.listeners.combined {
+                &config.listeners.public
+            } else {
+                &config.listeners.operator
+            };
+            let scheme = if listener.tls_cert_file.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{listen}")
         }
     }
 }
@@ -119,7 +129,7 @@ async fn through_service(
         .await
         .map_err(|e| {
             CliError::remote(format!("cannot reach the service at {base}: {e}"))
-                .hint("is `mintgate serve` running? Its address is `service.url` (default: http://<service.listen>)")
+                .hint("is `mintgate serve` running? Its address is `service.url` (default: the operator listener, `listeners.operator.address`)")
                 .hint("or start straight in Mint with --direct (no shared budget, no deduplication)")
         })?;
     let status = response.status();

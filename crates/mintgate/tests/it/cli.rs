@@ -75,7 +75,7 @@ fn service_toml(app: &TestApp) -> String {
     let config = &app.config;
     let sandbox = &config.mint["sandbox"];
     format!(
-        "default_environment = \"sandbox\"\n\n[service]\nlisten = \"{}\"\ndatabase_url = \"{}\"\narchive_dir = \"{}\"\napi_keys = [\"{API_KEY}\"]\n\n[webhook]\nsecret = \"{}\"\n\n[mint.sandbox]\napi_base = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
+        "default_environment = \"sandbox\"\n\n[listeners]\ncombined = true\n\n[listeners.public]\naddress = \"{}\"\n\n[service]\ndatabase_url = \"{}\"\narchive_dir = \"{}\"\napi_keys = [\"{API_KEY}\"]\n\n[webhook]\nsecret = \"{}\"\n\n[mint.sandbox]\napi_base = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
         app.address,
         config.service.database_url.expose_url(),
         config.service.archive_dir.display(),
@@ -554,7 +554,7 @@ async fn start_goes_through_the_service_and_inspect_shows_the_whole_chain() {
 async fn start_without_a_reachable_service_says_how_to_proceed() {
     let sim = simulator().await;
     let toml = format!(
-        "[service]\nlisten = \"127.0.0.1:9\"\napi_keys = [\"{API_KEY}\"]\n\n{}",
+        "[listeners.operator]\naddress = \"127.0.0.1:9\"\n\n[service]\napi_keys = [\"{API_KEY}\"]\n\n{}",
         profile(&sim, "sandbox", "demo", "demo-secret")
     );
     let files = Files::new(&toml);

@@ -30,6 +30,8 @@ pub struct Setup {
     pub client_id: &'static str,
     pub background_workers: bool,
     pub pipeline: PipelineConfig,
+    /// Changes the service's configuration before it starts (listeners, limits, webhook scheme).
+    pub configure: fn(&mut Config),
 }
 
 impl Default for Setup {
@@ -54,6 +56,7 @@ impl Default for Setup {
                 idle_wait: Duration::from_millis(50),
                 ..PipelineConfig::default()
             },
+            configure: |_| {},
         }
     }
 }
@@ -114,7 +117,8 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
             SecretString::from(format!("{}-secret", setup.client_id)),
         ),
     )]);
-    let config = Config {
+    let mut config = Config {
+        listeners: mintgate::config::ListenersConfig::combined(),
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&dir.path().join("mintgate.db")),
             archive_dir: dir.path().join("archive"),
@@ -133,6 +137,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         default_environment: "sandbox".to_owned(),
         mint,
     };
+    (setup.configure)(&mut config);
     let mut app = TestApp {
         sim,
         admin,
@@ -159,6 +164,7 @@ impl TestApp {
                 owner: format!("test-{}", uuid::Uuid::new_v4()),
                 run_workers: self.background_workers,
                 listener: Some(listener),
+                operator_listener: None,
                 tune_mint: Some(tune_mint_for_tests),
             },
         )
@@ -177,6 +183,14 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.address)
+    }
+
+    /// A URL on the operator listener (the same as [`TestApp::url`] when combined).
+    pub fn operator_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.app.as_ref().unwrap().operator_address()
+        )
     }
 
     pub fn pipeline(&self) -> &std::sync::Arc<mintgate::pipeline::Pipeline> {

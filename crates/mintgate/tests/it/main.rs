@@ -4,6 +4,7 @@
 mod api;
 mod architecture;
 mod cli;
+mod edge;
 mod helpers;
 mod monitoring;
 mod pipeline;
