@@ -15,8 +15,22 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
     let Some(instance_id) = &execution.instance_id else {
         return Ok(StepOutcome::done());
     };
-    let client = pipeline.client_for(execution)?.at(job.priority.to_client());
     let now = pipeline.clock.now();
+    // Webhooks bring a check forward, never closer than `poll_interval_min` to the last one: a
+    // flood of authentic webhooks for one instance costs at most one Mint call per interval. The
+    // check keeps its (webhook) priority and runs at the floor.
+    if let Some(last) = execution.progress_at {
+        let floor = last + delta(pipeline.config.poll_interval_min);
+        if now < floor {
+            return Ok(StepOutcome::done().with_job(JobDisposition::Retry {
+                run_at: floor,
+                error: None,
+                counts: false,
+                priority: Some(job.priority),
+            }));
+        }
+    }
+    let client = pipeline.client_for(execution)?.at(job.priority.to_client());
     let progress = match client.instance_progress(instance_id).await {
         Ok(progress) => progress,
         Err(mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. }) => {

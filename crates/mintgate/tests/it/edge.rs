@@ -641,3 +641,106 @@ async fn a_listener_whose_certificate_does_not_load_refuses_to_start_naming_the_
     assert!(text.contains("listeners.public.tls_cert_file"), "{text}");
     assert!(!text.contains("not a key"), "{text}");
 }
+
+/// Posts an authentic (HMAC, the helpers' scheme) webhook with this body.
+async fn post_signed(app: &TestApp, body: &str) -> u16 {
+    let now = chrono::Utc::now().timestamp();
+    app.http
+        .post(app.url("/webhooks/mint"))
+        .header(mintgate::webhook::TIMESTAMP_HEADER, now.to_string())
+        .header(
+            mintgate::webhook::SIGNATURE_HEADER,
+            mintgate::webhook::sign(WEBHOOK_SECRET.as_bytes(), now, body.as_bytes()),
+        )
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Every request the simulator has seen from the service's API client.
+async fn mint_requests(app: &TestApp) -> u64 {
+    app.admin.usage().await.unwrap().clients["demo"].requests
+}
+
+#[tokio::test]
+async fn webhooks_for_an_instance_checked_less_than_the_poll_floor_ago_cost_no_mint_call() {
+    let app = crate::helpers::spawn_app().await;
+    let id = app.request("flow-kyc-basic").await;
+    app.run_until_idle().await;
+    let instance = app.instance_of(id).await;
+    // A first webhook brings a check forward: Mint is asked once.
+    let before_first = mint_requests(&app).await;
+    let body = |n: usize| format!(r#"{{"instanceId":"{instance}","status":"Finished","n":{n}}}"#);
+    assert_eq!(post_signed(&app, &body(0)).await, 200);
+    app.run_until_idle().await;
+    let after_first = mint_requests(&app).await;
+    assert!(after_first > before_first, "the first webhook is checked");
+
+    // A flood of distinct authentic webhooks within poll_interval_min: recorded, answered, and not
+    // one Mint call.
+    for n in 1..=50 {
+        assert_eq!(post_signed(&app, &body(n)).await, 200);
+    }
+    app.run_until_idle().await;
+    assert_eq!(mint_requests(&app).await, after_first);
+    let recorded = app
+        .pipeline()
+        .store
+        .webhooks_for(&instance.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 51);
+
+    // At the floor, the deferred check runs once.
+    app.advance(app.config.pipeline.poll_interval_min).await;
+    app.run_until_idle().await;
+    let at_floor = mint_requests(&app).await;
+    assert!(at_floor > after_first, "the check ran at the floor");
+    assert!(
+        at_floor - after_first <= after_first - before_first,
+        "one check's worth of calls, not one per webhook"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_authentic_webhooks_for_unknown_or_finished_instances_costs_nothing_at_mint() {
+    let app = crate::helpers::spawn_app().await;
+    // One execution taken to its end (archived).
+    let id = app.request("flow-kyc-basic").await;
+    app.run_until_idle().await;
+    let instance = app.instance_of(id).await;
+    app.complete_user_steps(instance.as_str()).await;
+    app.advance(Duration::from_secs(30)).await;
+    let store = app.pipeline().store.clone();
+    let parsed: mint_client::InstanceId = instance.parse().unwrap();
+    app.eventually(Duration::from_secs(5), "the flow's webhook", || {
+        let store = store.clone();
+        let parsed = parsed.clone();
+        async move { !store.webhooks_for(&parsed).await.unwrap().is_empty() }
+    })
+    .await;
+    app.run_until_idle().await;
+    assert_eq!(
+        app.execution(id).await.state,
+        mintgate::model::ExecutionState::Archived
+    );
+    let before = app.admin.usage().await.unwrap();
+
+    for n in 0..300 {
+        let unknown = uuid::Uuid::new_v4();
+        let body = format!(r#"{{"instanceId":"{unknown}","status":"Finished"}}"#);
+        assert_eq!(post_signed(&app, &body).await, 200, "webhook {n}");
+    }
+    for n in 0..100 {
+        let body = format!(r#"{{"instanceId":"{instance}","status":"Finished","n":{n}}}"#);
+        assert_eq!(post_signed(&app, &body).await, 200, "webhook {n}");
+    }
+    app.run_until_idle().await;
+    app.advance(Duration::from_secs(3600)).await;
+    app.run_until_idle().await;
+    // The simulator's ground truth: not one request, not one unit.
+    assert_eq!(app.admin.usage().await.unwrap().clients, before.clients);
+}
