@@ -65,6 +65,8 @@ pub struct Application {
     shutdown: CancellationToken,
     /// One task per listener.
     servers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Deletes webhook records past their retention (with the workers).
+    pruner: Option<tokio::task::JoinHandle<()>>,
     workers: Option<tokio::task::JoinHandle<()>>,
     /// Rings the workers when another replica makes work durable (PostgreSQL `LISTEN`).
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -374,6 +376,14 @@ impl Application {
         } else {
             None
         };
+        let pruner = options.run_workers.then(|| {
+            crate::retention::spawn(
+                pipeline.store.clone(),
+                config.webhook.clone(),
+                options.clock.clone(),
+                shutdown.clone(),
+            )
+        });
         tracing::info!(public = %address, operator = %operator_address, "mintgate is serving");
         Ok(Self {
             address,
@@ -381,6 +391,7 @@ impl Application {
             pipeline,
             shutdown,
             servers,
+            pruner,
             workers,
             listener,
             workers_alive,
@@ -447,6 +458,9 @@ impl Application {
     /// Stops at once, as a crash would: in-flight work is abandoned mid-way (tests, the demo).
     pub async fn kill(mut self) {
         self.shutdown.cancel();
+        if let Some(pruner) = self.pruner.take() {
+            pruner.abort();
+        }
         if let Some(workers) = self.workers.take() {
             workers.abort();
             let _ = workers.await;

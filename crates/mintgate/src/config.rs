@@ -319,6 +319,16 @@ pub struct WebhookConfig {
     /// confirming status call waits this long so that it sees the final state.
     #[serde(with = "humantime_serde")]
     pub settle: Duration,
+    /// Webhook records are deleted this long after they arrived (replays of older bodies are
+    /// then recorded again; they still cost at most one check per `pipeline.poll_interval_min`).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Records of webhooks that named no execution of ours are deleted sooner.
+    #[serde(with = "humantime_serde")]
+    pub unmatched_retention: Duration,
+    /// How often the pruning runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -334,6 +344,9 @@ impl Default for WebhookConfig {
             body_bytes_max: 64 * 1024,
             allow_unauthenticated: false,
             settle: Duration::from_secs(2),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            unmatched_retention: Duration::from_secs(24 * 3600),
+            prune_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -640,6 +653,15 @@ impl Config {
                     );
                 }
             }
+        }
+        if self.webhook.unmatched_retention > self.webhook.retention {
+            invalid!("`webhook.unmatched_retention` must not be above `webhook.retention`");
+        }
+        if self.webhook.retention < Duration::from_secs(60) {
+            invalid!("`webhook.retention` must be at least 1m");
+        }
+        if self.webhook.prune_interval < Duration::from_secs(1) {
+            invalid!("`webhook.prune_interval` must be at least 1s");
         }
         if self.webhook.body_bytes_max < 64 || self.webhook.body_bytes_max > 1024 * 1024 {
             invalid!("`webhook.body_bytes_max` must be between 64 and 1048576");

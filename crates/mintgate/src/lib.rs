@@ -15,6 +15,7 @@ pub mod model;
 pub mod monitor;
 pub mod ops;
 pub mod pipeline;
+pub mod retention;
 pub mod server;
 pub mod shared;
 pub mod spend;

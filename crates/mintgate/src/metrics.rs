@@ -25,6 +25,13 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "mintgate_http_connections_open";
 /// TLS certificate reloads by listener and outcome (`replaced`, `failed`).
 pub const TLS_CERTIFICATE_RELOADS_TOTAL: &str = "mintgate_tls_certificate_reloads_total";
 
+/// Webhook records deleted after their retention.
+pub const WEBHOOKS_PRUNED_TOTAL: &str = "mintgate_webhooks_pruned_total";
+
+pub fn webhooks_pruned(count: u64) {
+    metrics::counter!(WEBHOOKS_PRUNED_TOTAL).increment(count);
+}
+
 pub fn tls_reloaded(listener: &'static str, outcome: &'static str) {
     metrics::counter!(TLS_CERTIFICATE_RELOADS_TOTAL, "listener" => listener, "outcome" => outcome)
         .increment(1);

@@ -283,6 +283,20 @@ pub trait Store: Send + Sync + 'static {
     /// Executions finished in Mint but not archived, soonest deadline first.
     async fn unarchived(&self, limit: i64) -> anyhow::Result<Vec<Execution>>;
 
+    /// Deletes webhook records received before `before`, and those that named no execution of ours
+    /// received before `unmatched_before`; at most `limit` at a time (a short transaction). Answers
+    /// how many went. A replay of a pruned body is recorded again and, as a hint, costs at most one
+    /// check no sooner than the poll floor.
+    async fn prune_webhooks(
+        &self,
+        before: DateTime<Utc>,
+        unmatched_before: DateTime<Utc>,
+        limit: i64,
+    ) -> anyhow::Result<u64> {
+        let _ = (before, unmatched_before, limit);
+        anyhow::bail!("this store does not prune webhooks")
+    }
+
     /// Is the database reachable?
     async fn ping(&self) -> anyhow::Result<()>;
 

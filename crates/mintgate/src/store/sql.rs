@@ -996,6 +996,31 @@ where
         rows.iter().map(Self::execution_from_row).collect()
     }
 
+    async fn prune_webhooks(
+        &self,
+        before: DateTime<Utc>,
+        unmatched_before: DateTime<Utc>,
+        limit: i64,
+    ) -> anyhow::Result<u64> {
+        let mut tx = self.write().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM webhooks WHERE id IN (
+                 SELECT id FROM webhooks
+                 WHERE received_at < $1 OR (execution_id IS NULL AND received_at < $2)
+                 ORDER BY received_at LIMIT $3)",
+        )
+        .bind(ms(before))
+        .bind(ms(unmatched_before))
+        .bind(limit)
+        .execute(&mut *tx)
+        .await
+        .context("pruning webhooks")?;
+        tx.commit()
+            .await
+            .context("committing the webhook pruning")?;
+        Ok(D::rows_affected(&deleted))
+    }
+
     async fn ping(&self) -> anyhow::Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

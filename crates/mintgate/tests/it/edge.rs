@@ -744,3 +744,50 @@ async fn a_flood_of_authentic_webhooks_for_unknown_or_finished_instances_costs_n
     // The simulator's ground truth: not one request, not one unit.
     assert_eq!(app.admin.usage().await.unwrap().clients, before.clients);
 }
+
+#[tokio::test]
+async fn webhook_records_are_pruned_after_their_retention_unknown_instances_first() {
+    let app = crate::helpers::spawn_app().await;
+    let id = app.request("flow-kyc-basic").await;
+    app.run_until_idle().await;
+    let instance = app.instance_of(id).await;
+    let known = format!(r#"{{"instanceId":"{instance}","status":"Finished"}}"#);
+    assert_eq!(post_signed(&app, &known).await, 200);
+    for _ in 0..20 {
+        let unknown = uuid::Uuid::new_v4();
+        let body = format!(r#"{{"instanceId":"{unknown}"}}"#);
+        assert_eq!(post_signed(&app, &body).await, 200);
+    }
+    let store = app.pipeline().store.clone();
+    let count = || async { store.overview().await.unwrap().webhooks_recorded };
+    assert_eq!(count().await, 21);
+    let webhook = &app.config.webhook;
+    // Nothing is due yet.
+    let now = app.clock.now();
+    assert_eq!(
+        mintgate::retention::prune_webhooks(&store, webhook, now)
+            .await
+            .unwrap(),
+        0
+    );
+    // After a day and a bit: the unknown instances' records go, ours stays.
+    let later = now + chrono::TimeDelta::from_std(webhook.unmatched_retention).unwrap();
+    let later = later + chrono::TimeDelta::minutes(1);
+    assert_eq!(
+        mintgate::retention::prune_webhooks(&store, webhook, later)
+            .await
+            .unwrap(),
+        20
+    );
+    assert_eq!(count().await, 1);
+    // After the retention, every record.
+    let much_later = now + chrono::TimeDelta::from_std(webhook.retention).unwrap();
+    let much_later = much_later + chrono::TimeDelta::minutes(1);
+    assert_eq!(
+        mintgate::retention::prune_webhooks(&store, webhook, much_later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(count().await, 0);
+}

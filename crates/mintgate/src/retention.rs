@@ -1,0 +1,71 @@
+//! Webhook records are kept for a while, then pruned: a flood of authentic webhooks for unknown
+//! instances must not fill the disk, and after Mint's own 30-day retention nothing can happen to an
+//! instance any more.
+//!
+//! Records of webhooks that named no execution of ours go after `webhook.unmatched_retention`
+//! (default 1 day); every other record after `webhook.retention` (default 30 days). A periodic task
+//! deletes them in batches of [`PRUNE_BATCH_MAX`] (short transactions that never hold the writer
+//! long) every `webhook.prune_interval`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, delta};
+use crate::config::WebhookConfig;
+use crate::store::SharedStore;
+
+/// Webhook records deleted in one transaction, at most.
+pub const PRUNE_BATCH_MAX: i64 = 5_000;
+
+/// Deletes every webhook record past its retention at `now`; answers how many went.
+pub async fn prune_webhooks(
+    store: &SharedStore,
+    config: &WebhookConfig,
+    now: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let before = now - delta(config.retention);
+    let unmatched_before = now - delta(config.unmatched_retention);
+    let mut total = 0;
+    loop {
+        let deleted = store
+            .prune_webhooks(before, unmatched_before, PRUNE_BATCH_MAX)
+            .await?;
+        total += deleted;
+        if deleted < PRUNE_BATCH_MAX as u64 {
+            return Ok(total);
+        }
+        // Let the webhook writer in between batches.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Prunes every `webhook.prune_interval` (real time) until `shutdown`.
+pub fn spawn(
+    store: SharedStore,
+    config: WebhookConfig,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let interval = config.prune_interval.max(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+            match prune_webhooks(&store, &config, clock.now()).await {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    crate::metrics::webhooks_pruned(deleted);
+                    tracing::info!(deleted, "webhook records past their retention were pruned");
+                }
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "pruning webhook records failed; trying again at the next interval"
+                ),
+            }
+        }
+    })
+}
