@@ -66,6 +66,9 @@ pub struct AdaptiveConfig {
     pub default_pause: Duration,
     /// Cap of the growing pause.
     pub max_pause: Duration,
+    /// Each pause (grown or from `Retry-After`) is lengthened by a random fraction of itself, up to
+    /// this (default 0.2), so processes that met the same 429 do not resume in step.
+    pub pause_jitter_fraction: f64,
     /// See the type's documentation.
     pub recovery_interval: Duration,
     /// See the type's documentation.
@@ -82,6 +85,7 @@ impl Default for AdaptiveConfig {
             min_limit_units: 5,
             default_pause: Duration::from_secs(2),
             max_pause: Duration::from_secs(60),
+            pause_jitter_fraction: 0.2,
             recovery_interval: Duration::from_secs(15),
             recovery_step_fraction: 0.1,
             ceiling_memory: Duration::from_secs(300),
@@ -428,9 +432,22 @@ impl WindowBudget {
         self.log.retain(|e| e.ticket != ticket);
     }
 
-    /// Reports a 429 at `now` (call it after refunding the refused request).
+    /// Reports a 429 at `now` (call it after refunding the refused request), without jitter.
     pub fn on_throttled(&mut self, now: Duration, retry_after: Option<Duration>) {
+        self.on_throttled_jittered(now, retry_after, 0.0);
+    }
+
+    /// Reports a 429 at `now`; the pause is lengthened by `unit × pause_jitter_fraction` of itself
+    /// (`unit` uniform in `[0, 1)`: randomness is an input).
+    pub fn on_throttled_jittered(
+        &mut self,
+        now: Duration,
+        retry_after: Option<Duration>,
+        unit: f64,
+    ) {
         self.throttled += 1;
+        let jitter =
+            1.0 + unit.clamp(0.0, 1.0) * self.cfg.adaptive.pause_jitter_fraction.clamp(0.0, 1.0);
         self.refresh(now);
         let a = self.cfg.adaptive.clone();
         // Nothing is sent during a pause, and a 429 comes back at once, so a 429 during the pause
@@ -446,10 +463,10 @@ impl WindowBudget {
             };
             let grown = a.default_pause.saturating_mul(1u32 << self.streak.min(16));
             let pause = retry_after.unwrap_or(grown.min(a.max_pause));
-            self.paused_until = self.paused_until.max(now + pause);
+            self.paused_until = self.paused_until.max(now + pause.mul_f64(jitter));
             self.last_event = Some((now, pause));
         } else if let Some(ra) = retry_after {
-            self.paused_until = self.paused_until.max(now + ra);
+            self.paused_until = self.paused_until.max(now + ra.mul_f64(jitter));
         }
         if !a.enabled {
             return;
@@ -646,7 +663,8 @@ impl Budget for LocalBudget {
         let now = self.now();
         let snap = {
             let mut st = self.state.lock().unwrap();
-            st.core.on_throttled(now, retry_after);
+            st.core
+                .on_throttled_jittered(now, retry_after, rand::random());
             let waiting = st.waiters.len();
             st.core.snapshot(now, waiting)
         };
@@ -840,6 +858,21 @@ mod tests {
         // Retry-After wins over the grown pause.
         b.on_throttled(secs(102.5), Some(secs(1.0)));
         assert_eq!(b.snapshot(secs(102.5), 0).paused_for, Some(secs(1.0)));
+    }
+
+    #[test]
+    fn a_pause_is_lengthened_by_its_jitter_never_shortened() {
+        let mut b = WindowBudget::new(adaptive_cfg());
+        b.on_throttled_jittered(secs(0.0), None, 0.5);
+        assert_eq!(
+            b.snapshot(secs(0.0), 0).paused_for,
+            Some(secs(2.2)),
+            "2 s × (1 + 0.5 × 0.2)"
+        );
+        let mut b = WindowBudget::new(adaptive_cfg());
+        b.on_throttled_jittered(secs(0.0), Some(secs(10.0)), 0.999);
+        let paused = b.snapshot(secs(0.0), 0).paused_for.unwrap();
+        assert!(paused >= secs(10.0) && paused <= secs(12.0), "{paused:?}");
     }
 
     #[test]

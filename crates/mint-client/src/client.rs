@@ -25,7 +25,7 @@ use crate::model::{
     StartedInstance,
 };
 use crate::observe::ClientEvent;
-use crate::retry::{RetryPermit, RetryQuota, backoff_delay, parse_retry_after};
+use crate::retry::{RetryPermit, RetryQuota, parse_retry_after, retry_delay};
 use crate::token::{TokenInfo, TokenManager, TokenStore};
 
 /// How many instance ids the client remembers to tell "expired" from "never existed" on a 404.
@@ -646,8 +646,7 @@ impl MintClient {
             permit = Some(p);
             retries += 1;
             self.observe(ClientEvent::Retry { operation: op });
-            let backoff = backoff_delay(retries, retry.base_delay, retry.max_delay, rand::random());
-            let delay = retry_after.unwrap_or(backoff);
+            let delay = retry_delay(retries, retry_after, retry, rand::random());
             span.in_scope(
                 || tracing::warn!(error = %error, delay_ms = delay.as_millis() as u64, "retrying"),
             );

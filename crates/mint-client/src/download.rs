@@ -1,5 +1,6 @@
 //! Streaming result-file downloads: constant memory, SHA-256 and byte count on the way, stall
-//! detection instead of a total timeout, restart from zero or resume with `Range` after a cut.
+//! detection instead of a total timeout, restart from zero or resume with `Range` after a cut, and
+//! the result-file check ([`crate::ResultFileValidator`]) before the writer is flushed.
 
 use std::fmt;
 use std::future::Future;
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use crate::client::{MintClient, Reply, Req, Want};
 use crate::error::{BoxError, DownloadErrorKind, Error, Operation};
 use crate::ids::InstanceId;
+use crate::result_file::{InvalidResultFile, ResultFileLimits, ResultFileValidator, ZipSummary};
 use crate::retry::backoff_delay;
 
 /// Write buffer of [`MintClient::download_result_to_path`] (the memory a download holds, with the
@@ -54,6 +56,12 @@ pub struct DownloadOptions {
     pub progress: Option<ProgressFn>,
     /// Least time between two progress calls.
     pub progress_interval: Duration,
+    /// Check that the answer is a ZIP result file (`Content-Type`, `Content-Length`, structure)
+    /// before flushing the writer (default `true`). Turn it off only to fetch something that is
+    /// knowingly not a result file.
+    pub check_result_file: bool,
+    /// Bounds of that check (the central directory size it reads).
+    pub result_file_limits: ResultFileLimits,
 }
 
 impl Default for DownloadOptions {
@@ -66,6 +74,8 @@ impl Default for DownloadOptions {
             resume: true,
             progress: None,
             progress_interval: Duration::from_millis(250),
+            check_result_file: true,
+            result_file_limits: ResultFileLimits::default(),
         }
     }
 }
@@ -79,6 +89,8 @@ impl fmt::Debug for DownloadOptions {
             .field("max_restarts", &self.max_restarts)
             .field("resume", &self.resume)
             .field("progress", &self.progress.is_some())
+            .field("check_result_file", &self.check_result_file)
+            .field("result_file_limits", &self.result_file_limits)
             .finish()
     }
 }
@@ -98,6 +110,8 @@ pub struct Download {
     pub content_type: Option<String>,
     /// Wall time, first request to last byte.
     pub elapsed: Duration,
+    /// What the result-file check found (`None` when it was turned off).
+    pub zip: Option<ZipSummary>,
 }
 
 /// A writer that can throw away what it received, so a download can restart from byte zero.
@@ -168,6 +182,8 @@ impl<W: RestartableWrite> Sink for Restartable<'_, W> {
 /// How one attempt ended.
 enum AttemptEnd {
     Complete,
+    /// The bytes are not a result file: stop, keep nothing.
+    Refused(InvalidResultFile),
     /// Cut, stalled or too slow: restart or resume.
     Broken(DownloadErrorKind, Option<BoxError>),
 }
@@ -289,8 +305,9 @@ impl MintClient {
         let mut written: u64 = 0;
         let mut total: Option<u64> = None;
         let mut ranges = false;
-        let mut validator: Option<HeaderValue> = None;
+        let mut if_range: Option<HeaderValue> = None;
         let mut content_type = None;
+        let mut check: Option<ResultFileValidator> = None;
         let (mut restarts, mut resumes, mut attempt) = (0u32, 0u32, 0u32);
         let mut last_progress: Option<Instant> = None;
         let mut report = |bytes: u64, total: Option<u64>, attempt: u32, force: bool| {
@@ -321,13 +338,25 @@ impl MintClient {
             };
             if resuming {
                 req = req.header(header::RANGE, HeaderValue::from_str(&range).expect("ascii"));
-                if let Some(v) = &validator {
+                if let Some(v) = &if_range {
                     req = req.header(header::IF_RANGE, v.clone());
                 }
             }
             let attempt_started = Instant::now();
-            let Reply::Stream(resp) = self.execute(&req, Want::Headers).await? else {
-                unreachable!("Want::Headers answers with a stream")
+            let resp = match self.execute(&req, Want::Headers).await {
+                Ok(Reply::Stream(resp)) => resp,
+                Ok(Reply::Body { .. }) => unreachable!("Want::Headers answers with a stream"),
+                // A restart or resume that meets an outage: say how far the download had come.
+                Err(e) if attempt > 1 && e.kind() == crate::error::ErrorKind::Outage => {
+                    return Err(fail(
+                        DownloadErrorKind::Interrupted {
+                            bytes: written,
+                            restarts: restarts + resumes,
+                        },
+                        Some(Box::new(e)),
+                    ));
+                }
+                Err(e) => return Err(e),
             };
             let status = resp.status().as_u16();
             let headers = resp.headers();
@@ -354,6 +383,9 @@ impl MintClient {
                             DownloadErrorKind::BadRange(format!("{other:?}")),
                         )
                         .await?;
+                        if let Some(c) = &mut check {
+                            c.restart();
+                        }
                         restarts += 1;
                         if restarts > opts.max_restarts {
                             return Err(fail(
@@ -390,12 +422,20 @@ impl MintClient {
                 total = resp.content_length();
                 ranges = header_str(header::ACCEPT_RANGES)
                     .is_some_and(|v| v.trim().eq_ignore_ascii_case("bytes"));
-                validator = headers
+                if_range = headers
                     .get(header::ETAG)
                     .filter(|v| !v.as_bytes().starts_with(b"W/"))
                     .or_else(|| headers.get(header::LAST_MODIFIED))
                     .cloned();
                 content_type = header_str(header::CONTENT_TYPE).map(str::to_owned);
+                // A whole answer: the check starts over with its headers.
+                check = opts.check_result_file.then(|| {
+                    ResultFileValidator::with_limits(
+                        content_type.as_deref(),
+                        total,
+                        opts.result_file_limits.clone(),
+                    )
+                });
             }
             report(written, total, attempt, false);
 
@@ -405,6 +445,7 @@ impl MintClient {
                     sink,
                     &mut hasher,
                     &mut written,
+                    check.as_mut(),
                     opts,
                     attempt_started,
                     |b| report(b, total, attempt, false),
@@ -431,7 +472,27 @@ impl MintClient {
                 (end, _) => end,
             };
             match end {
+                AttemptEnd::Refused(invalid) => {
+                    tracing::warn!(instance_id = %id, error = %invalid, "the answer is not a result file");
+                    return Err(fail(
+                        DownloadErrorKind::NotAResultFile(Box::new(invalid)),
+                        None,
+                    ));
+                }
                 AttemptEnd::Complete => {
+                    // The verdict comes before the writer is flushed: an invalid file is never
+                    // committed.
+                    let zip = match check.as_mut().map(ResultFileValidator::finish) {
+                        Some(Ok(summary)) => Some(summary),
+                        Some(Err(invalid)) => {
+                            tracing::warn!(instance_id = %id, error = %invalid, "the answer is not a result file");
+                            return Err(fail(
+                                DownloadErrorKind::NotAResultFile(Box::new(invalid)),
+                                None,
+                            ));
+                        }
+                        None => None,
+                    };
                     sink.finish()
                         .await
                         .map_err(|e| fail(DownloadErrorKind::Io, Some(Box::new(e))))?;
@@ -445,22 +506,34 @@ impl MintClient {
                         resumes,
                         content_type,
                         elapsed: started.elapsed(),
+                        zip,
                     });
                 }
                 AttemptEnd::Broken(kind, source) => {
                     if restarts + resumes >= opts.max_restarts {
+                        let made = restarts + resumes;
                         let kind = match kind {
                             DownloadErrorKind::Interrupted { .. } => {
                                 DownloadErrorKind::Interrupted {
                                     bytes: written,
-                                    restarts: restarts + resumes,
+                                    restarts: made,
+                                }
+                            }
+                            DownloadErrorKind::Stalled { .. } => DownloadErrorKind::Stalled {
+                                bytes: written,
+                                restarts: made,
+                            },
+                            DownloadErrorKind::FirstByteTimeout { .. } => {
+                                DownloadErrorKind::FirstByteTimeout {
+                                    bytes: written,
+                                    restarts: made,
                                 }
                             }
                             k => k,
                         };
                         return Err(fail(kind, source));
                     }
-                    let stalled = matches!(kind, DownloadErrorKind::Stalled);
+                    let stalled = matches!(kind, DownloadErrorKind::Stalled { .. });
                     if ranges && opts.resume && written > 0 {
                         self.observe(crate::observe::ClientEvent::DownloadInterrupted {
                             stalled,
@@ -483,6 +556,9 @@ impl MintClient {
                             DownloadErrorKind::CannotRestart,
                         )
                         .await?;
+                        if let Some(c) = &mut check {
+                            c.restart();
+                        }
                     }
                     let retry = &self.inner.cfg.retry;
                     let delay = backoff_delay(
@@ -496,7 +572,6 @@ impl MintClient {
             }
         }
     }
-
     async fn restart_sink<S: Sink>(
         &self,
         id: &InstanceId,
@@ -534,6 +609,7 @@ impl MintClient {
         sink: &mut S,
         hasher: &mut Sha256,
         written: &mut u64,
+        mut check: Option<&mut ResultFileValidator>,
         opts: &DownloadOptions,
         attempt_started: Instant,
         mut progress: impl FnMut(u64),
@@ -555,6 +631,12 @@ impl MintClient {
             match next {
                 Ok(Some(Ok(chunk))) => {
                     got_first = true;
+                    // Checked before it is written: a refused answer never reaches the writer.
+                    if let Some(check) = check.as_deref_mut()
+                        && let Err(invalid) = check.update(&chunk)
+                    {
+                        return Ok(AttemptEnd::Refused(invalid));
+                    }
                     hasher.update(&chunk);
                     sink.write(&chunk).await?;
                     *written += chunk.len() as u64;
@@ -570,16 +652,21 @@ impl MintClient {
                 }
                 Ok(None) => return Ok(AttemptEnd::Complete),
                 Err(_) if !got_first => {
-                    return Ok(AttemptEnd::Broken(
-                        DownloadErrorKind::FirstByteTimeout,
-                        None,
-                    ));
+                    let kind = DownloadErrorKind::FirstByteTimeout {
+                        bytes: *written,
+                        restarts: 0,
+                    };
+                    return Ok(AttemptEnd::Broken(kind, None));
                 }
                 Err(_) => {}
             }
             if got_first && now >= window_start + window {
                 if window_bytes < window_min {
-                    return Ok(AttemptEnd::Broken(DownloadErrorKind::Stalled, None));
+                    let kind = DownloadErrorKind::Stalled {
+                        bytes: *written,
+                        restarts: 0,
+                    };
+                    return Ok(AttemptEnd::Broken(kind, None));
                 }
                 window_start = now;
                 window_bytes = 0;

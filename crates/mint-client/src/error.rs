@@ -174,6 +174,42 @@ pub struct InvalidParam {
     pub reason: String,
 }
 
+/// What a caller should do about an [`Error`], decided once by [`Error::kind`].
+///
+/// The first four *delay* work without counting a failed attempt (they say nothing about the work
+/// itself); the others are answers about the work, or about this side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Mint or its token endpoint is unreachable or failing: no connection, a timeout, a `5xx`, a
+    /// cut or stalled download. Wait and retry; the work is not at fault.
+    Outage,
+    /// Mint answered `429` until the retries ran out (any call, the result file included), or the
+    /// client's own budget would not admit the call in time. Wait ([`Error::retry_after`]) and retry.
+    RateLimited,
+    /// The API client lacks a role ([`Error::MissingRole`]): pause this kind of work for this
+    /// environment until an operator grants it (a probe without billing can tell when).
+    MissingRole,
+    /// A start may or may not have run ([`Error::Ambiguous`]): reconcile before starting again.
+    Ambiguous,
+    /// The result file is not ready yet (`409`): check again later.
+    NotReady,
+    /// The token endpoint refused the credentials or the scope, or the API rejected a fresh token:
+    /// a configuration error only an operator can fix.
+    Refused,
+    /// Mint answered `404` (the resource does not exist, or no longer: [`Error::Expired`] is a
+    /// `404` on an id this process has seen), or a definition id was passed as a flow id.
+    NotFound,
+    /// The request was wrong: bad configuration, an invalid id, a `4xx` Mint gave for the request.
+    /// Retrying the same request cannot help.
+    Invalid,
+    /// Mint answered something this client cannot use: a success whose body does not decode, a
+    /// result file that is not a ZIP. Retry a few times (counted), then ask an operator.
+    Unexpected,
+    /// Writing the download on this side failed (disk full, permissions, a symlink refused).
+    Local,
+}
+
 /// Everything that can go wrong with a Mint call.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -359,10 +395,20 @@ pub enum Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DownloadErrorKind {
-    /// No first byte within the configured time.
-    FirstByteTimeout,
-    /// The transfer rate fell below the configured minimum.
-    Stalled,
+    /// No answer or no first byte within the configured time (after the allowed restarts).
+    FirstByteTimeout {
+        /// Bytes of the file received before (kept from earlier attempts when resuming).
+        bytes: u64,
+        /// Restarts and resumes made.
+        restarts: u32,
+    },
+    /// The transfer rate fell below the configured minimum (after the allowed restarts).
+    Stalled {
+        /// Bytes of the file received when it was given up.
+        bytes: u64,
+        /// Restarts and resumes made.
+        restarts: u32,
+    },
     /// The connection was cut; `restarts` restarts/resumes were made before giving up.
     Interrupted {
         /// Bytes received in total.
@@ -384,15 +430,26 @@ pub enum DownloadErrorKind {
     CannotRestart,
     /// Writing to the sink or the file failed.
     Io,
+    /// The answer is not a result file (an HTML error page, a JSON problem, a truncated or
+    /// corrupt ZIP): nothing of it may be kept. Retryable: a proxy's error page is often transient.
+    NotAResultFile(Box<crate::result_file::InvalidResultFile>),
+    /// The download target is a symbolic link (the `.part` file or the final path): refused, never
+    /// followed.
+    Symlink(std::path::PathBuf),
 }
 
 impl fmt::Display for DownloadErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DownloadErrorKind::FirstByteTimeout => f.write_str("no first byte in time"),
-            DownloadErrorKind::Stalled => {
-                f.write_str("the transfer stalled below the minimum rate")
-            }
+            DownloadErrorKind::FirstByteTimeout { bytes, restarts } => write!(
+                f,
+                "no first byte in time (after {bytes} bytes and {restarts} restarts)"
+            ),
+            DownloadErrorKind::Stalled { bytes, restarts } => write!(
+                f,
+                "the transfer stalled below the minimum rate (after {bytes} bytes and {restarts} \
+                 restarts)"
+            ),
             DownloadErrorKind::Interrupted { bytes, restarts } => {
                 write!(
                     f,
@@ -411,6 +468,12 @@ impl fmt::Display for DownloadErrorKind {
                  download_result_restartable or download_result_to_path)",
             ),
             DownloadErrorKind::Io => f.write_str("writing the file failed"),
+            DownloadErrorKind::NotAResultFile(invalid) => invalid.fmt(f),
+            DownloadErrorKind::Symlink(path) => write!(
+                f,
+                "{} is a symbolic link; refusing to write through it",
+                path.display()
+            ),
         }
     }
 }
@@ -456,6 +519,65 @@ fn list(ids: &[FlowId]) -> String {
 }
 
 impl Error {
+    /// What the caller should do about this error: the one classification to branch on (see
+    /// [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) | Error::InvalidId(_) => ErrorKind::Invalid,
+            Error::NotSent { reason, .. } => match reason {
+                NotSentReason::Connect => ErrorKind::Outage,
+                NotSentReason::Budget(_) => ErrorKind::RateLimited,
+                NotSentReason::Build => ErrorKind::Invalid,
+            },
+            Error::NoAnswer { .. } => ErrorKind::Outage,
+            Error::Ambiguous { .. } => ErrorKind::Ambiguous,
+            Error::Auth { kind, .. } => match kind {
+                AuthErrorKind::Unavailable => ErrorKind::Outage,
+                AuthErrorKind::InvalidClient
+                | AuthErrorKind::InvalidScope
+                | AuthErrorKind::OAuth(_)
+                | AuthErrorKind::TokenRejected => ErrorKind::Refused,
+            },
+            Error::MissingRole { .. } => ErrorKind::MissingRole,
+            Error::DefinitionIdAsFlowId { .. } | Error::NotFound { .. } | Error::Expired { .. } => {
+                ErrorKind::NotFound
+            }
+            Error::NotReady { .. } => ErrorKind::NotReady,
+            Error::RateLimited { .. } => ErrorKind::RateLimited,
+            Error::Api { status, .. } => match status {
+                408 | 500.. => ErrorKind::Outage,
+                _ => ErrorKind::Invalid,
+            },
+            Error::Decode { .. } => ErrorKind::Unexpected,
+            Error::Download { kind, .. } => match kind {
+                DownloadErrorKind::FirstByteTimeout { .. }
+                | DownloadErrorKind::Stalled { .. }
+                | DownloadErrorKind::Interrupted { .. }
+                | DownloadErrorKind::CannotRestart => ErrorKind::Outage,
+                DownloadErrorKind::LengthMismatch { .. }
+                | DownloadErrorKind::BadRange(_)
+                | DownloadErrorKind::NotAResultFile(_) => ErrorKind::Unexpected,
+                DownloadErrorKind::Io | DownloadErrorKind::Symlink(_) => ErrorKind::Local,
+            },
+        }
+    }
+
+    /// For a failed download, the bytes of the file received before it was given up (0 when it was
+    /// refused before any byte, e.g. by a `403`).
+    pub fn received_bytes(&self) -> Option<u64> {
+        match self {
+            Error::Download { kind, .. } => Some(match kind {
+                DownloadErrorKind::FirstByteTimeout { bytes, .. }
+                | DownloadErrorKind::Stalled { bytes, .. }
+                | DownloadErrorKind::Interrupted { bytes, .. } => *bytes,
+                DownloadErrorKind::LengthMismatch { received, .. } => *received,
+                DownloadErrorKind::NotAResultFile(invalid) => invalid.received_bytes,
+                _ => 0,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether repeating the same call later may succeed and is safe. `Ambiguous` is not: reconcile first.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -463,7 +585,9 @@ impl Error {
             Error::NoAnswer { .. } | Error::RateLimited { .. } | Error::NotReady { .. } => true,
             Error::Api { status, .. } => *status >= 500,
             Error::Auth { kind, .. } => matches!(kind, AuthErrorKind::Unavailable),
-            Error::Download { kind, .. } => !matches!(kind, DownloadErrorKind::Io),
+            Error::Download { kind, .. } => {
+                !matches!(kind, DownloadErrorKind::Io | DownloadErrorKind::Symlink(_))
+            }
             _ => false,
         }
     }
@@ -577,6 +701,92 @@ mod tests {
             source: None,
         };
         assert!(not_sent.is_retryable());
+    }
+
+    #[test]
+    fn each_error_has_one_kind_the_caller_can_branch_on() {
+        let id = InstanceId::new("i-1").unwrap();
+        let download = |kind| Error::Download {
+            instance_id: id.clone(),
+            kind,
+            source: None,
+        };
+        let auth = |kind| Error::Auth {
+            kind,
+            message: String::new(),
+            source: None,
+        };
+        let api = |status| Error::Api {
+            operation: Operation::GetInstance,
+            status,
+            title: None,
+            detail: None,
+            code: None,
+            invalid_params: vec![],
+            trace_id: None,
+        };
+        let cases = [
+            (auth(AuthErrorKind::Unavailable), ErrorKind::Outage),
+            (auth(AuthErrorKind::InvalidClient), ErrorKind::Refused),
+            (auth(AuthErrorKind::TokenRejected), ErrorKind::Refused),
+            (api(503), ErrorKind::Outage),
+            (api(400), ErrorKind::Invalid),
+            (
+                Error::NotSent {
+                    operation: Operation::ResultFile,
+                    reason: NotSentReason::Budget("full".into()),
+                    source: None,
+                },
+                ErrorKind::RateLimited,
+            ),
+            (
+                Error::RateLimited {
+                    operation: Operation::ResultFile,
+                    retry_after: None,
+                },
+                ErrorKind::RateLimited,
+            ),
+            (
+                Error::MissingRole {
+                    role: Role::FlowEditor,
+                    operation: Operation::StartInstance,
+                    environment: "production".into(),
+                    trace_id: None,
+                },
+                ErrorKind::MissingRole,
+            ),
+            (
+                download(DownloadErrorKind::Stalled {
+                    bytes: 10,
+                    restarts: 3,
+                }),
+                ErrorKind::Outage,
+            ),
+            (
+                download(DownloadErrorKind::Interrupted {
+                    bytes: 7,
+                    restarts: 3,
+                }),
+                ErrorKind::Outage,
+            ),
+            (download(DownloadErrorKind::Io), ErrorKind::Local),
+            (
+                Error::Expired {
+                    instance_id: id.clone(),
+                },
+                ErrorKind::NotFound,
+            ),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+        }
+        let stalled = download(DownloadErrorKind::Stalled {
+            bytes: 10,
+            restarts: 3,
+        });
+        assert_eq!(stalled.received_bytes(), Some(10));
+        assert!(stalled.to_string().contains("after 10 bytes"), "{stalled}");
+        assert_eq!(api(503).received_bytes(), None);
     }
 
     #[test]

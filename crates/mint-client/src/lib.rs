@@ -13,6 +13,12 @@
 //!   retried once it may have reached the server ([`Error::Ambiguous`]).
 //! * **Streams** over both list endpoints, [`MintClient::instance_progress`], and streaming
 //!   downloads with SHA-256, stall detection, restart or resume ([`MintClient::download_result_to_path`]).
+//! * **Only a real result**: every download is checked ([`ResultFileValidator`]: `Content-Type`,
+//!   `Content-Length`, ZIP structure, ZIP64 aware, bounded memory) before the writer is flushed.
+//! * **Timestamps** ([`Timestamp`]) always decode and keep Mint's text; [`Timestamp::plausible`]
+//!   gives a value safe for arithmetic, or `None`.
+//! * **One classification**: [`Error::kind`] says whether to delay ([`ErrorKind::Outage`],
+//!   [`ErrorKind::RateLimited`]), pause ([`ErrorKind::MissingRole`]), reconcile or fail.
 //! * **Tracing**: one `mint.request` span per request (method, path template, status, units,
 //!   attempt, latency, trace id); tokens and secrets are never logged.
 //!
@@ -72,7 +78,9 @@ mod error;
 mod ids;
 mod model;
 mod observe;
+mod result_file;
 mod retry;
+mod timestamp;
 mod token;
 
 pub use budget::{
@@ -86,8 +94,8 @@ pub use config::{
 };
 pub use download::{Download, DownloadOptions, DownloadProgress, ProgressFn, RestartableWrite};
 pub use error::{
-    AuthErrorKind, BoxError, DownloadErrorKind, Error, InvalidParam, NoAnswerReason, NotSentReason,
-    Operation, Role,
+    AuthErrorKind, BoxError, DownloadErrorKind, Error, ErrorKind, InvalidParam, NoAnswerReason,
+    NotSentReason, Operation, Role,
 };
 pub use ids::{DefinitionId, FlowId, ID_LENGTH_MAX_BYTES, InstanceId, InvalidId};
 pub use model::{
@@ -95,6 +103,13 @@ pub use model::{
     ListFlows, OrderBy, PAGE_LIMIT_MAX, Page, Progress, SortBy, StartInstance, StartedInstance,
 };
 pub use observe::{ClientEvent, Observer};
-pub use retry::{RetryConfig, RetryPermit, RetryQuota, backoff_delay, parse_retry_after};
+pub use result_file::{
+    ContentTypeVerdict, FIRST_BYTES_KEPT, InvalidResultFile, ResultFileLimits, ResultFileProblem,
+    ResultFileValidator, ZipSummary, classify_content_type,
+};
+pub use retry::{
+    RetryConfig, RetryPermit, RetryQuota, backoff_delay, parse_retry_after, retry_delay,
+};
 pub use secrecy::SecretString;
+pub use timestamp::{CLOCK_SKEW_MAX, Timestamp};
 pub use token::{MemoryTokenStore, SharedToken, TokenInfo, TokenStore, renew_after};

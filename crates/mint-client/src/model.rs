@@ -4,10 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ids::{DefinitionId, FlowId, InstanceId};
+use crate::timestamp::Timestamp;
 
 macro_rules! open_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $wire:literal),+ $(,)? }) => {
@@ -30,6 +30,7 @@ macro_rules! open_enum {
             }
 
             /// Parses the wire spelling (case-insensitively); anything else becomes `Other`.
+            #[allow(clippy::should_implement_trait)] // infallible, unlike `FromStr`
             pub fn parse(s: &str) -> Self {
                 $(if s.eq_ignore_ascii_case($wire) { return Self::$variant; })+
                 Self::Other(s.to_owned())
@@ -50,8 +51,11 @@ macro_rules! open_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(deserializer)?;
-                Ok(Self::parse(&s))
+                // A value of another JSON type (a number, null) is kept in its JSON spelling.
+                Ok(match serde_json::Value::deserialize(deserializer)? {
+                    serde_json::Value::String(s) => Self::parse(&s),
+                    other => Self::Other(other.to_string()),
+                })
             }
         }
     };
@@ -128,9 +132,9 @@ pub struct Flow {
     /// Whether this version is published.
     #[serde(default)]
     pub is_published: Option<bool>,
-    /// Creation time.
+    /// Creation time (kept as sent; see [`Timestamp`]).
     #[serde(default)]
-    pub created_at: Option<DateTime<Utc>>,
+    pub created_at: Option<Timestamp>,
 }
 
 /// The error detail of a faulted instance (Mint usually says only "Workflow execution failed").
@@ -156,17 +160,18 @@ pub struct Instance {
     /// The definition of that flow.
     #[serde(default)]
     pub definition_id: Option<DefinitionId>,
-    /// Its status (unknown values kept).
+    /// Its status (unknown values kept; a missing status is `Other("")`).
+    #[serde(default = "unknown_status")]
     pub status: InstanceStatus,
-    /// Start time.
+    /// Start time, as Mint sent it: validate with [`Timestamp::plausible`] before arithmetic.
     #[serde(default)]
-    pub created_at: Option<DateTime<Utc>>,
-    /// Last change.
+    pub created_at: Option<Timestamp>,
+    /// Last change, as Mint sent it.
     #[serde(default)]
-    pub updated_at: Option<DateTime<Utc>>,
-    /// End time (finished, faulted or cancelled).
+    pub updated_at: Option<Timestamp>,
+    /// End time (finished, faulted or cancelled), as Mint sent it.
     #[serde(default)]
-    pub finished_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<Timestamp>,
     /// The input it was started with.
     #[serde(default)]
     pub input: Option<serde_json::Value>,
@@ -190,18 +195,27 @@ pub struct Activity {
     /// Step kind.
     #[serde(rename = "type", default = "unknown_type")]
     pub activity_type: ActivityType,
-    /// Step state.
+    /// Step state (a missing state is `Other("")`).
+    #[serde(default = "unknown_activity_status")]
     pub status: ActivityStatus,
-    /// When it started.
+    /// When it started, as Mint sent it.
     #[serde(default)]
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it completed.
+    pub started_at: Option<Timestamp>,
+    /// When it completed, as Mint sent it.
     #[serde(default)]
-    pub completed_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<Timestamp>,
 }
 
 fn unknown_type() -> ActivityType {
     ActivityType::Other(String::new())
+}
+
+fn unknown_activity_status() -> ActivityStatus {
+    ActivityStatus::Other(String::new())
+}
+
+fn unknown_status() -> InstanceStatus {
+    InstanceStatus::Other(String::new())
 }
 
 /// One page of a list endpoint.
@@ -354,13 +368,14 @@ pub enum Progress {
     WaitingForUser {
         /// The suspended step.
         step: Option<String>,
-        /// When that step started waiting.
-        since: Option<DateTime<Utc>>,
+        /// When that step started waiting, as Mint sent it (validate before use).
+        since: Option<Timestamp>,
     },
     /// Done; the result can be downloaded.
     Finished {
-        /// When it finished.
-        at: Option<DateTime<Utc>>,
+        /// When it finished (`finishedAt`, else `updatedAt`), as Mint sent it: validate with
+        /// [`Timestamp::plausible`] before use.
+        at: Option<Timestamp>,
     },
     /// Failed, with whatever detail Mint gave.
     Faulted {
@@ -384,7 +399,10 @@ impl Progress {
     pub fn classify(instance: &Instance, activities: &[Activity]) -> Progress {
         match &instance.status {
             InstanceStatus::Finished => Progress::Finished {
-                at: instance.finished_at.or(instance.updated_at),
+                at: instance
+                    .finished_at
+                    .clone()
+                    .or_else(|| instance.updated_at.clone()),
             },
             InstanceStatus::Faulted => Progress::Faulted {
                 message: instance.error.as_ref().and_then(|e| e.message.clone()),
@@ -398,7 +416,7 @@ impl Progress {
                 {
                     return Progress::WaitingForUser {
                         step: a.name.clone().or_else(|| Some(a.id.clone())),
-                        since: a.started_at,
+                        since: a.started_at.clone(),
                     };
                 }
                 let step = activities
@@ -457,6 +475,29 @@ mod tests {
         assert_eq!(a.activity_type, ActivityType::Other("hologram".into()));
         assert_eq!(a.status, ActivityStatus::Other("Dreaming".into()));
         assert_eq!(a.name, None);
+    }
+
+    #[test]
+    fn an_instance_with_absurd_timestamps_and_odd_types_still_decodes() {
+        let i: Instance = serde_json::from_value(json!({
+            "id": "i-1", "status": 3,
+            "createdAt": "+262142-12-31T00:00:00Z", "updatedAt": 1767225600,
+            "finishedAt": "0001-01-01T00:00:00Z",
+            "input": {"mintgateExecutionId": "e-1"}
+        }))
+        .unwrap();
+        assert_eq!(i.status, InstanceStatus::Other("3".into()));
+        assert_eq!(
+            i.created_at.as_ref().unwrap().raw(),
+            "+262142-12-31T00:00:00Z"
+        );
+        assert_eq!(i.updated_at.as_ref().unwrap().parsed(), None);
+        assert_eq!(i.input.unwrap()["mintgateExecutionId"], "e-1");
+        let now = "2026-03-01T10:00:00Z".parse().unwrap();
+        let finished = i.finished_at.unwrap();
+        assert_eq!(finished.plausible(now, now), None);
+        let no_status: Instance = serde_json::from_value(json!({"id": "i-2"})).unwrap();
+        assert_eq!(no_status.status, InstanceStatus::Other(String::new()));
     }
 
     #[test]
@@ -533,7 +574,7 @@ mod tests {
             Progress::classify(&running, &waiting),
             Progress::WaitingForUser {
                 step: Some("selfie".into()),
-                since: Some("2026-01-01T00:10:00Z".parse().unwrap())
+                since: Some(Timestamp::parse("2026-01-01T00:10:00Z"))
             }
         );
         let busy = [
@@ -558,7 +599,7 @@ mod tests {
         assert_eq!(
             Progress::classify(&instance("Finished"), &[]),
             Progress::Finished {
-                at: Some("2026-01-01T01:00:00Z".parse().unwrap())
+                at: Some(Timestamp::parse("2026-01-01T01:00:00Z"))
             }
         );
         assert_eq!(

@@ -48,6 +48,28 @@ pub fn backoff_delay(retry: u32, base: Duration, max: Duration, unit: f64) -> Du
     ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
+/// The wait before retry number `retry` (1 = first retry), given a uniform random `unit` in `[0, 1)`.
+/// Every wait has jitter, so callers that failed together do not come back together:
+///
+/// * without `Retry-After`: full jitter, `unit × min(max_delay, base_delay × 2^(retry−1))`
+///   ([`backoff_delay`]);
+/// * with `Retry-After: ra`: never sooner than asked, spread over a fifth of it,
+///   `ra + unit × min(max(ra / 5, base_delay), max_delay)`.
+pub fn retry_delay(
+    retry: u32,
+    retry_after: Option<Duration>,
+    cfg: &RetryConfig,
+    unit: f64,
+) -> Duration {
+    match retry_after {
+        None => backoff_delay(retry, cfg.base_delay, cfg.max_delay, unit),
+        Some(ra) => {
+            let spread = (ra / 5).max(cfg.base_delay).min(cfg.max_delay);
+            ra.saturating_add(spread.mul_f64(unit.clamp(0.0, 1.0)))
+        }
+    }
+}
+
 /// Parses a `Retry-After` value: delta seconds, or an HTTP-date (relative to `now`). Capped at `max`.
 /// Unparsable values give `None` (the caller falls back to its backoff).
 pub fn parse_retry_after(value: &str, now: SystemTime, max: Duration) -> Option<Duration> {
@@ -128,6 +150,30 @@ mod tests {
         assert_eq!(backoff_delay(10, base, max, 1.0), max);
         assert_eq!(backoff_delay(u32::MAX, base, max, 1.0), max);
         assert_eq!(backoff_delay(4, base, max, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_spread_never_shortened() {
+        let cfg = RetryConfig {
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            ..RetryConfig::default()
+        };
+        let ra = Some(Duration::from_secs(5));
+        assert_eq!(retry_delay(1, ra, &cfg, 0.0), Duration::from_secs(5));
+        assert_eq!(retry_delay(1, ra, &cfg, 0.5), Duration::from_millis(5500));
+        // A long Retry-After: the spread is capped at max_delay.
+        let long = Some(Duration::from_secs(100));
+        assert_eq!(retry_delay(1, long, &cfg, 1.0), Duration::from_secs(102));
+        // Retry-After: 0 still spreads over base_delay.
+        assert_eq!(
+            retry_delay(1, Some(Duration::ZERO), &cfg, 0.5),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            retry_delay(3, None, &cfg, 0.5),
+            backoff_delay(3, cfg.base_delay, cfg.max_delay, 0.5)
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::budget::BoxFuture;
 use crate::config::{ClientAuth, DEFAULT_SCOPE, MintConfig};
 use crate::error::{AuthErrorKind, BoxError, Error};
-use crate::retry::{RetryConfig, backoff_delay, parse_retry_after};
+use crate::retry::{RetryConfig, parse_retry_after, retry_delay};
 
 /// What the token endpoint said about the current token (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,14 +423,7 @@ impl TokenManager {
                         self.observe(crate::observe::ClientEvent::TokenFailed);
                         return Err(err);
                     }
-                    let delay = retry_after.unwrap_or_else(|| {
-                        backoff_delay(
-                            attempt,
-                            self.retry.base_delay,
-                            self.retry.max_delay,
-                            rand::random(),
-                        )
-                    });
+                    let delay = retry_delay(attempt, retry_after, &self.retry, rand::random());
                     span.in_scope(
                         || tracing::warn!(error = %err, ?delay, "token request failed; retrying"),
                     );

@@ -210,7 +210,7 @@ async fn a_stalled_transfer_is_detected_without_a_total_timeout() {
         matches!(
             err,
             Error::Download {
-                kind: DownloadErrorKind::Stalled,
+                kind: DownloadErrorKind::Stalled { restarts: 1, .. },
                 ..
             }
         ),

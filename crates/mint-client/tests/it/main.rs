@@ -4,6 +4,7 @@
 //! (`sim.admin().usage()`), never the client's own bookkeeping.
 
 mod helpers;
+mod odd_mint;
 
 mod budget;
 mod config;
@@ -12,6 +13,7 @@ mod ids_and_models;
 mod observability;
 mod pagination;
 mod progress;
+mod result_check;
 mod retries;
 mod roles;
 mod tokens;

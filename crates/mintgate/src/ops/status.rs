@@ -84,7 +84,7 @@ pub async fn run(args: StatusArgs, config_path: Option<&Path>) -> CliResult {
     };
     println!("instance {}{flow} in {name}", instance.id);
     println!("{summary}");
-    if let Some(created) = instance.created_at {
+    if let Some(created) = instance.created_at.as_ref().and_then(|t| t.parsed()) {
         println!("started {} ({})", timestamp(created), ago(created, now));
     }
     if !activities.is_empty() {
@@ -97,10 +97,14 @@ pub async fn run(args: StatusArgs, config_path: Option<&Path>) -> CliResult {
                 activity_state(&activity.status),
                 activity
                     .started_at
+                    .as_ref()
+                    .and_then(|t| t.parsed())
                     .map(|at| ago(at, now))
                     .unwrap_or_default(),
                 activity
                     .completed_at
+                    .as_ref()
+                    .and_then(|t| t.parsed())
                     .map(|at| ago(at, now))
                     .unwrap_or_default(),
             ]);
@@ -121,11 +125,13 @@ fn activity_state(status: &ActivityStatus) -> String {
     }
 }
 
-/// When Mint deletes the instance and its result file.
+/// When Mint deletes the instance and its result file (checked: Mint's `finishedAt` may be absurd).
 pub fn deletion_at(instance: &Instance) -> Option<DateTime<Utc>> {
     instance
         .finished_at
-        .map(|at| at + TimeDelta::days(RETENTION_DAYS))
+        .as_ref()
+        .and_then(|t| t.parsed())
+        .and_then(|at| at.checked_add_signed(TimeDelta::days(RETENTION_DAYS)))
 }
 
 /// The instance's state in plain words, at `now`.
@@ -138,6 +144,8 @@ pub fn describe(instance: &Instance, activities: &[Activity], now: DateTime<Utc>
     let ended = |verb: &str| {
         let when = instance
             .finished_at
+            .as_ref()
+            .and_then(|t| t.parsed())
             .map(|at| format!(" {}", ago(at, now)))
             .unwrap_or_default();
         let deletion = match deletion_at(instance) {
@@ -150,7 +158,7 @@ pub fn describe(instance: &Instance, activities: &[Activity], now: DateTime<Utc>
         format!("{verb}{when}{deletion}")
     };
     match Progress::classify(instance, activities) {
-        Progress::WaitingForUser { step: s, since } => match since {
+        Progress::WaitingForUser { step: s, since } => match since.and_then(|t| t.parsed()) {
             Some(since) => format!(
                 "waiting for the end user{} for {}",
                 step(&s),

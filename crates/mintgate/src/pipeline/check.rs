@@ -46,7 +46,17 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
     tracing::debug!(?progress, via, "instance checked");
     let outcome = match progress {
         MintProgress::Finished { at } => {
-            let finished_at = at.unwrap_or(now);
+            // Mint's finishedAt is used only when plausible; else our own observation time.
+            let finished_at = match at.as_ref() {
+                Some(t) => t.plausible(now, execution.created_at).unwrap_or_else(|| {
+                    tracing::warn!(
+                        finished_at = t.raw(),
+                        "implausible finishedAt from Mint; using the time it was observed"
+                    );
+                    now
+                }),
+                None => now,
+            };
             StepOutcome::done()
                 .with_patch(ExecutionPatch {
                     state: Some(ExecutionState::Finished),
@@ -71,13 +81,16 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
             None,
             via,
         ),
-        MintProgress::WaitingForUser { step, since } => still_running(
-            pipeline,
-            execution,
-            Progress::WaitingForUser { step, since },
-            since,
-            via,
-        ),
+        MintProgress::WaitingForUser { step, since } => {
+            let since = since.and_then(|t| t.plausible(now, execution.created_at));
+            still_running(
+                pipeline,
+                execution,
+                Progress::WaitingForUser { step, since },
+                since,
+                via,
+            )
+        }
         MintProgress::Faulted { message } => {
             let message = message.unwrap_or_else(|| "no detail given".to_owned());
             crate::metrics::execution_ended(

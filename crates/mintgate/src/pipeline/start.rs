@@ -235,7 +235,13 @@ fn started(
             instance_id: Some(instance.id.clone()),
             workflow_url,
             mint_status: Some(instance.status.as_str().to_owned()),
-            started_at: Some(instance.created_at.unwrap_or(now)),
+            started_at: Some(
+                instance
+                    .created_at
+                    .as_ref()
+                    .and_then(|t| t.plausible(now, execution.created_at))
+                    .unwrap_or(now),
+            ),
             start_ambiguous: Some(false),
             billed_add: 1,
             billed_cents: i64::from(crate::spend::price_cents(
@@ -273,10 +279,12 @@ async fn find_instance(
     while let Some(item) = stream.next().await {
         let instance = item?;
         seen += 1;
-        if let (Some(prev), Some(at)) = (previous, instance.created_at) {
+        // Comparisons only: an absurd createdAt cannot make them panic.
+        let created_at = instance.created_at.as_ref().and_then(|t| t.parsed());
+        if let (Some(prev), Some(at)) = (previous, created_at) {
             newest_first &= at <= prev;
         }
-        previous = instance.created_at.or(previous);
+        previous = created_at.or(previous);
         let carries = instance
             .input
             .as_ref()
@@ -286,7 +294,7 @@ async fn find_instance(
         if carries {
             return Ok(Some(instance));
         }
-        let too_old = newest_first && instance.created_at.is_some_and(|at| at < oldest);
+        let too_old = newest_first && created_at.is_some_and(|at| at < oldest);
         if too_old || seen >= RECONCILE_SCAN_MAX {
             break;
         }
