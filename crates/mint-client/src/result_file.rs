@@ -291,10 +291,12 @@ impl ResultFileValidator {
         }
         self.received = self.received.saturating_add(chunk.len() as u64);
         self.tail.push(chunk);
-        if self.content_type_refused && self.head.len() >= FIRST_BYTES_KEPT {
+        let not_zip = self.head.len() >= 4 && !starts_like_a_zip(&self.head);
+        // A refused type is reported as such, once the excerpt is kept or the body is no ZIP.
+        if self.content_type_refused && (self.head.len() >= FIRST_BYTES_KEPT || not_zip) {
             return Err(self.refuse(self.content_type_problem()));
         }
-        if self.head.len() >= 4 && !starts_like_a_zip(&self.head) {
+        if not_zip {
             return Err(self.refuse(ResultFileProblem::NotZip));
         }
         if let Some(expected) = self.declared_bytes
