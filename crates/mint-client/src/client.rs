@@ -19,6 +19,7 @@ use crate::config::MintConfig;
 use crate::error::{
     AuthErrorKind, BoxError, Error, InvalidParam, NoAnswerReason, NotSentReason, Operation,
 };
+use crate::http_log;
 use crate::ids::{DefinitionId, FlowId, InstanceId};
 use crate::model::{
     Activity, Flow, Instance, ListFlows, PAGE_LIMIT_MAX, Page, Progress, StartInstance,
@@ -95,6 +96,8 @@ pub(crate) enum Want {
 /// One request, rebuilt for each attempt.
 pub(crate) struct Req<'a> {
     pub(crate) op: Operation,
+    /// The operation's method, except for a `HEAD` probe of the result file.
+    pub(crate) method: reqwest::Method,
     pub(crate) segments: Vec<&'a str>,
     pub(crate) query: Vec<(&'static str, String)>,
     pub(crate) json: Option<Vec<u8>>,
@@ -158,7 +161,7 @@ struct WireInvalidParam {
     reason: String,
 }
 
-fn trace_id_of(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn trace_id_of(headers: &HeaderMap) -> Option<String> {
     [
         "x-trace-id",
         "x-mint-trace-id",
@@ -482,7 +485,7 @@ impl MintClient {
     }
 
     async fn json<T: DeserializeOwned>(&self, req: &Req<'_>) -> Result<T, Error> {
-        let Reply::Body { status, body } = self.execute(req, Want::Body).await? else {
+        let Reply::Body { status, body, .. } = self.execute(req, Want::Body).await? else {
             unreachable!("Want::Body answers with a body")
         };
         serde_json::from_slice(&body).map_err(|e| match req.flow_id {
@@ -538,7 +541,7 @@ impl MintClient {
             };
             let span = tracing::info_span!(
                 "mint.request",
-                method = op.method(),
+                method = req.method.as_str(),
                 path = op.path_template(),
                 operation = op.name(),
                 units,
@@ -713,15 +716,11 @@ impl MintClient {
     async fn attempt(&self, req: &Req<'_>, token: &secrecy::SecretString, want: Want) -> Outcome {
         let span = tracing::Span::current();
         let op = req.op;
-        let method = if op.method() == "POST" {
-            reqwest::Method::POST
-        } else {
-            reqwest::Method::GET
-        };
+        let url = self.url(&req.segments);
         let mut rb = self
             .inner
             .http
-            .request(method, self.url(&req.segments))
+            .request(req.method.clone(), url.clone())
             .bearer_auth(token.expose_secret())
             .headers(req.headers.clone());
         if !req.query.is_empty() {
@@ -739,12 +738,37 @@ impl MintClient {
             rb = rb.header(header::ACCEPT, HeaderValue::from_static("application/json"));
             rb = rb.timeout(self.inner.cfg.timeouts.request);
         }
+        let mut request = match rb.build() {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Failed {
+                    error: Error::NotSent {
+                        operation: op,
+                        reason: NotSentReason::Build,
+                        source: Some(Box::new(e)),
+                    },
+                    retry: RetryClass::Never,
+                    retry_after: None,
+                };
+            }
+        };
+        if let Some(propagator) = &self.inner.cfg.propagator {
+            crate::propagate::apply(propagator.as_ref(), request.headers_mut());
+        }
+        let method = req.method.as_str();
+        http_log::request(method, &url, request.headers());
         let started = Instant::now();
+        let latency = |span: &tracing::Span| {
+            let elapsed = started.elapsed();
+            span.record("latency_ms", elapsed.as_millis() as u64);
+            elapsed
+        };
+        let send = self.inner.http.execute(request);
         let sent = match req.send_timeout {
-            Some(limit) => match tokio::time::timeout(limit, rb.send()).await {
+            Some(limit) => match tokio::time::timeout(limit, send).await {
                 Ok(r) => r,
                 Err(elapsed) => {
-                    span.record("latency_ms", started.elapsed().as_millis() as u64);
+                    http_log::no_answer(method, &url, latency(&span), &elapsed);
                     return Outcome::Failed {
                         error: self.no_answer(
                             req,
@@ -756,12 +780,12 @@ impl MintClient {
                     };
                 }
             },
-            None => rb.send().await,
+            None => send.await,
         };
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                span.record("latency_ms", started.elapsed().as_millis() as u64);
+                http_log::no_answer(method, &url, latency(&span), &e);
                 // A connect error means no byte of the request left this machine.
                 if e.is_connect() {
                     return Outcome::Failed {
@@ -802,17 +826,36 @@ impl MintClient {
             });
         if (200..300).contains(&status) {
             if want == Want::Headers {
-                span.record("latency_ms", started.elapsed().as_millis() as u64);
+                let elapsed = latency(&span);
+                http_log::response(
+                    method,
+                    &url,
+                    status,
+                    elapsed,
+                    trace_id.as_deref(),
+                    resp.headers(),
+                    None,
+                );
                 return Outcome::Done(Reply::Stream(resp));
             }
+            let headers = resp.headers().clone();
             let body = resp.bytes().await;
-            span.record("latency_ms", started.elapsed().as_millis() as u64);
+            let elapsed = latency(&span);
             return match body {
                 Ok(body) => {
-                    tracing::debug!(status, "answered");
+                    http_log::response(
+                        method,
+                        &url,
+                        status,
+                        elapsed,
+                        trace_id.as_deref(),
+                        &headers,
+                        None,
+                    );
                     Outcome::Done(Reply::Body { status, body })
                 }
                 Err(e) => {
+                    http_log::no_answer(method, &url, elapsed, &e);
                     let timeout = e.is_timeout();
                     let reason = if timeout {
                         NoAnswerReason::Timeout
@@ -827,13 +870,39 @@ impl MintClient {
                 }
             };
         }
+        let headers = resp.headers().clone();
+        // A 401 or a 429 is handled from its status alone: its body is read only for the log.
+        let quiet = matches!(status, 401 | 429);
+        let body = if quiet && !http_log::debug_enabled() {
+            drop(resp);
+            Vec::new()
+        } else {
+            // Bounded in size and time: a download's answer has no request timeout of its own.
+            tokio::time::timeout(
+                self.inner.cfg.timeouts.request,
+                read_capped(resp, ERROR_BODY_MAX_BYTES),
+            )
+            .await
+            .unwrap_or_default()
+        };
+        let elapsed = latency(&span);
+        let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
+        let trace_id = trace_id.or(parsed.trace_id.clone());
+        if let Some(t) = &trace_id {
+            span.record("trace_id", t.as_str());
+        }
+        http_log::response(
+            method,
+            &url,
+            status,
+            elapsed,
+            trace_id.as_deref(),
+            &headers,
+            Some(&body),
+        );
         match status {
-            401 => {
-                span.record("latency_ms", started.elapsed().as_millis() as u64);
-                return Outcome::Unauthorized;
-            }
+            401 => return Outcome::Unauthorized,
             429 => {
-                span.record("latency_ms", started.elapsed().as_millis() as u64);
                 tracing::warn!(
                     retry_after_ms = retry_after.map(|d| d.as_millis() as u64),
                     "rate limited (429)"
@@ -841,13 +910,6 @@ impl MintClient {
                 return Outcome::Throttled(retry_after);
             }
             _ => {}
-        }
-        let body = read_capped(resp, ERROR_BODY_MAX_BYTES).await;
-        span.record("latency_ms", started.elapsed().as_millis() as u64);
-        let parsed: ErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-        let trace_id = trace_id.or(parsed.trace_id.clone());
-        if let Some(t) = &trace_id {
-            span.record("trace_id", t.as_str());
         }
         tracing::debug!(
             status,
@@ -922,8 +984,14 @@ impl MintClient {
 
 impl<'a> Req<'a> {
     pub(crate) fn new(op: Operation, segments: Vec<&'a str>) -> Self {
+        let method = if op.method() == "POST" {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::GET
+        };
         Self {
             op,
+            method,
             segments,
             query: vec![],
             json: None,

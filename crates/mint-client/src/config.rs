@@ -93,6 +93,8 @@ pub struct MintConfig {
     pub user_agent: String,
     /// Told about requests, retries, tokens and downloads (for metrics); none by default.
     pub observer: Option<std::sync::Arc<dyn crate::observe::Observer>>,
+    /// Adds trace-context headers (`traceparent`, `tracestate`) to every request; none by default.
+    pub propagator: Option<std::sync::Arc<dyn crate::propagate::Propagator>>,
 }
 
 impl MintConfig {
@@ -117,12 +119,23 @@ impl MintConfig {
             retry: RetryConfig::default(),
             user_agent: concat!("mint-client/", env!("CARGO_PKG_VERSION")).to_owned(),
             observer: None,
+            propagator: None,
         }
     }
 
     /// Sets the [`Observer`](crate::Observer) told about requests, retries, tokens and downloads.
     pub fn observer(mut self, observer: std::sync::Arc<dyn crate::observe::Observer>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Sets the [`Propagator`](crate::Propagator) that adds trace-context headers to every request
+    /// (token requests included), e.g. an OpenTelemetry bridge.
+    pub fn propagator(
+        mut self,
+        propagator: std::sync::Arc<dyn crate::propagate::Propagator>,
+    ) -> Self {
+        self.propagator = Some(propagator);
         self
     }
 

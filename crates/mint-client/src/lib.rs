@@ -20,7 +20,9 @@
 //! * **One classification**: [`Error::kind`] says whether to delay ([`ErrorKind::Outage`],
 //!   [`ErrorKind::RateLimited`]), pause ([`ErrorKind::MissingRole`]), reconcile or fail.
 //! * **Tracing**: one `mint.request` span per request (method, path template, status, units,
-//!   attempt, latency, trace id); tokens and secrets are never logged.
+//!   attempt, latency, trace id); every exchange logged under [`HTTP_LOG_TARGET`]
+//!   (`mint_client::http`: summary and Mint's error body at `debug`, headers at `trace`), tokens
+//!   and secrets redacted; a [`Propagator`] adds `traceparent`/`tracestate` to every request.
 //!
 //! # Example
 //!
@@ -75,9 +77,11 @@ mod client;
 mod config;
 mod download;
 mod error;
+mod http_log;
 mod ids;
 mod model;
 mod observe;
+mod propagate;
 mod result_file;
 mod retry;
 mod timestamp;
@@ -97,12 +101,14 @@ pub use error::{
     AuthErrorKind, BoxError, DownloadErrorKind, Error, ErrorKind, InvalidParam, NoAnswerReason,
     NotSentReason, Operation, Role,
 };
+pub use http_log::{HTTP_LOG_TARGET, LOGGED_BODY_BYTES_MAX};
 pub use ids::{DefinitionId, FlowId, ID_LENGTH_MAX_BYTES, InstanceId, InvalidId};
 pub use model::{
     Activity, ActivityStatus, ActivityType, Flow, Instance, InstanceError, InstanceStatus,
     ListFlows, OrderBy, PAGE_LIMIT_MAX, Page, Progress, SortBy, StartInstance, StartedInstance,
 };
 pub use observe::{ClientEvent, Observer};
+pub use propagate::{Propagator, TraceHeaders};
 pub use result_file::{
     ContentTypeVerdict, FIRST_BYTES_KEPT, InvalidResultFile, ResultFileLimits, ResultFileProblem,
     ResultFileValidator, ZipSummary, classify_content_type,

@@ -17,8 +17,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::budget::BoxFuture;
+use crate::client::trace_id_of;
 use crate::config::{ClientAuth, DEFAULT_SCOPE, MintConfig};
 use crate::error::{AuthErrorKind, BoxError, Error};
+use crate::http_log;
 use crate::retry::{RetryConfig, parse_retry_after, retry_delay};
 
 /// What the token endpoint said about the current token (never the token itself).
@@ -208,6 +210,7 @@ pub(crate) struct TokenManager {
     margin: Duration,
     retry: RetryConfig,
     observer: Option<Arc<dyn crate::observe::Observer>>,
+    propagator: Option<Arc<dyn crate::propagate::Propagator>>,
     current: RwLock<Option<Arc<CachedToken>>>,
     refresh: tokio::sync::Mutex<()>,
     generation: AtomicU64,
@@ -233,6 +236,7 @@ impl TokenManager {
             margin: cfg.token_renewal.margin,
             retry: cfg.retry.clone(),
             observer: cfg.observer.clone(),
+            propagator: cfg.propagator.clone(),
             current: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(()),
             generation: AtomicU64::new(0),
@@ -455,14 +459,29 @@ impl TokenManager {
             message: msg,
             source,
         };
-        let resp = req.form(&form).send().await.map_err(|e| {
-            let msg = format!("the token endpoint {} could not be reached", self.token_url);
+        let mut request = req.form(&form).build().map_err(|e| {
+            let msg = "the token request could not be built".to_owned();
             (unavailable(msg, Some(Box::new(e))), None)
         })?;
-        let status = resp.status().as_u16();
+        if let Some(propagator) = &self.propagator {
+            crate::propagate::apply(propagator.as_ref(), request.headers_mut());
+        }
+        let url = request.url().clone();
+        // Never the body: it may hold `client_secret` (client_secret_post).
+        http_log::request("POST", &url, request.headers());
         let span = tracing::Span::current();
+        let resp = match self.http.execute(request).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let elapsed = started.elapsed();
+                span.record("latency_ms", elapsed.as_millis() as u64);
+                http_log::no_answer("POST", &url, elapsed, &e);
+                let msg = format!("the token endpoint {} could not be reached", self.token_url);
+                return Err((unavailable(msg, Some(Box::new(e))), None));
+            }
+        };
+        let status = resp.status().as_u16();
         span.record("status", status);
-        span.record("latency_ms", started.elapsed().as_millis() as u64);
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -470,10 +489,28 @@ impl TokenManager {
             .and_then(|v| {
                 parse_retry_after(v, std::time::SystemTime::now(), self.retry.retry_after_max)
             });
-        let body = resp.bytes().await.map_err(|e| {
-            let msg = format!("the token endpoint answered {status} but the body was lost");
-            (unavailable(msg, Some(Box::new(e))), None)
-        })?;
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await;
+        let elapsed = started.elapsed();
+        span.record("latency_ms", elapsed.as_millis() as u64);
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => {
+                http_log::no_answer("POST", &url, elapsed, &e);
+                let msg = format!("the token endpoint answered {status} but the body was lost");
+                return Err((unavailable(msg, Some(Box::new(e))), None));
+            }
+        };
+        // A successful answer holds the token: only an error's body is logged (redacted).
+        http_log::response(
+            "POST",
+            &url,
+            status,
+            elapsed,
+            trace_id_of(&headers).as_deref(),
+            &headers,
+            (!(200..300).contains(&status)).then_some(&body[..]),
+        );
         if (200..300).contains(&status) {
             let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
                 let msg =

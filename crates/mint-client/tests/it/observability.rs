@@ -31,7 +31,7 @@ async fn every_request_has_a_span_and_no_secret_is_logged() {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
+    let guard = helpers::capture_tracing(subscriber);
 
     let sim = helpers::sim().await;
     let client = helpers::client(&sim, "demo");
@@ -58,10 +58,22 @@ async fn every_request_has_a_span_and_no_secret_is_logged() {
         log.contains("status=404") && log.contains("trace_id="),
         "the 404 carries Mint's trace id: {log}"
     );
-    for secret in ["demo-secret", "Bearer", "authorization", "access_token"] {
+    for secret in ["demo-secret", "Bearer ", "access_token"] {
         assert!(
             !log.to_lowercase().contains(&secret.to_lowercase()),
             "{secret} leaked: {log}"
         );
     }
+    // The exchange log shows headers at trace, credentials redacted.
+    let shown: Vec<&str> = log
+        .match_indices("authorization: ")
+        .map(|(i, _)| &log[i..])
+        .collect();
+    assert!(!shown.is_empty(), "{log}");
+    assert!(
+        shown
+            .iter()
+            .all(|rest| rest.starts_with("authorization: [redacted]")),
+        "{log}"
+    );
 }
