@@ -239,6 +239,8 @@ impl Application {
             pipeline: pipeline_config,
             api_keys: Arc::new(config.service.api_keys.clone()),
             wake: wake.clone(),
+            cache: Default::default(),
+            cache_ttl: config.service.status_cache_ttl,
         };
         let workers_alive = Arc::new(AtomicBool::new(false));
         let state = ApiState {

@@ -264,6 +264,10 @@ pub struct ServiceConfig {
     /// Let the service's group read the database (files `0640`, folders `0750`); otherwise only
     /// the service's user may (`0600`, `0700`).
     pub group_access: bool,
+    /// The status page and `/metrics` read the database at most once in this time, however
+    /// often they are asked.
+    #[serde(with = "humantime_serde")]
+    pub status_cache_ttl: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -279,6 +283,7 @@ impl Default for ServiceConfig {
             redis_key_prefix: "mintgate".to_owned(),
             replicas: 1,
             group_access: false,
+            status_cache_ttl: Duration::from_secs(2),
         }
     }
 }
@@ -694,6 +699,9 @@ impl Config {
                     self.listeners.public_address()
                 );
             }
+        }
+        if self.service.status_cache_ttl > Duration::from_secs(60) {
+            invalid!("`service.status_cache_ttl` must be at most 1m");
         }
         if self.service.redis_key_prefix.is_empty()
             || !self

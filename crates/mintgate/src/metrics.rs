@@ -25,6 +25,9 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "mintgate_http_connections_open";
 /// TLS certificate reloads by listener and outcome (`replaced`, `failed`).
 pub const TLS_CERTIFICATE_RELOADS_TOTAL: &str = "mintgate_tls_certificate_reloads_total";
 
+/// Snapshots of the database read for the status page and `/metrics` (at most one per
+/// `service.status_cache_ttl`, however often they are asked).
+pub const STATUS_SNAPSHOTS_TOTAL: &str = "mintgate_status_snapshots_total";
 /// Webhook records deleted after their retention.
 pub const WEBHOOKS_PRUNED_TOTAL: &str = "mintgate_webhooks_pruned_total";
 

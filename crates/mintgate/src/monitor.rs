@@ -58,6 +58,29 @@ pub struct MonitorState {
     pub api_keys: Arc<Vec<SecretString>>,
     /// Rung when the cap is raised, so held starts are looked at again.
     pub wake: Arc<Notify>,
+    /// The last snapshot and when it was read: `/` and `/metrics` share it for
+    /// `cache_ttl`, so their database cost does not grow with how often they are asked.
+    pub cache: Arc<tokio::sync::Mutex<Option<CachedSnapshot>>>,
+    pub cache_ttl: Duration,
+}
+
+/// A snapshot and when it was read.
+pub type CachedSnapshot = (std::time::Instant, Arc<Snapshot>);
+
+/// The snapshot of the last `service.status_cache_ttl`, or a new one. One caller at a time reads the
+/// database; the others wait for its snapshot instead of reading it again.
+pub async fn cached_snapshot(state: &MonitorState) -> anyhow::Result<Arc<Snapshot>> {
+    let mut cache = state.cache.lock().await;
+    if let Some((at, snapshot)) = cache.as_ref()
+        && at.elapsed() < state.cache_ttl
+    {
+        return Ok(snapshot.clone());
+    }
+    let fresh = Arc::new(snapshot(state).await?);
+    metrics::counter!(m::STATUS_SNAPSHOTS_TOTAL).increment(1);
+    publish(&fresh, &state.registry);
+    *cache = Some((std::time::Instant::now(), fresh.clone()));
+    Ok(fresh)
 }
 
 pub fn router(state: MonitorState) -> Router {
@@ -152,7 +175,7 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
     }
     let overview = store.overview().await?;
     let running = store
-        .executions(ExecutionFilter {
+        .executions_without_input(ExecutionFilter {
             state: Some(ExecutionState::Running),
             limit: LIST_MAX,
         })
@@ -168,7 +191,7 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
             _ => None,
         })
         .collect();
-    let unarchived = store.unarchived(LIST_MAX).await?;
+    let unarchived = store.unarchived_without_input(LIST_MAX).await?;
     let horizon = now + delta(state.pipeline.at_risk_window);
     let at_risk = unarchived
         .iter()
@@ -186,7 +209,7 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
     for failed in [ExecutionState::Failed, ExecutionState::Expired] {
         failures.extend(
             store
-                .executions(ExecutionFilter {
+                .executions_without_input(ExecutionFilter {
                     state: Some(failed),
                     limit: 10,
                 })
@@ -273,8 +296,7 @@ pub fn publish(snapshot: &Snapshot, registry: &Registry) {
 }
 
 async fn metrics(State(state): State<MonitorState>) -> Result<Response, ApiError> {
-    let snapshot = snapshot(&state).await.map_err(ApiError::internal)?;
-    publish(&snapshot, &state.registry);
+    cached_snapshot(&state).await.map_err(ApiError::internal)?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -286,8 +308,7 @@ async fn metrics(State(state): State<MonitorState>) -> Result<Response, ApiError
 }
 
 async fn status_page(State(state): State<MonitorState>) -> Result<Html<String>, ApiError> {
-    let snapshot = snapshot(&state).await.map_err(ApiError::internal)?;
-    publish(&snapshot, &state.registry);
+    let snapshot = cached_snapshot(&state).await.map_err(ApiError::internal)?;
     let html = page::render(&snapshot).map_err(|e| {
         ApiError::internal(anyhow::Error::new(e).context("rendering the status page"))
     })?;

@@ -3,6 +3,7 @@
 
 pub mod burst;
 pub mod download;
+pub mod edge;
 pub mod fleet;
 pub mod ingest;
 pub mod quota;
@@ -18,6 +19,9 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// The simulator's serving rate: a 2 GiB result file over loopback, and small requests.
     Sim,
+    /// The public listener under attack (slowloris, oversized, forged, signature lists): authentic
+    /// webhooks acknowledged per second and p99 beside the same without the attack; RSS and fds.
+    Edge(edge::EdgeArgs),
     /// Durable webhook ingest under load (wrk), optionally beside the Express + BullMQ peer.
     Ingest(ingest::IngestArgs),
     /// A burst of executions against a scaled budget: acceptance time, start rate, 429s.
@@ -88,6 +92,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Sim => sim::run().await,
         BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Edge(args) => edge::run(args).await,
         BenchCommand::Burst(args) => burst::run(args).await,
         BenchCommand::Download { size, dir } => {
             let temp = tempfile::tempdir()?;

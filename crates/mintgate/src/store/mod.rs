@@ -283,6 +283,21 @@ pub trait Store: Send + Sync + 'static {
     /// Executions finished in Mint but not archived, soonest deadline first.
     async fn unarchived(&self, limit: i64) -> anyhow::Result<Vec<Execution>>;
 
+    /// Like [`Store::executions`] without the `input` column (it is `null` in the answer): for
+    /// the status page and the metrics, which show states, never an end user's data, and must
+    /// cost the same whatever the inputs weigh.
+    async fn executions_without_input(
+        &self,
+        filter: ExecutionFilter,
+    ) -> anyhow::Result<Vec<Execution>> {
+        self.executions(filter).await
+    }
+
+    /// Like [`Store::unarchived`] without the `input` column.
+    async fn unarchived_without_input(&self, limit: i64) -> anyhow::Result<Vec<Execution>> {
+        self.unarchived(limit).await
+    }
+
     /// Deletes webhook records received before `before`, and those that named no execution of ours
     /// received before `unmatched_before`; at most `limit` at a time (a short transaction). Answers
     /// how many went. A replay of a pruned body is recorded again and, as a hint, costs at most one

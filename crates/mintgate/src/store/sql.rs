@@ -996,6 +996,45 @@ where
         rows.iter().map(Self::execution_from_row).collect()
     }
 
+    async fn executions_without_input(
+        &self,
+        filter: ExecutionFilter,
+    ) -> anyhow::Result<Vec<Execution>> {
+        let limit = if filter.limit <= 0 { 100 } else { filter.limit };
+        let rows = sqlx::query(
+            "SELECT id, idempotency_key, request_sha256, environment, flow_id, 'null' AS input,
+                    state, instance_id, workflow_url, mint_status, progress, progress_at,
+                    created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
+                    archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
+                    billed_count
+             FROM executions WHERE ($1 IS NULL OR state = $1)
+             ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(filter.state.map(|s| s.as_str()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing executions")?;
+        rows.iter().map(Self::execution_from_row).collect()
+    }
+
+    async fn unarchived_without_input(&self, limit: i64) -> anyhow::Result<Vec<Execution>> {
+        let rows = sqlx::query(
+            "SELECT id, idempotency_key, request_sha256, environment, flow_id, 'null' AS input,
+                    state, instance_id, workflow_url, mint_status, progress, progress_at,
+                    created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
+                    archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
+                    billed_count
+             FROM executions WHERE state IN ('finished', 'downloading')
+             ORDER BY deadline_at ASC NULLS LAST LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing unarchived executions")?;
+        rows.iter().map(Self::execution_from_row).collect()
+    }
+
     async fn prune_webhooks(
         &self,
         before: DateTime<Utc>,

@@ -791,3 +791,97 @@ async fn webhook_records_are_pruned_after_their_retention_unknown_instances_firs
     );
     assert_eq!(count().await, 0);
 }
+
+fn long_status_cache(config: &mut Config) {
+    config.service.status_cache_ttl = Duration::from_secs(60);
+}
+
+#[tokio::test]
+async fn the_status_page_and_metrics_stay_cheap_with_50000_executions() {
+    let app = spawn(long_status_cache).await;
+    // 50,000 executions with a kilobyte of input each, written straight into the database.
+    let path = app.config.service.database_url.sqlite_path().unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let input = serde_json::json!({"customer": "x".repeat(1000)}).to_string();
+    let now_ms = app.clock.now().timestamp_millis();
+    let mut tx = pool.begin().await.unwrap();
+    for n in 0..50_000u32 {
+        let (state, progress) = match n % 4 {
+            0 => (
+                "running",
+                Some(r#"{"kind":"waitingForUser","step":"Identity document","since":null}"#),
+            ),
+            1 => ("running", Some(r#"{"kind":"processing","step":null}"#)),
+            2 => ("archived", None),
+            _ => ("failed", None),
+        };
+        sqlx::query(
+            "INSERT INTO executions (id, request_sha256, environment, flow_id, input, state,
+                 instance_id, progress, created_at, updated_at, started_at, failure_reason)
+             VALUES (?1, 'x', 'sandbox', 'flow-kyc-basic', ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&input)
+        .bind(state)
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(progress)
+        .bind(now_ms - i64::from(n))
+        .bind((state == "failed").then_some("Mint reports the instance faulted"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    pool.close().await;
+
+    let page = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("12500"), "the counts by state are aggregates");
+    assert!(
+        !page.contains(&"x".repeat(1000)),
+        "no input reaches the page"
+    );
+    // The page, then the metrics and the page again: one snapshot of the database for all.
+    for _ in 0..5 {
+        let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        assert_eq!(
+            app.http.get(app.url("/")).send().await.unwrap().status(),
+            200
+        );
+    }
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let snapshots = text
+        .lines()
+        .find(|l| l.starts_with("mintgate_status_snapshots_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(snapshots, Some(1.0), "{text}");
+    assert!(
+        text.contains(r#"mintgate_executions{state="running"} 25000"#),
+        "gauges from the aggregates"
+    );
+
+    // The lists the page reads carry no input.
+    let store = app.pipeline().store.clone();
+    let listed = store
+        .executions_without_input(mintgate::store::ExecutionFilter {
+            state: Some(mintgate::model::ExecutionState::Running),
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1000);
+    assert!(listed.iter().all(|e| e.input.is_null()));
+}

@@ -124,6 +124,8 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
             archive_dir: dir.path().join("archive"),
             api_keys: vec![SecretString::from(API_KEY)],
             shutdown_grace: Duration::from_secs(2),
+            // Tests look at gauges right after they change.
+            status_cache_ttl: Duration::ZERO,
             log_format: LogFormat::Text,
             ..ServiceConfig::default()
         },
