@@ -113,7 +113,13 @@ pub(crate) struct Req<'a> {
 }
 
 pub(crate) enum Reply {
-    Body { status: u16, body: Bytes },
+    Body {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+        /// The path requested (no query), for the contract probe's raw answers.
+        path: String,
+    },
     Stream(reqwest::Response),
 }
 
@@ -455,7 +461,7 @@ impl MintClient {
     }
 
     /// A 404 on a flow id: is it really a definition id? Looks the flows up to find out.
-    async fn explain_flow_404(&self, flow_id: &FlowId, original: Error) -> Error {
+    pub(crate) async fn explain_flow_404(&self, flow_id: &FlowId, original: Error) -> Error {
         use futures::StreamExt;
         let definition_id = DefinitionId::from_flow_id(flow_id);
         let query = ListFlows {
@@ -852,7 +858,12 @@ impl MintClient {
                         &headers,
                         None,
                     );
-                    Outcome::Done(Reply::Body { status, body })
+                    Outcome::Done(Reply::Body {
+                        status,
+                        headers,
+                        body,
+                        path: url.path().to_owned(),
+                    })
                 }
                 Err(e) => {
                     http_log::no_answer(method, &url, elapsed, &e);

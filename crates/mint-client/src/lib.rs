@@ -19,6 +19,8 @@
 //!   gives a value safe for arithmetic, or `None`.
 //! * **One classification**: [`Error::kind`] says whether to delay ([`ErrorKind::Outage`],
 //!   [`ErrorKind::RateLimited`]), pause ([`ErrorKind::MissingRole`]), reconcile or fail.
+//! * **Contract probe** ([`contract`]): reads every endpoint once (never a start) and reports each
+//!   difference from the shapes the models expect, typed for a table or JSON.
 //! * **Tracing**: one `mint.request` span per request (method, path template, status, units,
 //!   attempt, latency, trace id); every exchange logged under [`HTTP_LOG_TARGET`]
 //!   (`mint_client::http`: summary and Mint's error body at `debug`, headers at `trace`), tokens
@@ -75,6 +77,7 @@
 mod budget;
 mod client;
 mod config;
+pub mod contract;
 mod download;
 mod error;
 mod http_log;

@@ -8,6 +8,7 @@ mod odd_mint;
 
 mod budget;
 mod config;
+mod contract;
 mod download;
 mod ids_and_models;
 mod observability;
