@@ -154,6 +154,7 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: Pat
             download_workers: 3,
             ..PipelineConfig::default()
         },
+        archive: mintgate::archive::ArchiveConfig::default(),
         default_environment: "sandbox".to_owned(),
         mint,
     }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::archive::{Archive, LocalArchive};
+use crate::archive::Archive;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, MintProfile};
 use crate::pipeline::{Clients, Pipeline};
@@ -71,6 +70,8 @@ pub struct Application {
     /// Rings the workers when another replica makes work durable (PostgreSQL `LISTEN`).
     listener: Option<tokio::task::JoinHandle<()>>,
     workers_alive: Arc<AtomicBool>,
+    /// The archive's purge job and orphaned-upload clean-up.
+    maintenance: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
     metrics: Arc<crate::metrics::Registry>,
 }
@@ -159,6 +160,25 @@ pub fn mint_client_observed(
     client.with_context(|| format!("building the Mint client of environment {name:?}"))
 }
 
+/// Opens the configured archive (`archive.url`, else the deprecated `service.archive_dir`).
+pub fn open_archive(config: &Config) -> anyhow::Result<Archive> {
+    if config.service.archive_dir != crate::config::ServiceConfig::default().archive_dir {
+        if config.archive.url.is_none() {
+            tracing::warn!(
+                archive_dir = %config.service.archive_dir.display(),
+                "`service.archive_dir` is deprecated: set `archive.url = \"file:///<absolute path>\"` instead"
+            );
+        } else {
+            tracing::warn!(
+                "both `archive.url` and the deprecated `service.archive_dir` are set: `archive.url` is used"
+            );
+        }
+    }
+    let archive = Archive::open(&config.archive, &config.service.archive_dir)?;
+    tracing::info!(archive = archive.describe(), "archive");
+    Ok(archive)
+}
+
 /// Opens the configured store, creating and migrating it if needed (the service's own opening).
 pub async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
     if let Some(path) = config.service.database_url.sqlite_path() {
@@ -183,9 +203,7 @@ impl Application {
         }
         tracing::info!(config = %config.redacted(), "effective configuration");
         let store = open_store(&config).await?;
-        let archive: Arc<dyn Archive> = Arc::new(LocalArchive::new(PathBuf::from(
-            &config.service.archive_dir,
-        )));
+        let archive = Arc::new(open_archive(&config)?);
         let redis = match &config.service.redis_url {
             Some(url) => Some(SharedRedis::connect_lazy(
                 url.expose_url(),
@@ -378,6 +396,14 @@ impl Application {
         } else {
             None
         };
+        let maintenance = options.run_workers.then(|| {
+            tokio::spawn(archive_maintenance(
+                pipeline.store.clone(),
+                pipeline.archive.clone(),
+                options.clock.clone(),
+                shutdown.clone(),
+            ))
+        });
         let pruner = options.run_workers.then(|| {
             crate::retention::spawn(
                 pipeline.store.clone(),
@@ -397,6 +423,7 @@ impl Application {
             workers,
             listener,
             workers_alive,
+            maintenance,
             grace: config.service.shutdown_grace,
             metrics,
         })
@@ -442,6 +469,10 @@ impl Application {
         if let Some(listener) = self.listener.take() {
             let _ = listener.await;
         }
+        if let Some(maintenance) = self.maintenance.take() {
+            maintenance.abort();
+            let _ = maintenance.await;
+        }
         for server in &mut self.servers {
             match tokio::time::timeout(grace, &mut *server).await {
                 Ok(Ok(Ok(()))) => {}
@@ -471,6 +502,10 @@ impl Application {
             listener.abort();
             let _ = listener.await;
         }
+        if let Some(maintenance) = self.maintenance.take() {
+            maintenance.abort();
+            let _ = maintenance.await;
+        }
         for server in &mut self.servers {
             server.abort();
             let _ = (&mut *server).await;
@@ -483,6 +518,52 @@ impl Application {
         tracing::info!("shutting down");
         self.shutdown().await;
         Ok(())
+    }
+}
+
+/// How often the archive's orphaned uploads are looked for (and the purge runs, without a
+/// retention policy of its own interval).
+const ARCHIVE_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Runs the retention policy's purge and aborts orphaned multipart uploads, now and then, until
+/// `shutdown`. Every replica may run it: erasing is idempotent and each step re-checks its subject.
+async fn archive_maintenance(
+    store: SharedStore,
+    archive: Arc<Archive>,
+    clock: Clock,
+    shutdown: CancellationToken,
+) {
+    let interval = archive
+        .settings()
+        .retention
+        .as_ref()
+        .map_or(ARCHIVE_MAINTENANCE_INTERVAL, |r| {
+            r.purge_interval.min(ARCHIVE_MAINTENANCE_INTERVAL)
+        });
+    loop {
+        // Upload ages are the store's wall-clock times, not the (possibly faster) service clock.
+        match archive
+            .abort_orphan_uploads(chrono::Utc::now(), false)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(aborted = n, "aborted orphaned archive uploads"),
+            Err(error) => tracing::warn!(
+                error = format!("{error:#}"),
+                "orphaned upload clean-up failed"
+            ),
+        }
+        match crate::archive::retention::purge_due(&store, &archive, clock.now(), 1000).await {
+            Ok(report) if report.purged + report.locked + report.failed > 0 => {
+                tracing::info!(?report, "retention purge");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(error = format!("{error:#}"), "retention purge failed"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(clock.real(interval)) => {}
+        }
     }
 }
 

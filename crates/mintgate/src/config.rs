@@ -63,6 +63,9 @@ pub struct Config {
     pub webhook: WebhookConfig,
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// Where result files are kept (`[archive]`).
+    #[serde(default)]
+    pub archive: crate::archive::ArchiveConfig,
     /// The Mint profile used when a request names none.
     #[serde(default = "default_environment")]
     pub default_environment: String,
@@ -240,6 +243,8 @@ impl ListenerConfig {
 pub struct ServiceConfig {
     /// `sqlite://path/to/mintgate.db` (the default) or, for several replicas, `postgres://…`.
     pub database_url: DatabaseUrl,
+    /// Deprecated: the local archive folder; use `archive.url = "file:///…"`. Used when
+    /// `archive.url` is unset.
     pub archive_dir: PathBuf,
     /// Bearer keys that may call the own API (`/v1/…`). The operator commands use the first.
     #[serde(serialize_with = "redacted::secrets")]
@@ -721,6 +726,15 @@ impl Config {
                 self.service.replicas
             );
         }
+        if let Err(error) = self.archive.validate() {
+            let message = error.to_string();
+            return Err(ConfigError::Invalid(
+                message
+                    .strip_prefix("invalid configuration: ")
+                    .unwrap_or(&message)
+                    .to_owned(),
+            ));
+        }
         Ok(())
     }
 
@@ -1188,5 +1202,38 @@ mod tests {
             config.listeners.public.connections_max,
             defaults.connections_max
         );
+    }
+
+    #[test]
+    fn archive_settings_come_from_the_environment_and_their_secrets_are_redacted() {
+        let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let mut vars = base();
+        vars.push(("MINTGATE_ARCHIVE__URL", "s3://evidence/mintgate"));
+        vars.push(("MINTGATE_ARCHIVE__SERVER_SIDE_ENCRYPTION", "kms"));
+        vars.push(("MINTGATE_ARCHIVE__SECRET_ACCESS_KEY", "s3-secret-value"));
+        vars.push(("MINTGATE_ARCHIVE__ACCESS_KEY_ID", "AKIAEXAMPLE"));
+        vars.push(("MINTGATE_ARCHIVE__ENCRYPTION__KEY_ID", "2026-11"));
+        vars.push(("MINTGATE_ARCHIVE__ENCRYPTION__KEY", key));
+        let config = load(&vars).unwrap();
+        assert_eq!(
+            config.archive.url.as_ref().map(Url::as_str),
+            Some("s3://evidence/mintgate")
+        );
+        assert_eq!(
+            config.archive.encryption.as_ref().unwrap().key_id,
+            "2026-11"
+        );
+        let text = config.redacted().to_string();
+        assert!(!text.contains(key), "{text}");
+        assert!(!text.contains("s3-secret-value"), "{text}");
+        assert!(text.contains("s3://evidence/mintgate"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_archive_setting_names_its_key() {
+        let mut vars = base();
+        vars.push(("MINTGATE_ARCHIVE__PART_BYTES", "1000"));
+        let error = load(&vars).unwrap_err().to_string();
+        assert!(error.contains("archive.part_bytes"), "{error}");
     }
 }

@@ -31,10 +31,13 @@ pub enum ExecutionState {
     Failed,
     /// Mint deleted the instance (30 days after it ended) before its result was archived.
     Expired,
+    /// Its archived result and personal data were removed (an operator's erasure, or the retention
+    /// policy's purge); the cost ledger and a tombstone remain.
+    Erased,
 }
 
 impl ExecutionState {
-    pub const ALL: [ExecutionState; 8] = [
+    pub const ALL: [ExecutionState; 9] = [
         Self::Queued,
         Self::Starting,
         Self::Running,
@@ -43,6 +46,7 @@ impl ExecutionState {
         Self::Archived,
         Self::Failed,
         Self::Expired,
+        Self::Erased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +59,7 @@ impl ExecutionState {
             Self::Archived => "archived",
             Self::Failed => "failed",
             Self::Expired => "expired",
+            Self::Erased => "erased",
         }
     }
 
@@ -64,7 +69,10 @@ impl ExecutionState {
 
     /// No further work will be done for an execution in a terminal state.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Archived | Self::Failed | Self::Expired)
+        matches!(
+            self,
+            Self::Archived | Self::Failed | Self::Expired | Self::Erased
+        )
     }
 }
 

@@ -32,7 +32,7 @@ use crate::store::{ExecutionFilter, Overview, SharedStore};
 mod page;
 
 /// Every execution state, for gauges that must show zeros too.
-pub const STATES: [ExecutionState; 8] = [
+pub const STATES: [ExecutionState; 9] = [
     ExecutionState::Queued,
     ExecutionState::Starting,
     ExecutionState::Running,
@@ -41,6 +41,7 @@ pub const STATES: [ExecutionState; 8] = [
     ExecutionState::Archived,
     ExecutionState::Failed,
     ExecutionState::Expired,
+    ExecutionState::Erased,
 ];
 
 /// Longest lists the snapshot reads (the status page shows fewer).

@@ -128,5 +128,9 @@ pub fn summary(execution: &Execution, now: DateTime<Utc>) -> String {
         ExecutionState::Expired => {
             "expired: Mint deleted the instance before its result was archived".to_owned()
         }
+        ExecutionState::Erased => {
+            "erased: the archived result and personal data were removed; the ledger remains"
+                .to_owned()
+        }
     }
 }

@@ -63,6 +63,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
             idle_wait: Duration::from_millis(20),
             ..PipelineConfig::default()
         },
+        archive: mintgate::archive::ArchiveConfig::default(),
         default_environment: "sandbox".to_owned(),
         mint,
     };

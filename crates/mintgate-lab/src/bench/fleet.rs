@@ -35,6 +35,8 @@ pub struct FleetOptions {
     pub time_scale: f64,
     pub pipeline: PipelineConfig,
     pub archive_dir: PathBuf,
+    /// The archive (`archive.url` unset: the local `archive_dir`).
+    pub archive: mintgate::archive::ArchiveConfig,
     pub tune_mint: Option<fn(mint_client::MintConfig) -> mint_client::MintConfig>,
 }
 
@@ -106,6 +108,7 @@ impl Fleet {
                 ..WebhookConfig::default()
             },
             pipeline: options.pipeline,
+            archive: options.archive,
             default_environment: "sandbox".to_owned(),
             mint,
         };

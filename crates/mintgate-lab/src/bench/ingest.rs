@@ -125,6 +125,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             ..WebhookConfig::default()
         },
         pipeline: Default::default(),
+        archive: mintgate::archive::ArchiveConfig::default(),
         default_environment: "sandbox".to_owned(),
         mint,
     };

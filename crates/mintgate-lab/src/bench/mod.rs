@@ -1,6 +1,7 @@
 //! `mintgate-lab bench …`: the benchmarks that hold the project's speed and memory goals. Each prints its
 //! figures; none is a test (timings never decide whether a test passes).
 
+pub mod archive;
 pub mod burst;
 pub mod download;
 pub mod edge;
@@ -17,6 +18,9 @@ use clap::Subcommand;
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Mint → the archive (filesystem store at --size, moto at --s3-size), streamed and verified,
+    /// beside curl to disk followed by a boto3 upload; peak RSS.
+    Archive(archive::ArchiveBenchArgs),
     /// The simulator's serving rate: a 2 GiB result file over loopback, and small requests.
     Sim,
     /// The public listener under attack (slowloris, oversized, forged, signature lists): authentic
@@ -116,6 +120,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             .await
         }
         BenchCommand::Quota(args) => quota::run(args).await,
+        BenchCommand::Archive(args) => archive::run(args).await,
     }
 }
 

@@ -149,6 +149,7 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, mode: Mode) 
             ..WebhookConfig::default()
         },
         pipeline,
+        archive: mintgate::archive::ArchiveConfig::default(),
         default_environment: "sandbox".to_owned(),
         mint,
     }

@@ -68,6 +68,7 @@ async fn bench(args: &ReplicasArgs, database_url: String) -> anyhow::Result<()> 
             ..PipelineConfig::default()
         },
         archive_dir: temp.path().join("archive"),
+        archive: mintgate::archive::ArchiveConfig::default(),
         tune_mint: None,
     })
     .await?;

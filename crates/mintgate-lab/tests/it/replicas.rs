@@ -40,6 +40,23 @@ async fn start_fleet(
     dir: &tempfile::TempDir,
     result_file_bytes: u64,
 ) -> Fleet {
+    start_fleet_archiving(
+        servers,
+        redis_url,
+        dir,
+        result_file_bytes,
+        mintgate::archive::ArchiveConfig::default(),
+    )
+    .await
+}
+
+async fn start_fleet_archiving(
+    servers: &Servers,
+    redis_url: &str,
+    dir: &tempfile::TempDir,
+    result_file_bytes: u64,
+    archive: mintgate::archive::ArchiveConfig,
+) -> Fleet {
     let mut sim = SimConfig::fixture();
     sim.seed = 7;
     sim.service.list_delay_micros_per_instance = 0;
@@ -59,6 +76,7 @@ async fn start_fleet(
             ..PipelineConfig::default()
         },
         archive_dir: dir.path().join("archive"),
+        archive,
         tune_mint: Some(tune_mint_for_tests),
     })
     .await
@@ -317,5 +335,69 @@ async fn redis_stopped_and_restarted_during_the_run_loses_nothing() {
     assert_ground_truth(&fleet, &ids, ids.len() as u64).await;
     fleet.shutdown().await;
     redis.stop();
+    drop_postgres_schema(&servers.database_url).await;
+}
+
+#[tokio::test]
+async fn three_replicas_share_one_bucket_and_archive_each_result_exactly_once() {
+    let Some(s3) = crate::support::s3_server("replicas::three_replicas_share_one_bucket") else {
+        return;
+    };
+    let Some(servers) = servers("replicas::three_replicas_share_one_bucket").await else {
+        return;
+    };
+    let bucket = crate::support::fresh_bucket(&s3, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = start_fleet_archiving(
+        &servers,
+        &servers.redis_url,
+        &dir,
+        6 * 1024 * 1024,
+        bucket.clone(),
+    )
+    .await;
+    let ids = burst(&fleet, 9).await;
+    wait_until_archived(&fleet, &ids, Duration::from_secs(120)).await;
+    // One download per execution, in the simulator's truth.
+    assert_ground_truth(&fleet, &ids, ids.len() as u64).await;
+    let archive =
+        mintgate::archive::Archive::open(&bucket, std::path::Path::new("unused")).unwrap();
+    let store = fleet.store();
+    for id in &ids {
+        let execution = store.execution(*id).await.unwrap().unwrap();
+        let location = execution.archive_path.clone().unwrap();
+        assert!(
+            location.starts_with(&format!("s3://{}/", archive.s3().unwrap().bucket())),
+            "{location}"
+        );
+        let key = archive.key_of(&location).unwrap();
+        let Some(mintgate::archive::ManifestFile::Intact(manifest)) =
+            archive.read_manifest(&key).await.unwrap()
+        else {
+            panic!("no manifest beside {location}");
+        };
+        let (expected, _) = fleet
+            .admin
+            .result_sha256(execution.instance_id.as_ref().unwrap().as_str())
+            .await
+            .unwrap();
+        assert_eq!(manifest.sha256, expected);
+        archive.verify(&manifest).await.unwrap();
+    }
+    // Exactly one result and one manifest per execution; no upload left open.
+    let listed: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(archive.store().list(None))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2 * ids.len(), "{listed:?}");
+    assert!(
+        archive
+            .s3()
+            .unwrap()
+            .pending_uploads("")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    fleet.shutdown().await;
     drop_postgres_schema(&servers.database_url).await;
 }

@@ -24,6 +24,10 @@ pub struct DownloadArgs {
     /// Replace the file if it exists.
     #[arg(long)]
     force: bool,
+    /// Read the result from the service's archive instead of Mint: decrypted, checked against its
+    /// manifest's SHA-256, no Mint units spent (works after Mint deleted its copy).
+    #[arg(long)]
+    from_archive: bool,
     #[command(flatten)]
     env: super::EnvArg,
     /// Print the outcome as JSON (progress, if any, goes to stderr).
@@ -33,6 +37,9 @@ pub struct DownloadArgs {
 
 pub async fn run(args: DownloadArgs, config_path: Option<&Path>) -> CliResult {
     let config = super::load_config(config_path)?;
+    if args.from_archive {
+        return from_archive(&args, &config).await;
+    }
     let (name, profile) = super::pick_profile(&config, &args.env)?;
     let client = super::client_for(&name, profile)?;
     let id = InstanceId::new(&args.instance_id).map_err(|e| CliError::user(e.to_string()))?;
@@ -94,6 +101,130 @@ pub async fn run(args: DownloadArgs, config_path: Option<&Path>) -> CliResult {
                 download.restarts, download.resumes
             );
         }
+    }
+    Ok(())
+}
+
+/// `--from-archive`: the archived copy, decrypted and verified, into `PATH.part`, then renamed.
+async fn from_archive(args: &DownloadArgs, config: &crate::config::Config) -> CliResult {
+    use crate::archive::ManifestFile;
+    let store = super::inspect::open_store(config, crate::store::OpenMode::ReadOnly).await?;
+    let instance = mint_client::InstanceId::new(&args.instance_id)
+        .map_err(|e| CliError::user(e.to_string()))?;
+    let Some(execution) = store.execution_by_instance(&instance).await? else {
+        return Err(CliError::user(format!(
+            "the service archived no instance {}",
+            args.instance_id
+        ))
+        .hint("only instances the service started are archived; `mintgate inspect ID` shows what it knows"));
+    };
+    if let Some(tombstone) = store.erasure(execution.id).await? {
+        return Err(CliError::user(format!(
+            "the result of instance {} was {} on {} by {}",
+            args.instance_id,
+            tombstone.kind,
+            super::output::timestamp(tombstone.at),
+            tombstone.operator
+        )));
+    }
+    let Some(location) = execution.archive_path.clone() else {
+        return Err(CliError::user(format!(
+            "instance {} is not archived (yet): it is {}",
+            args.instance_id,
+            execution.state.as_str()
+        )));
+    };
+    let archive = crate::app::open_archive(config).map_err(|e| CliError::user(format!("{e:#}")))?;
+    let Some(key) = archive.key_of(&location) else {
+        return Err(CliError::user(format!(
+            "{location} is not in the configured archive ({})",
+            archive.describe()
+        ))
+        .hint("after `mintgate archive migrate`, set `archive.url` to the target"));
+    };
+    let manifest = match archive.read_manifest(&key).await? {
+        Some(ManifestFile::Intact(manifest)) => manifest,
+        Some(ManifestFile::Tombstone(t)) => {
+            return Err(CliError::user(format!(
+                "the archived result was {} on {} by {}",
+                t.removed, t.removed_at, t.removed_by
+            )));
+        }
+        None => {
+            return Err(CliError::remote(format!(
+                "the manifest beside {location} is missing: the archive is damaged"
+            )));
+        }
+    };
+    let path = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.zip", args.instance_id)));
+    if path.exists() && !args.force {
+        return Err(CliError::user(format!("{} already exists", path.display()))
+            .hint("choose another path with -o PATH, or replace it with --force"));
+    }
+    let mut part_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    part_name.push(".part");
+    let part = path.with_file_name(part_name);
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(&part)
+        .await
+        .map_err(|e| CliError::user(format!("cannot write {}: {e}", part.display())))?;
+    let copied = archive.copy_result(&manifest, &mut file).await;
+    let (sha256, bytes) = match copied {
+        Ok(read) => read,
+        Err(error) => {
+            let _ = tokio::fs::remove_file(&part).await;
+            let wrong_key = error
+                .chain()
+                .any(|e| e.downcast_ref::<crate::archive::OpenError>().is_some());
+            let error = CliError::remote(format!("{error:#}"));
+            return Err(if wrong_key {
+                CliError {
+                    code: super::EXIT_USER,
+                    ..error
+                }
+                .hint("the master key comes from `archive.encryption.key` (MINTGATE_ARCHIVE__ENCRYPTION__KEY) or `key_file`; older keys go in `archive.encryption.previous_keys`")
+            } else {
+                error
+            });
+        }
+    };
+    if sha256 != manifest.sha256 || bytes != manifest.bytes {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(CliError::remote(format!(
+            "the archived copy reads as {bytes} bytes with SHA-256 {sha256}, but {} bytes with SHA-256 {} were archived: it is damaged",
+            manifest.bytes, manifest.sha256
+        )));
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| CliError::remote(format!("writing {}: {e}", part.display())))?;
+    drop(file);
+    tokio::fs::rename(&part, &path)
+        .await
+        .map_err(|e| CliError::remote(format!("renaming {}: {e}", part.display())))?;
+    if args.json {
+        print_json(&json!({
+            "instanceId": args.instance_id,
+            "path": path.display().to_string(),
+            "bytes": bytes,
+            "sha256": sha256,
+            "from": location,
+        }));
+    } else {
+        println!("saved {} (from the archive, verified)", path.display());
+        println!("  size    {} ({} bytes)", human_bytes(bytes), bytes);
+        println!("  sha256  {sha256}");
+        println!("  from    {location}");
     }
     Ok(())
 }

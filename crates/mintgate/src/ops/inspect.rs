@@ -80,6 +80,7 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
         .hint(format!("`mintgate status {}` asks Mint", args.id)));
     };
     let events = store.events_for(execution.id).await?;
+    let tombstone = store.erasure(execution.id).await?;
     let jobs = store.jobs_for(execution.id).await?;
     let webhooks = match &execution.instance_id {
         Some(instance) => store.webhooks_for(instance).await?,
@@ -109,6 +110,7 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
             "startAttempts": execution.start_attempts,
             "startAmbiguous": execution.start_ambiguous,
             "events": events,
+            "tombstone": tombstone,
             "webhooks": webhooks,
             "jobs": jobs,
         }));
@@ -146,6 +148,22 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
             job.id
         );
     }
+    if let Some(tombstone) = &tombstone {
+        println!(
+            "tombstone: {} on {} by {}{}",
+            tombstone.kind,
+            timestamp(tombstone.at),
+            tombstone.operator,
+            tombstone
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        if let Some(location) = tombstone.removed["archive"].as_str() {
+            println!("  removed {location} and the personal fields; the cost ledger is kept");
+        }
+    }
     match (&execution.archive_path, &execution.sha256, execution.bytes) {
         (Some(path), Some(sha256), Some(bytes)) => {
             println!("archive: {path}");
@@ -154,6 +172,7 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
                 human_bytes(u64::try_from(bytes).unwrap_or(0))
             );
         }
+        _ if tombstone.is_some() => {}
         _ => println!("archive: not archived yet"),
     }
     match execution.deadline_at {
@@ -288,6 +307,15 @@ fn describe_event(event: &Event) -> String {
             "dead letter: the {} job ran out of attempts: {}",
             text(&d["kind"]).unwrap_or("?"),
             text(&d["error"]).unwrap_or("?")
+        ),
+        "erased" | "purged" => format!(
+            "{} by {}",
+            if event.kind == "erased" {
+                "erased (result and personal data removed)"
+            } else {
+                "purged by the retention policy"
+            },
+            text(&d["operator"]).unwrap_or("?")
         ),
         "dead_letter_retried" => format!(
             "dead letter retried by an operator: the {} job",

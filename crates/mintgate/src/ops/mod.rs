@@ -1,13 +1,16 @@
-//! Operator commands: `doctor`, `flows`, `start`, `status`, `download`, `inspect`, `dead-letters`.
+//! Operator commands: `doctor`, `flows`, `start`, `status`, `download`, `inspect`, `dead-letters`,
+//! `erase`, `archive`.
 //!
 //! They read the same configuration as `mintgate serve` (file, `MINTGATE_…` and `MINT_…`
 //! variables) and check only what they use, so `doctor` works with nothing but Mint credentials.
 //! Every command prints a human table by default and JSON with `--json`; errors say what to do next.
 //! Exit codes: 0 success, 1 user or configuration error, 2 remote or internal failure.
 
+mod archive;
 mod dead_letters;
 mod doctor;
 mod download;
+mod erase;
 mod flows;
 mod inspect;
 mod output;
@@ -66,6 +69,16 @@ pub enum OpsCommand {
         after_help = "Examples:\n  mintgate dead-letters                 # list\n  mintgate dead-letters retry 0190…     # one job\n  mintgate dead-letters retry --all\n\nReads and writes the service's database (`service.database_url`) directly."
     )]
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Erase one person's data: the archived result, its manifest's personal content and the
+    /// execution's input; keeps the cost ledger and a tombstone; writes an audit record.
+    #[command(
+        after_help = "Examples:\n  mintgate erase --execution 0190…  --reason 'GDPR request #812'\n  mintgate erase --instance 0f8e2c4a-… --operator alice\n\nRefused while a retention lock holds the result (it says until when). Reads and writes the\nservice's database and the archive directly."
+    )]
+    Erase(erase::EraseArgs),
+    /// The archive: copy a local archive into object storage, purge what the retention policy
+    /// no longer keeps, abort orphaned uploads.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
 }
 
 /// Runs an operator command; answers the process exit code (0 success, 1 user or configuration
@@ -79,6 +92,8 @@ pub async fn run(command: OpsCommand, config: Option<&Path>) -> u8 {
         OpsCommand::Download(args) => download::run(args, config).await,
         OpsCommand::Inspect(args) => inspect::run(args, config).await,
         OpsCommand::DeadLetters(args) => dead_letters::run(args, config).await,
+        OpsCommand::Erase(args) => erase::run(args, config).await,
+        OpsCommand::Archive(command) => archive::run(command, config).await,
     };
     match result {
         Ok(()) => EXIT_OK,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use mint_client::DownloadOptions;
 
 use super::{Failure, MINT_RETENTION, Pipeline, StepResult, classify, keep_lease};
-use crate::archive::Manifest;
+use crate::archive::{Manifest, UploadMeta};
 use crate::clock::delta;
 use crate::model::{Execution, ExecutionState, Job, Lease};
 use crate::store::{ExecutionPatch, JobDisposition, StepOutcome};
@@ -35,7 +35,12 @@ pub(super) async fn step(
         .unwrap_or(finished_at + delta(MINT_RETENTION));
 
     // A download that completed before a crash is adopted, not repeated.
-    if let Some(manifest) = pipeline.archive.existing(instance, finished_at).await? {
+    // (Reading it back may take a while: the lease is held meanwhile.)
+    let existing = tokio::select! {
+        found = pipeline.archive.existing(instance, finished_at) => found?,
+        lost = keep_lease(pipeline, lease) => return Err(lost),
+    };
+    if let Some(manifest) = existing {
         tracing::info!(
             location = manifest.location,
             "result already archived; adopting it"
@@ -58,55 +63,89 @@ pub(super) async fn step(
         .await?;
 
     let client = pipeline.client_for(execution)?.at(job.priority.to_client());
-    let path = pipeline.archive.staging_path(instance, finished_at).await?;
+    let meta = UploadMeta {
+        execution_id: execution.id.to_string(),
+        instance_id: instance.to_owned(),
+    };
+    // The result streams straight into the archive's multipart upload: nothing is visible there
+    // until the upload completes, and a failed attempt aborts it.
+    let mut upload = pipeline.archive.begin(instance, finished_at, &meta).await?;
     let started = Instant::now();
     let options = DownloadOptions::default();
-    let download = client.download_result_to_path(instance_id, &path, &options);
-    let result = tokio::select! {
-        result = download => result,
-        lost = keep_lease(pipeline, lease) => return Err(lost),
+    let result = {
+        let download = client.download_result_restartable(&instance_id, &mut upload, &options);
+        tokio::select! {
+            result = download => Ok(result),
+            lost = keep_lease(pipeline, lease) => Err(lost),
+        }
+    };
+    let result = match result {
+        Ok(result) => result,
+        Err(lost) => {
+            upload.abort().await;
+            return Err(lost);
+        }
     };
     let download = match result {
         Ok(download) => download,
-        Err(mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. }) => {
-            crate::metrics::execution_ended("expired", "deleted_by_mint");
-            return Ok(expired(execution));
+        Err(error) => {
+            upload.abort().await;
+            return match error {
+                mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. } => {
+                    crate::metrics::execution_ended("expired", "deleted_by_mint");
+                    Ok(expired(execution))
+                }
+                error @ mint_client::Error::NotReady { .. } => Err(Failure::Delay {
+                    after: pipeline.config.poll_interval_min,
+                    error: error.to_string(),
+                }
+                .into()),
+                error => Err(classify(&error, job.attempts).into()),
+            };
         }
-        Err(error @ mint_client::Error::NotReady { .. }) => {
-            return Err(Failure::Delay {
-                after: pipeline.config.poll_interval_min,
-                error: error.to_string(),
-            }
-            .into());
-        }
-        Err(error) => return Err(classify(&error, job.attempts).into()),
     };
-    crate::metrics::download_finished(download.bytes, started.elapsed());
-    crate::metrics::download_throughput(download.bytes, started.elapsed());
-    let manifest = Manifest {
-        execution_id: execution.id.to_string(),
-        environment: execution.environment.clone(),
-        flow_id: execution.flow_id.to_string(),
-        instance_id: instance.to_owned(),
-        started_at: execution.started_at,
-        finished_at: execution.finished_at,
-        deadline_at: Some(deadline),
-        archived_at: pipeline.clock.now(),
-        bytes: download.bytes,
-        sha256: download.sha256.clone(),
-        location: String::new(),
+    let archived_at = pipeline.clock.now();
+    let commit = async {
+        let uploaded = upload.finish().await?;
+        crate::metrics::download_finished(download.bytes, started.elapsed());
+        crate::metrics::download_throughput(download.bytes, started.elapsed());
+        let manifest = Manifest {
+            execution_id: execution.id.to_string(),
+            environment: execution.environment.clone(),
+            flow_id: execution.flow_id.to_string(),
+            instance_id: instance.to_owned(),
+            started_at: execution.started_at,
+            finished_at: execution.finished_at,
+            deadline_at: Some(deadline),
+            archived_at,
+            bytes: download.bytes,
+            sha256: download.sha256.clone(),
+            location: String::new(),
+            content_type: download.content_type.clone(),
+            stored_bytes: None,
+            stored_sha256: None,
+            encryption: None,
+            server_side_encryption: None,
+            sse_kms_key_id: None,
+            object_lock: None,
+            purge_after: None,
+            version_id: None,
+        };
+        // Completed, then verified (read back, decrypted, hashed), tagged and locked before its
+        // manifest is written, and the manifest before the execution is recorded `archived`; the
+        // lease is held all along, so no other worker starts the same download meanwhile.
+        pipeline.archive.commit(&uploaded, manifest).await
     };
-    let location = pipeline.archive.commit(&path, manifest.clone()).await?;
+    let manifest = tokio::select! {
+        committed = commit => committed?,
+        lost = keep_lease(pipeline, lease) => return Err(lost),
+    };
     tracing::info!(
-        location,
+        location = manifest.location,
         bytes = download.bytes,
         sha256 = download.sha256,
         "result archived"
     );
-    let manifest = Manifest {
-        location,
-        ..manifest
-    };
     Ok(archived(execution, &manifest, "downloaded"))
 }
 

@@ -62,7 +62,7 @@ impl Clients {
 pub struct Pipeline {
     pub store: SharedStore,
     pub clients: Clients,
-    pub archive: Arc<dyn Archive>,
+    pub archive: Arc<Archive>,
     pub clock: Clock,
     pub config: PipelineConfig,
     /// This replica's name, recorded as the lease owner.

@@ -192,6 +192,49 @@ pub struct SpendRow {
     pub cents: i64,
 }
 
+/// The tombstone of an execution whose archived result and personal fields were removed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Erasure {
+    pub execution_id: Uuid,
+    /// `erased` (an operator, on request) or `purged` (the retention policy).
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    /// Who: the operator (`--operator`, else the OS user), or `retention policy`.
+    pub operator: String,
+    pub reason: Option<String>,
+    /// What was removed: the archive location and the database fields.
+    pub removed: serde_json::Value,
+}
+
+/// One line of the audit log: an operator action on personal data, refusals included.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    pub at: DateTime<Utc>,
+    pub operator: String,
+    pub action: String,
+    /// What it was done to (an execution id).
+    pub target: String,
+    /// `done`, `refused`, `failed`.
+    pub outcome: String,
+    pub detail: serde_json::Value,
+}
+
+/// The execution fields erasure clears: the request's input and everything derived from the
+/// person's data. Ids, times, the environment, the flow and the bill stay.
+pub const ERASED_FIELDS: [&str; 9] = [
+    "input",
+    "idempotency_key",
+    "request_sha256",
+    "workflow_url",
+    "progress",
+    "archive_path",
+    "sha256",
+    "bytes",
+    "failure_reason",
+];
+
 /// The durable state of the service. SQLite by default; PostgreSQL for several replicas.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -337,6 +380,55 @@ pub trait Store: Send + Sync + 'static {
     async fn setting(&self, key: &str) -> anyhow::Result<Option<String>> {
         let _ = key;
         anyhow::bail!("this store keeps no settings")
+    }
+
+    /// Removes an execution's personal fields ([`ERASED_FIELDS`]), the details of its events and
+    /// the errors of its jobs, records the tombstone and an `erased` event, and sets its state to
+    /// `erased`, in one transaction. The cost ledger is kept.
+    async fn erase(&self, erasure: Erasure) -> anyhow::Result<()> {
+        let _ = erasure;
+        anyhow::bail!("this store cannot erase")
+    }
+
+    /// The tombstone of an erased execution.
+    async fn erasure(&self, execution_id: Uuid) -> anyhow::Result<Option<Erasure>> {
+        let _ = execution_id;
+        Ok(None)
+    }
+
+    /// Archived executions archived at or before `archived_before`, oldest first: the purge job's
+    /// candidates.
+    async fn archived_before(
+        &self,
+        archived_before: DateTime<Utc>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Execution>> {
+        let _ = (archived_before, limit);
+        Ok(Vec::new())
+    }
+
+    /// Points an execution's archive location elsewhere (`archive migrate`), if it still is
+    /// `from`. Answers whether it changed.
+    async fn relocate_archive(
+        &self,
+        execution_id: Uuid,
+        from: &str,
+        to: &str,
+    ) -> anyhow::Result<bool> {
+        let _ = (execution_id, from, to);
+        anyhow::bail!("this store cannot relocate archives")
+    }
+
+    /// Appends to the audit log.
+    async fn audit(&self, record: AuditRecord) -> anyhow::Result<()> {
+        let _ = record;
+        anyhow::bail!("this store keeps no audit log")
+    }
+
+    /// The audit log of one target, oldest first.
+    async fn audit_for(&self, target: &str) -> anyhow::Result<Vec<AuditRecord>> {
+        let _ = target;
+        Ok(Vec::new())
     }
 
     /// Sets (or, with `None`, removes) an operator setting.

@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use super::schema::{self, OpenMode};
 use super::{
-    Created, ExecutionFilter, ExecutionPatch, JobDisposition, LeaseLost, NewExecution, NewJob,
-    Overview, SpendRow, StepOutcome, Store, WebhookRecorded,
+    AuditRecord, Created, Erasure, ExecutionFilter, ExecutionPatch, JobDisposition, LeaseLost,
+    NewExecution, NewJob, Overview, SpendRow, StepOutcome, Store, WebhookRecorded,
 };
 use crate::model::{
     Event, Execution, ExecutionState, Job, JobError, JobKind, JobPriority, JobState, Lease,
@@ -1137,5 +1137,165 @@ where
         }
         tx.commit().await.context("committing a setting")?;
         Ok(())
+    }
+
+    async fn erase(&self, erasure: Erasure) -> anyhow::Result<()> {
+        let mut tx = self.write().await?;
+        let id = erasure.execution_id.to_string();
+        let at = ms(erasure.at);
+        let updated = sqlx::query(
+            "UPDATE executions SET state = 'erased', input = '{}', idempotency_key = NULL,
+                request_sha256 = 'erased', workflow_url = NULL, progress = NULL, archive_path = NULL,
+                sha256 = NULL, bytes = NULL, failure_reason = NULL, updated_at = $2
+             WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .context("erasing an execution's fields")?;
+        if D::rows_affected(&updated) != 1 {
+            anyhow::bail!("there is no execution {id} to erase");
+        }
+        sqlx::query("UPDATE events SET detail = '{}' WHERE execution_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .context("erasing an execution's event details")?;
+        sqlx::query("UPDATE jobs SET errors = '[]' WHERE execution_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .context("erasing an execution's job errors")?;
+        sqlx::query(
+            "INSERT INTO erasures (execution_id, kind, at, operator, reason, removed)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id.as_str())
+        .bind(erasure.kind.as_str())
+        .bind(at)
+        .bind(erasure.operator.as_str())
+        .bind(erasure.reason.as_deref())
+        .bind(erasure.removed.to_string())
+        .execute(&mut *tx)
+        .await
+        .context("recording the tombstone")?;
+        sqlx::query("INSERT INTO events (execution_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
+            .bind(id.as_str())
+            .bind(at)
+            .bind(erasure.kind.as_str())
+            .bind(
+                serde_json::json!({"operator": erasure.operator, "reason": erasure.reason})
+                    .to_string(),
+            )
+            .execute(&mut *tx)
+            .await
+            .context("recording the erasure event")?;
+        tx.commit().await.context("committing an erasure")?;
+        Ok(())
+    }
+
+    async fn erasure(&self, execution_id: Uuid) -> anyhow::Result<Option<Erasure>> {
+        let row = sqlx::query(
+            "SELECT kind, at, operator, reason, removed FROM erasures WHERE execution_id = $1",
+        )
+        .bind(execution_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading a tombstone")?;
+        row.map(|row| {
+            let removed: String = row.try_get("removed")?;
+            Ok(Erasure {
+                execution_id,
+                kind: row.try_get("kind")?,
+                at: from_ms(row.try_get("at")?),
+                operator: row.try_get("operator")?,
+                reason: row.try_get("reason")?,
+                removed: serde_json::from_str(&removed)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn archived_before(
+        &self,
+        archived_before: DateTime<Utc>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Execution>> {
+        let rows = sqlx::query(
+            "SELECT * FROM executions WHERE state = 'archived' AND archived_at <= $1
+             ORDER BY archived_at LIMIT $2",
+        )
+        .bind(ms(archived_before))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading executions due for the purge")?;
+        rows.iter().map(Self::execution_from_row).collect()
+    }
+
+    async fn relocate_archive(
+        &self,
+        execution_id: Uuid,
+        from: &str,
+        to: &str,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(
+            "UPDATE executions SET archive_path = $3 WHERE id = $1 AND archive_path = $2",
+        )
+        .bind(execution_id.to_string())
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await
+        .context("recording an archive's new location")?;
+        tx.commit()
+            .await
+            .context("committing an archive's new location")?;
+        Ok(D::rows_affected(&updated) == 1)
+    }
+
+    async fn audit(&self, record: AuditRecord) -> anyhow::Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, operator, action, target, outcome, detail)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(ms(record.at))
+        .bind(record.operator.as_str())
+        .bind(record.action.as_str())
+        .bind(record.target.as_str())
+        .bind(record.outcome.as_str())
+        .bind(record.detail.to_string())
+        .execute(&mut *tx)
+        .await
+        .context("writing the audit log")?;
+        tx.commit().await.context("committing the audit log")?;
+        Ok(())
+    }
+
+    async fn audit_for(&self, target: &str) -> anyhow::Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT at, operator, action, target, outcome, detail FROM audit_log
+             WHERE target = $1 ORDER BY id",
+        )
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the audit log")?;
+        rows.iter()
+            .map(|row| {
+                let detail: String = row.try_get("detail")?;
+                Ok(AuditRecord {
+                    at: from_ms(row.try_get("at")?),
+                    operator: row.try_get("operator")?,
+                    action: row.try_get("action")?,
+                    target: row.try_get("target")?,
+                    outcome: row.try_get("outcome")?,
+                    detail: serde_json::from_str(&detail)?,
+                })
+            })
+            .collect()
     }
 }

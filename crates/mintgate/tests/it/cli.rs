@@ -688,3 +688,162 @@ async fn commands_that_read_the_service_refuse_an_older_schema_and_leave_it_unch
         "no journal or WAL file was made"
     );
 }
+
+#[tokio::test]
+async fn download_from_the_archive_then_erase_keeps_the_ledger_and_a_tombstone() {
+    let app = spawn_with(Setup::default()).await;
+    let files = Files::new(&service_toml(&app));
+    let id = app.request("flow-kyc-basic").await;
+    let view = app.drive_to_the_end(id, 20).await;
+    assert_eq!(view.state.as_str(), "archived");
+    let instance = view.instance_id.clone().unwrap().to_string();
+    let archived_path = view.archive.as_ref().unwrap().path.clone();
+    let (expected, bytes) = app.admin.result_sha256(&instance).await.unwrap();
+    let downloads_before = app.admin.usage().await.unwrap().clients["demo"]
+        .requests_by_endpoint
+        .get("result_file")
+        .copied();
+
+    // The archived copy, without asking Mint.
+    let copy = files.path("copy.zip");
+    let output = run(mintgate(
+        &files.config(),
+        &[
+            "download",
+            &instance,
+            "--from-archive",
+            "-o",
+            copy.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let (sha, len) = mintgate::archive::hash_file(&copy).await.unwrap();
+    assert_eq!((sha, len), (expected.clone(), bytes));
+    assert_eq!(
+        app.admin.usage().await.unwrap().clients["demo"]
+            .requests_by_endpoint
+            .get("result_file")
+            .copied(),
+        downloads_before,
+        "--from-archive asked Mint"
+    );
+
+    let output = run(mintgate(
+        &files.config(),
+        &[
+            "erase",
+            "--execution",
+            &id.to_string(),
+            "--operator",
+            "alice",
+            "--reason",
+            "GDPR #812",
+        ],
+    ))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    assert!(stdout(&output).contains("alice"), "{}", transcript(&output));
+    // The result is gone; its manifest is a tombstone without the hash.
+    assert!(!Path::new(&archived_path).exists());
+    let manifest =
+        std::fs::read_to_string(Path::new(&archived_path).with_extension("json")).unwrap();
+    assert!(manifest.contains("\"removed\": \"erased\""), "{manifest}");
+    assert!(!manifest.contains(&expected), "{manifest}");
+    // The database keeps ids, state, bill; not the input or the hash.
+    let store = app.pipeline().store.clone();
+    let execution = store.execution(id).await.unwrap().unwrap();
+    assert_eq!(execution.state.as_str(), "erased");
+    assert_eq!(execution.input, serde_json::json!({}));
+    assert_eq!(
+        (
+            execution.sha256,
+            execution.archive_path,
+            execution.workflow_url
+        ),
+        (None, None, None)
+    );
+    assert_eq!(execution.billed_count, 1);
+    let month = execution.created_at.format("%Y-%m").to_string();
+    let ledger = store.spend(&month).await.unwrap();
+    assert_eq!(
+        ledger.iter().map(|r| r.cents).sum::<i64>(),
+        50,
+        "{ledger:?}"
+    );
+    let audit = store.audit_for(&id.to_string()).await.unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(
+        (
+            audit[0].operator.as_str(),
+            audit[0].action.as_str(),
+            audit[0].outcome.as_str()
+        ),
+        ("alice", "erase", "done")
+    );
+
+    let output = run(mintgate(&files.config(), &["inspect", &id.to_string()])).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("tombstone: erased") && text.contains("by alice (GDPR #812)"),
+        "{text}"
+    );
+    assert!(!text.contains(&expected), "{text}");
+
+    // Erasing again changes nothing; reading the archive now says what happened.
+    let output = run(mintgate(
+        &files.config(),
+        &["erase", "--instance", &instance],
+    ))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let output = run(mintgate(
+        &files.config(),
+        &[
+            "download",
+            &instance,
+            "--from-archive",
+            "-o",
+            files.path("again.zip").to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    assert!(
+        transcript(&output).contains("erased"),
+        "{}",
+        transcript(&output)
+    );
+}
+
+#[tokio::test]
+async fn erase_refuses_an_execution_still_in_flight_and_audits_the_refusal() {
+    let app = spawn_with(Setup::default()).await;
+    let files = Files::new(&service_toml(&app));
+    let id = app.request("flow-kyc-basic").await;
+    app.run_until_idle().await;
+    let output = run(mintgate(
+        &files.config(),
+        &["erase", "--execution", &id.to_string(), "--operator", "bob"],
+    ))
+    .await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    assert!(
+        transcript(&output).contains("still running"),
+        "{}",
+        transcript(&output)
+    );
+    let audit = app
+        .pipeline()
+        .store
+        .audit_for(&id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].operator.as_str(), audit[0].outcome.as_str()),
+        ("bob", "refused")
+    );
+    assert_eq!(app.execution(id).await.state.as_str(), "running");
+}

@@ -32,6 +32,8 @@ pub struct Setup {
     pub pipeline: PipelineConfig,
     /// Changes the service's configuration before it starts (listeners, limits, webhook scheme).
     pub configure: fn(&mut Config),
+    /// The archive (default: a local folder in the test's temporary folder).
+    pub archive: mintgate::archive::ArchiveConfig,
 }
 
 impl Default for Setup {
@@ -57,6 +59,7 @@ impl Default for Setup {
                 ..PipelineConfig::default()
             },
             configure: |_| {},
+            archive: mintgate::archive::ArchiveConfig::default(),
         }
     }
 }
@@ -136,6 +139,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
             ..WebhookConfig::default()
         },
         pipeline: setup.pipeline,
+        archive: setup.archive,
         default_environment: "sandbox".to_owned(),
         mint,
     };
@@ -300,6 +304,29 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("timed out after {deadline:?} waiting for: {what}");
+    }
+
+    /// Drives one execution to a terminal state: runs due jobs, completes its user steps and lets
+    /// simulated time pass, for at most `rounds` rounds.
+    pub async fn drive_to_the_end(&self, id: uuid::Uuid, rounds: usize) -> ExecutionView {
+        for _ in 0..rounds {
+            self.run_until_idle().await;
+            let view = self.execution(id).await;
+            if view.state.is_terminal() {
+                return view;
+            }
+            if let Some(instance) = &view.instance_id {
+                self.complete_user_steps(instance.as_str()).await;
+            }
+            self.advance(Duration::from_secs(60)).await;
+        }
+        let view = self.execution(id).await;
+        panic!("execution {id} did not end: {view:?}");
+    }
+
+    /// The service's archive (the one its pipeline writes to).
+    pub fn archive(&self) -> &std::sync::Arc<mintgate::archive::Archive> {
+        &self.pipeline().archive
     }
 
     pub fn archive_dir(&self) -> PathBuf {

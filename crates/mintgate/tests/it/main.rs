@@ -3,6 +3,7 @@
 
 mod api;
 mod architecture;
+mod archive;
 mod cli;
 mod edge;
 mod helpers;

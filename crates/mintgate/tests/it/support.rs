@@ -1,6 +1,6 @@
 //! Test support shared by the integration tests of `mintgate` and of `mintgate-lab` (which includes
-//! this file with `#[path]`): the PostgreSQL and Redis servers of the tests, and a Mint client tuned
-//! for tests. It names nothing of the simulator, so both test binaries can use it.
+//! this file with `#[path]`): the PostgreSQL, Redis and S3-compatible servers of the tests, and a
+//! Mint client tuned for tests. It names nothing of the simulator, so both test binaries can use it.
 
 use std::time::Duration;
 
@@ -45,6 +45,47 @@ pub fn redis_server(test: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// The S3-compatible server of the tests (`MINTGATE_TEST_S3_URL`, e.g. moto on
+/// `http://127.0.0.1:5055`, started by `.ci/run`), or `None` (with a note on stderr). When it is
+/// configured, an unreachable server fails the test (creating its bucket fails).
+pub fn s3_server(test: &str) -> Option<String> {
+    match std::env::var("MINTGATE_TEST_S3_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "skipped {test}: MINTGATE_TEST_S3_URL is not set (e.g. http://127.0.0.1:5055, moto started by .ci/run)"
+            );
+            None
+        }
+    }
+}
+
+/// The settings of an archive in a fresh bucket on the test server (a bucket of its own per test,
+/// like the PostgreSQL schemas), with Object Lock enabled on the bucket if asked.
+pub async fn fresh_bucket(server: &str, object_lock: bool) -> mintgate::archive::ArchiveConfig {
+    let bucket = format!("t-{}", uuid::Uuid::new_v4().simple());
+    let settings = mintgate::archive::ArchiveConfig {
+        url: Some(format!("s3://{bucket}/mintgate").parse().unwrap()),
+        endpoint: Some(server.parse().expect("MINTGATE_TEST_S3_URL is a URL")),
+        region: Some("us-east-1".to_owned()),
+        access_key_id: Some("testing".to_owned()),
+        secret_access_key: Some(secrecy::SecretString::from("testing")),
+        part_bytes: mintgate::archive::settings::PART_BYTES_MIN,
+        ..mintgate::archive::ArchiveConfig::default()
+    };
+    let archive = mintgate::archive::Archive::open(&settings, std::path::Path::new("unused"))
+        .expect("the S3 settings open");
+    archive
+        .s3()
+        .expect("an S3 archive")
+        .create(object_lock)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("MINTGATE_TEST_S3_URL is set but creating a bucket failed: {e:#}")
+        });
+    settings
 }
 
 /// A fresh schema on the test server, so concurrent tests never see each other's rows. Answers a
