@@ -73,7 +73,7 @@ pub(super) async fn step(
     let started = Instant::now();
     let options = DownloadOptions::default();
     let result = {
-        let download = client.download_result_restartable(&instance_id, &mut upload, &options);
+        let download = client.download_result_restartable(instance_id, &mut upload, &options);
         tokio::select! {
             result = download => Ok(result),
             lost = keep_lease(pipeline, lease) => Err(lost),
