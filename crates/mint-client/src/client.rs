@@ -167,20 +167,6 @@ struct WireInvalidParam {
     reason: String,
 }
 
-pub(crate) fn trace_id_of(headers: &HeaderMap) -> Option<String> {
-    [
-        "x-trace-id",
-        "x-mint-trace-id",
-        "traceparent",
-        "x-request-id",
-        "x-correlation-id",
-    ]
-    .iter()
-    .find_map(|h| headers.get(*h))
-    .and_then(|v| v.to_str().ok())
-    .map(str::to_owned)
-}
-
 impl MintClient {
     /// A client with its own in-process budget built from `cfg.budget`.
     pub fn new(cfg: MintConfig) -> Result<Self, Error> {
@@ -818,7 +804,7 @@ impl MintClient {
             }
         };
         let status = resp.status().as_u16();
-        let trace_id = trace_id_of(resp.headers());
+        let trace_id = http_log::trace_id_of(resp.headers());
         span.record("status", status);
         if let Some(t) = &trace_id {
             span.record("trace_id", t.as_str());
@@ -1119,14 +1105,5 @@ mod tests {
         let items: Vec<_> = futures::StreamExt::collect::<Vec<_>>(failing).await;
         assert_eq!(items.len(), 1);
         assert!(items[0].is_err());
-    }
-
-    #[test]
-    fn trace_id_is_read_from_common_headers() {
-        let mut h = HeaderMap::new();
-        assert_eq!(trace_id_of(&h), None);
-        h.insert("x-request-id", HeaderValue::from_static("r-1"));
-        h.insert("x-trace-id", HeaderValue::from_static("t-1"));
-        assert_eq!(trace_id_of(&h).as_deref(), Some("t-1"));
     }
 }

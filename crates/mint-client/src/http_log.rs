@@ -239,6 +239,21 @@ fn redact_json(value: &mut serde_json::Value) {
     }
 }
 
+/// The trace id Mint (or a proxy) put on an answer, from the usual headers, for logs and errors.
+pub(crate) fn trace_id_of(headers: &HeaderMap) -> Option<String> {
+    [
+        "x-trace-id",
+        "x-mint-trace-id",
+        "traceparent",
+        "x-request-id",
+        "x-correlation-id",
+    ]
+    .iter()
+    .find_map(|h| headers.get(*h))
+    .and_then(|v| v.to_str().ok())
+    .map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +328,14 @@ mod tests {
         fn any_body_is_logged_without_panicking(body in prop::collection::vec(any::<u8>(), 0..3000)) {
             let _ = body_for_log(&body);
         }
+    }
+
+    #[test]
+    fn trace_id_is_read_from_common_headers() {
+        let mut h = HeaderMap::new();
+        assert_eq!(trace_id_of(&h), None);
+        h.insert("x-request-id", HeaderValue::from_static("r-1"));
+        h.insert("x-trace-id", HeaderValue::from_static("t-1"));
+        assert_eq!(trace_id_of(&h).as_deref(), Some("t-1"));
     }
 }

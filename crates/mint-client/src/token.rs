@@ -17,10 +17,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::budget::BoxFuture;
-use crate::client::trace_id_of;
 use crate::config::{ClientAuth, DEFAULT_SCOPE, MintConfig};
 use crate::error::{AuthErrorKind, BoxError, Error};
 use crate::http_log;
+use crate::http_log::trace_id_of;
 use crate::retry::{RetryConfig, parse_retry_after, retry_delay};
 
 /// What the token endpoint said about the current token (never the token itself).

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, check_rate, invalid};
+use crate::validation::{ConfigError, check_rate, invalid};
 
 /// Order of `GET /api/flows/{flowId}/instances`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,23 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::behaviours::Behaviours;
 use crate::model;
-
-/// A configuration value that is out of range, named by its key (e.g. `flows[1].resultFileBytes`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: `{key}`: {message}")]
-pub struct ConfigError {
-    /// The dotted path of the offending key.
-    pub key: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        key: key.into(),
-        message: message.into(),
-    }
-}
+pub use crate::validation::ConfigError;
+use crate::validation::{check_rate, invalid};
 
 /// The whole simulator configuration. `Default` is the default fixture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -434,17 +419,6 @@ impl Default for Faults {
             webhook_delay_millis: model::WEBHOOK_DELAY_MILLIS_DEFAULT,
             webhook_reorder_rate: 0.0,
         }
-    }
-}
-
-pub(crate) fn check_rate(key: String, value: f64) -> Result<(), ConfigError> {
-    if value.is_finite() && (0.0..=1.0).contains(&value) {
-        Ok(())
-    } else {
-        Err(invalid(
-            key,
-            format!("must be between 0 and 1 (got {value})"),
-        ))
     }
 }
 

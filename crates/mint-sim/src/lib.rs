@@ -59,6 +59,7 @@ pub mod result_file;
 mod server;
 mod shared;
 mod state;
+mod validation;
 mod webhook;
 mod wire;
 

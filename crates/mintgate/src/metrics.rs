@@ -31,6 +31,15 @@ pub const STATUS_SNAPSHOTS_TOTAL: &str = "mintgate_status_snapshots_total";
 /// Webhook records deleted after their retention.
 pub const WEBHOOKS_PRUNED_TOTAL: &str = "mintgate_webhooks_pruned_total";
 
+/// Removals of archived results: `action` = `erase` (an operator) | `purge` (the retention
+/// policy), `outcome` = `done` | `refused` (a retention lock holds it) | `failed`.
+pub const ARCHIVE_REMOVALS_TOTAL: &str = "mintgate_archive_removals_total";
+
+pub fn archive_removal(action: &'static str, outcome: &'static str) {
+    metrics::counter!(ARCHIVE_REMOVALS_TOTAL, "action" => action, "outcome" => outcome)
+        .increment(1);
+}
+
 pub fn webhooks_pruned(count: u64) {
     metrics::counter!(WEBHOOKS_PRUNED_TOTAL).increment(count);
 }

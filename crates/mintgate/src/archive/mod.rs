@@ -2,7 +2,10 @@
 //! (`file://`), or S3, Google Cloud Storage or Azure Blob (`archive.url`), through `object_store`.
 //!
 //! Layout under the store's prefix: `<yyyy>/<mm>/<instanceId>.zip` (`.zip.enc` when encrypted on
-//! the client) and, beside it, `<instanceId>.json`, the manifest. Why it is built this way:
+//! the client) and, beside it, `<instanceId>.json`, the manifest. An instance id with characters
+//! other than letters, digits, `-` and `_` (Mint's ids may hold `.`, `~` and `:`) gets an escaped
+//! name ending in `.e` (or, when that would be too long, its SHA-256 ending in `.h`): see
+//! [`file_stem`]. Why it is built this way:
 //!
 //! - **Verified before recorded.** The result streams from Mint into a multipart upload
 //!   ([`ResultUpload`]), hashed on the way; the completed object is then checked (its size, and by
@@ -343,14 +346,14 @@ impl Archive {
         instance_id: &str,
         finished_at: DateTime<Utc>,
     ) -> anyhow::Result<String> {
-        check_file_name(instance_id)?;
+        let stem = file_stem(instance_id)?;
         let extension = if self.keys.current().is_some() {
             "zip.enc"
         } else {
             "zip"
         };
         Ok(format!(
-            "{}{instance_id}.{extension}",
+            "{}{stem}.{extension}",
             self.folder_key(finished_at)
         ))
     }
@@ -396,8 +399,12 @@ impl Archive {
             .strip_prefix(other.prefix.as_str())
             .unwrap_or(other_key);
         let (folder, file) = relative.rsplit_once('/').unwrap_or(("", relative));
-        let instance = file.split('.').next().unwrap_or(file);
-        check_file_name(instance)?;
+        // The other archive's file name already encodes the instance id ([`file_stem`]): keep it.
+        let instance = file
+            .strip_suffix(".zip.enc")
+            .or_else(|| file.strip_suffix(".zip"))
+            .filter(|stem| is_stem(stem))
+            .with_context(|| format!("{other_key:?} is not the key of an archived result"))?;
         let extension = if self.keys.current().is_some() {
             "zip.enc"
         } else {
@@ -988,17 +995,51 @@ fn open_s3(
 }
 
 /// An instance id becomes a file name: refuse anything that could leave the folder.
-fn check_file_name(instance_id: &str) -> anyhow::Result<()> {
-    let ok = !instance_id.is_empty()
-        && instance_id.len() <= 128
-        && instance_id
+/// The longest file name stem [`file_stem`] makes (file systems allow 255 bytes per name).
+const STEM_MAX: usize = 200;
+
+/// The file name stem of an instance's result and manifest: the id itself when it holds only
+/// ASCII letters, digits, `-` and `_` (every id Mint has been seen to give); otherwise the id with
+/// each other character escaped as `_XX` (hex; `_` itself too), ending in `.e`; or, when that
+/// would be longer than [`STEM_MAX`], the id's SHA-256 ending in `.h`. Plain names hold no `.`, so
+/// no two ids share a name, and no name can leave its folder. Ids that are no instance id at all
+/// (empty, `/`, `..`, control characters) are refused.
+pub fn file_stem(instance_id: &str) -> anyhow::Result<String> {
+    if let Err(error) = mint_client::InstanceId::new(instance_id) {
+        bail!("instance id cannot be used as an archive file name: {error}");
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-';
+    if instance_id.len() <= STEM_MAX && instance_id.chars().all(|c| plain(c) || c == '_') {
+        return Ok(instance_id.to_owned());
+    }
+    let mut escaped = String::with_capacity(instance_id.len() * 3 + 2);
+    for c in instance_id.chars() {
+        if plain(c) {
+            escaped.push(c);
+        } else {
+            // Instance ids are ASCII (checked above): one byte each.
+            escaped.push_str(&format!("_{:02X}", c as u32));
+        }
+    }
+    escaped.push_str(".e");
+    if escaped.len() <= STEM_MAX {
+        return Ok(escaped);
+    }
+    Ok(format!("{}.h", hex::encode(Sha256::digest(instance_id))))
+}
+
+/// Whether `stem` is a name [`file_stem`] can make.
+fn is_stem(stem: &str) -> bool {
+    let (body, suffix) = match stem.rsplit_once('.') {
+        Some((body, suffix)) => (body, Some(suffix)),
+        None => (stem, None),
+    };
+    !body.is_empty()
+        && stem.len() <= STEM_MAX
+        && body
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !instance_id.starts_with('.');
-    if !ok {
-        bail!("instance id {instance_id:?} cannot be used as an archive file name");
-    }
-    Ok(())
+        && matches!(suffix, None | Some("e") | Some("h"))
 }
 
 /// Creates a folder (and its missing parents) readable by the owner only (or its group).

@@ -42,6 +42,17 @@ pub struct Removal {
     pub now: DateTime<Utc>,
 }
 
+impl Removal {
+    /// The audit log's and the metric's name of the action: `purge` or `erase`.
+    fn action(&self) -> &'static str {
+        if self.kind == "purged" {
+            "purge"
+        } else {
+            "erase"
+        }
+    }
+}
+
 /// Erases one execution: its archived result (refused under a retention lock), then its personal
 /// fields, with a tombstone and an audit record. An execution erased before is left as it is and
 /// its tombstone answered.
@@ -154,16 +165,13 @@ async fn audit(
     outcome: &str,
     detail: serde_json::Value,
 ) -> anyhow::Result<()> {
+    let action = removal.action();
+    crate::metrics::archive_removal(action, if outcome == "done" { "done" } else { "refused" });
     store
         .audit(AuditRecord {
             at: removal.now,
             operator: removal.operator.clone(),
-            action: if removal.kind == "purged" {
-                "purge"
-            } else {
-                "erase"
-            }
-            .to_owned(),
+            action: action.to_owned(),
             target: execution.id.to_string(),
             outcome: outcome.to_owned(),
             detail,
@@ -213,6 +221,7 @@ pub async fn purge_due(
             }
             Err(error) => {
                 tracing::error!(execution_id = %execution.id, error = format!("{error:#}"), "purge failed");
+                crate::metrics::archive_removal("purge", "failed");
                 report.failed += 1;
             }
         }

@@ -389,10 +389,56 @@ async fn a_locked_manifest_refuses_removal_saying_until_when() {
 
 #[test]
 fn instance_ids_that_would_escape_the_folder_are_refused() {
-    for bad in ["", "../etc", "a/b", ".hidden", "x\0y", "a#1"] {
-        assert!(check_file_name(bad).is_err(), "{bad:?} accepted");
+    for bad in ["", "../etc", "a/b", "..", "x\0y", "a#1", "a b"] {
+        assert!(file_stem(bad).is_err(), "{bad:?} accepted");
     }
-    assert!(check_file_name("0b7c2f6e-1d2a-4e5f-9a8b-1234567890ab").is_ok());
+    assert_eq!(
+        file_stem("0b7c2f6e-1d2a-4e5f-9a8b-1234567890ab").unwrap(),
+        "0b7c2f6e-1d2a-4e5f-9a8b-1234567890ab"
+    );
+}
+
+/// Every id Mint may give (letters, digits, `-_.~:`) gets a name of its own that stays in its
+/// folder, plain ids keep theirs (archives written before escaping are still found), and
+/// different ids never share a name.
+#[test]
+fn every_valid_instance_id_gets_a_distinct_safe_file_name() {
+    let ids = [
+        "inst_1",
+        "inst_5F1",
+        "inst.1",
+        "inst_2E1",
+        "urn:mint:instance:42",
+        ".hidden",
+        "a~b",
+        "_",
+        "x.e",
+        "x_2Ee",
+    ];
+    let long = "a:".repeat(100);
+    let mut names = std::collections::BTreeSet::new();
+    for id in ids.iter().copied().chain([long.as_str()]) {
+        let stem = file_stem(id).unwrap();
+        assert!(is_stem(&stem), "{id:?} -> {stem:?}");
+        assert!(!stem.starts_with('.') && !stem.contains('/') && stem.len() <= STEM_MAX);
+        assert!(
+            names.insert(stem.clone()),
+            "{id:?} shares the name {stem:?}"
+        );
+    }
+    assert_eq!(file_stem("inst_1").unwrap(), "inst_1");
+    assert_eq!(file_stem("inst.1").unwrap(), "inst_2E1.e");
+    assert!(file_stem(&long).unwrap().ends_with(".h"));
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Archive::open(&settings(dir.path()), dir.path()).unwrap();
+    assert_eq!(
+        archive.result_key("urn:x.1", at()).unwrap(),
+        "2026/11/urn_3Ax_2E1.e.zip"
+    );
+    assert_eq!(
+        Archive::manifest_key("2026/11/urn_3Ax_2E1.e.zip"),
+        "2026/11/urn_3Ax_2E1.e.json"
+    );
 }
 
 #[test]
