@@ -117,11 +117,16 @@ pub struct Snapshot {
     pub now: DateTime<Utc>,
     pub clients: Vec<ClientView>,
     pub overview: Overview,
+    /// The end users Mint waits for, the earliest started first (at most `LIST_MAX`; the
+    /// count of all of them is `overview.waiting_for_user`).
     pub waiting: Vec<Waiting>,
     /// Finished in Mint, not archived yet; soonest deletion first.
     pub unarchived: Vec<Execution>,
-    /// The part of `unarchived` that Mint deletes within `at_risk_window`.
+    /// The part of `unarchived` that Mint deletes within `at_risk_window` (listed, at most
+    /// `LIST_MAX`).
     pub at_risk: Vec<Execution>,
+    /// How many executions Mint deletes within `at_risk_window` (all of them).
+    pub at_risk_count: i64,
     pub at_risk_window: Duration,
     pub spend: SpendSummary,
     /// Queued executions whose start the spend cap holds.
@@ -148,6 +153,8 @@ impl Snapshot {
             .map(|at| self.now - at)
     }
 
+    /// The longest wait of an end user: among the `LIST_MAX` earliest started of them, since a
+    /// wait begins after its start.
     pub fn longest_wait(&self) -> Option<chrono::TimeDelta> {
         self.waiting
             .iter()
@@ -175,13 +182,9 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
         });
     }
     let overview = store.overview().await?;
-    let running = store
-        .executions_without_input(ExecutionFilter {
-            state: Some(ExecutionState::Running),
-            limit: LIST_MAX,
-        })
-        .await?;
-    let waiting = running
+    let waiting = store
+        .waiting_for_user(LIST_MAX)
+        .await?
         .into_iter()
         .filter_map(|execution| match &execution.progress {
             Some(Progress::WaitingForUser { step, since }) => Some(Waiting {
@@ -194,6 +197,7 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
         .collect();
     let unarchived = store.unarchived_without_input(LIST_MAX).await?;
     let horizon = now + delta(state.pipeline.at_risk_window);
+    let at_risk_count = store.unarchived_due_by(horizon).await?;
     let at_risk = unarchived
         .iter()
         .filter(|e| e.deadline_at.is_some_and(|deadline| deadline <= horizon))
@@ -226,6 +230,7 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
         waiting,
         unarchived,
         at_risk,
+        at_risk_count,
         at_risk_window: state.pipeline.at_risk_window,
         held: 0,
         failures,
@@ -259,7 +264,8 @@ pub fn publish(snapshot: &Snapshot, registry: &Registry) {
             metrics::gauge!(m::EXECUTIONS, "state" => state.as_str())
                 .set(snapshot.count(state) as f64);
         }
-        metrics::gauge!(m::WAITING_FOR_USER_EXECUTIONS).set(snapshot.waiting.len() as f64);
+        metrics::gauge!(m::WAITING_FOR_USER_EXECUTIONS)
+            .set(snapshot.overview.waiting_for_user as f64);
         metrics::gauge!(m::WAITING_FOR_USER_LONGEST_SECONDS).set(
             snapshot
                 .longest_wait()
@@ -271,7 +277,7 @@ pub fn publish(snapshot: &Snapshot, registry: &Registry) {
                 .oldest_unarchived_age()
                 .map_or(0.0, |d| d.num_seconds().max(0) as f64),
         );
-        metrics::gauge!(m::ARCHIVE_AT_RISK_EXECUTIONS).set(snapshot.at_risk.len() as f64);
+        metrics::gauge!(m::ARCHIVE_AT_RISK_EXECUTIONS).set(snapshot.at_risk_count as f64);
         for kind in ["start", "check", "download"] {
             let ready = snapshot
                 .overview

@@ -227,7 +227,7 @@ impl Panel for MoneyPanel {
 #[derive(Template)]
 #[template(path = "status/waiting.html")]
 struct WaitingPanel {
-    count: usize,
+    count: i64,
     longest: String,
     rows: Vec<WaitingRow>,
 }
@@ -242,7 +242,7 @@ struct WaitingRow {
 impl Panel for WaitingPanel {
     fn new(s: &Snapshot) -> Self {
         Self {
-            count: s.waiting.len(),
+            count: s.overview.waiting_for_user,
             longest: s.longest_wait().map_or("none".to_owned(), human_span),
             rows: s
                 .waiting
@@ -268,7 +268,7 @@ struct ArchivePanel {
     backlog: i64,
     oldest: String,
     window: String,
-    at_risk: usize,
+    at_risk: i64,
     at_risk_class: &'static str,
     rows: Vec<AtRiskRow>,
 }
@@ -288,8 +288,8 @@ impl Panel for ArchivePanel {
                 .oldest_unarchived_age()
                 .map_or("none".to_owned(), human_span),
             window: human_span(delta(s.at_risk_window)),
-            at_risk: s.at_risk.len(),
-            at_risk_class: ok_or_bad(s.at_risk.is_empty()),
+            at_risk: s.at_risk_count,
+            at_risk_class: ok_or_bad(s.at_risk_count == 0),
             rows: s
                 .at_risk
                 .iter()
@@ -430,6 +430,7 @@ mod tests {
                 dead_letters: 2,
                 webhooks_recorded: 0,
                 oldest_unarchived_finished_at: Some(now - chrono::TimeDelta::days(28)),
+                waiting_for_user: 1,
             },
             waiting: vec![Waiting {
                 step: Some(HOSTILE.to_owned()),
@@ -438,6 +439,7 @@ mod tests {
             }],
             unarchived: vec![finished.clone()],
             at_risk: vec![finished],
+            at_risk_count: 1,
             at_risk_window: Duration::from_secs(2 * 24 * 3600),
             spend: SpendSummary {
                 month: "2026-11".to_owned(),

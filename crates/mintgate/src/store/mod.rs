@@ -160,6 +160,8 @@ pub struct Overview {
     pub dead_letters: i64,
     pub webhooks_recorded: i64,
     pub oldest_unarchived_finished_at: Option<DateTime<Utc>>,
+    /// Running executions whose instance waits for its end user (all of them, counted).
+    pub waiting_for_user: i64,
 }
 
 /// Filter for listing executions.
@@ -340,6 +342,15 @@ pub trait Store: Send + Sync + 'static {
     async fn unarchived_without_input(&self, limit: i64) -> anyhow::Result<Vec<Execution>> {
         self.unarchived(limit).await
     }
+
+    /// How many executions finished in Mint but not archived have a deletion deadline before
+    /// `horizon` (counted, however many).
+    async fn unarchived_due_by(&self, horizon: DateTime<Utc>) -> anyhow::Result<i64>;
+
+    /// Running executions whose instance waits for its end user, the earliest started first, at
+    /// most `limit`, without the `input` column (a wait begins after its start, so the longest
+    /// waits are among the first).
+    async fn waiting_for_user(&self, limit: i64) -> anyhow::Result<Vec<Execution>>;
 
     /// Deletes webhook records received before `before`, and those that named no execution of ours
     /// received before `unmatched_before`; at most `limit` at a time (a short transaction). Answers

@@ -981,6 +981,12 @@ where
                 .await?,
             webhooks_recorded: self.count("SELECT COUNT(*) FROM webhooks").await?,
             oldest_unarchived_finished_at: opt_from_ms(oldest),
+            waiting_for_user: self
+                .count(
+                    "SELECT COUNT(*) FROM executions
+                     WHERE state = 'running' AND progress LIKE '{\"kind\":\"waitingForUser\"%'",
+                )
+                .await?,
         })
     }
 
@@ -1015,6 +1021,36 @@ where
         .fetch_all(&self.pool)
         .await
         .context("listing executions")?;
+        rows.iter().map(Self::execution_from_row).collect()
+    }
+
+    async fn unarchived_due_by(&self, horizon: DateTime<Utc>) -> anyhow::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM executions
+             WHERE state IN ('finished', 'downloading') AND deadline_at <= $1",
+        )
+        .bind(ms(horizon))
+        .fetch_one(&self.pool)
+        .await
+        .context("counting unarchived executions near their deadline")
+    }
+
+    async fn waiting_for_user(&self, limit: i64) -> anyhow::Result<Vec<Execution>> {
+        // `progress` is the JSON of `model::Progress`, its tag first (`{"kind":"waitingForUser",…}`).
+        let rows = sqlx::query(
+            "SELECT id, idempotency_key, request_sha256, environment, flow_id, 'null' AS input,
+                    state, instance_id, workflow_url, mint_status, progress, progress_at,
+                    created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
+                    archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
+                    billed_count
+             FROM executions
+             WHERE state = 'running' AND progress LIKE '{\"kind\":\"waitingForUser\"%'
+             ORDER BY started_at ASC NULLS LAST, id ASC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("listing executions waiting for their end user")?;
         rows.iter().map(Self::execution_from_row).collect()
     }
 

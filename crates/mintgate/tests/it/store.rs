@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use mint_client::{FlowId, InstanceId};
-use mintgate::model::{ExecutionState, JobKind, JobPriority, JobState, Lease, WebhookRecord};
+use mintgate::model::{
+    ExecutionState, JobKind, JobPriority, JobState, Lease, Progress, WebhookRecord,
+};
 use mintgate::store::postgres::PgStore;
 use mintgate::store::sql::Dialect;
 use mintgate::store::sqlite::SqliteStore;
@@ -70,6 +72,7 @@ store_contract!(
     webhooks_recorded_together_are_deduplicated_and_matched_one_by_one,
     a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down,
     unarchived_lists_finished_executions_soonest_deadline_first,
+    end_users_waiting_are_counted_and_listed_earliest_started_first,
     the_ledger_is_written_with_billed_count_and_summed_by_day_and_flow,
     settings_are_set_replaced_and_removed,
 );
@@ -701,6 +704,58 @@ async fn unarchived_lists_finished_executions_soonest_deadline_first(store: Shar
             .oldest_unarchived_finished_at,
         Some(t0() + secs(10))
     );
+    // Counted, not listed: the at-risk gauge covers every one of them.
+    assert_eq!(store.unarchived_due_by(t0() + day).await.unwrap(), 1);
+    assert_eq!(store.unarchived_due_by(t0() + day * 3).await.unwrap(), 2);
+    assert_eq!(store.unarchived_due_by(t0()).await.unwrap(), 0);
+}
+
+/// End users waiting are counted over all running executions (the status page and the gauge),
+/// and listed earliest started first, without inputs.
+async fn end_users_waiting_are_counted_and_listed_earliest_started_first(store: SharedStore) {
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        waiting.push(new_execution(&store).await);
+    }
+    let processing = new_execution(&store).await;
+    let finished = new_execution(&store).await;
+    let order = waiting.clone();
+    run_starts(&store, |id| {
+        let (state, progress) = if id == processing {
+            (
+                ExecutionState::Running,
+                Progress::Processing {
+                    step: Some("verify".to_owned()),
+                },
+            )
+        } else if id == finished {
+            (ExecutionState::Finished, Progress::Unknown)
+        } else {
+            (
+                ExecutionState::Running,
+                Progress::WaitingForUser {
+                    step: Some("Upload the passport".to_owned()),
+                    since: None,
+                },
+            )
+        };
+        // The later in `waiting`, the earlier started.
+        let rank = order.iter().position(|w| *w == id).unwrap_or(0) as i64;
+        ExecutionPatch {
+            progress: Some(progress),
+            started_at: Some(t0() - secs(rank * 60)),
+            ..ExecutionPatch::state(state)
+        }
+    })
+    .await;
+    assert_eq!(store.overview().await.unwrap().waiting_for_user, 5);
+    let listed = store.waiting_for_user(2).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [waiting[4], waiting[3]],
+        "earliest started first"
+    );
+    assert!(listed.iter().all(|e| e.input.is_null()), "no input read");
 }
 
 async fn the_ledger_is_written_with_billed_count_and_summed_by_day_and_flow(store: SharedStore) {
