@@ -201,6 +201,17 @@ pub(crate) fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)
     Some((start.parse().ok()?, end.parse().ok()?, total))
 }
 
+/// Opens (creates or truncates) the `.part` file: readable by its owner only (`0600`), and never
+/// through a symbolic link (`O_NOFOLLOW`), so a link planted at that name cannot redirect a result
+/// (personal data) into another file.
+async fn open_part(part: &Path) -> io::Result<tokio::fs::File> {
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    options.open(part).await
+}
+
 /// `path` + `.part`.
 pub(crate) fn part_path(path: &Path) -> PathBuf {
     let mut name = path
@@ -258,13 +269,7 @@ impl MintClient {
             source: Some(Box::new(e)),
         };
         let part = part_path(path);
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&part)
-            .await
-            .map_err(io_err)?;
+        let file = open_part(&part).await.map_err(io_err)?;
         // Few, large writes: each write of a tokio `File` is a hop to the blocking pool.
         let mut file = tokio::io::BufWriter::with_capacity(FILE_BUFFER_BYTES, file);
         let result = self
@@ -691,6 +696,25 @@ async fn sync_dir(_path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_part_file_is_private_and_never_opened_through_a_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let part = part_path(&dir.path().join("result.zip"));
+        drop(open_part(&part).await.unwrap());
+        let mode = std::fs::metadata(&part).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+        // A link planted at the `.part` name: refused, and its target untouched.
+        std::fs::remove_file(&part).unwrap();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&target, &part).unwrap();
+        assert!(open_part(&part).await.is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    }
     use super::*;
 
     #[test]
