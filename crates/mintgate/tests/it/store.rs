@@ -71,6 +71,7 @@ store_contract!(
     concurrent_claims_never_hand_one_job_to_two_workers,
     webhooks_recorded_together_are_deduplicated_and_matched_one_by_one,
     a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down,
+    webhooks_are_pruned_by_age_unmatched_sooner_in_batches,
     unarchived_lists_finished_executions_soonest_deadline_first,
     end_users_waiting_are_counted_and_listed_earliest_started_first,
     the_ledger_is_written_with_billed_count_and_summed_by_day_and_flow,
@@ -629,6 +630,85 @@ async fn webhooks_recorded_together_are_deduplicated_and_matched_one_by_one(stor
     assert_eq!(noted.detail["ignored"], "not running");
     let events = store.events_for(running).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.kind == "webhook").count(), 2);
+}
+
+/// Webhook records go after their retention, those naming no execution of ours sooner, in
+/// batches of at most `limit`.
+async fn webhooks_are_pruned_by_age_unmatched_sooner_in_batches(store: SharedStore) {
+    let running = new_execution(&store).await;
+    run_starts(&store, |_| ExecutionPatch {
+        instance_id: Some(inst("inst-ours")),
+        ..ExecutionPatch::state(ExecutionState::Running)
+    })
+    .await;
+    let mut batch = vec![(webhook("sha-ours", "inst-ours", t0()), t0())];
+    for n in 0..5 {
+        batch.push((webhook(&format!("sha-u{n}"), "inst-unknown", t0()), t0()));
+    }
+    batch.push((webhook("sha-new", "inst-new", t0() + secs(3600)), t0()));
+    store.record_webhooks(batch).await.unwrap();
+    let recorded = || async { store.overview().await.unwrap().webhooks_recorded };
+    assert_eq!(recorded().await, 7);
+
+    // Unmatched records received before the cut-off go, two at a time; ours and the newer stay.
+    let unmatched_before = t0() + secs(60);
+    let before = t0() - secs(1);
+    assert_eq!(
+        store
+            .prune_webhooks(before, unmatched_before, 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .prune_webhooks(before, unmatched_before, 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .prune_webhooks(before, unmatched_before, 2)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .prune_webhooks(before, unmatched_before, 2)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(recorded().await, 2);
+    assert_eq!(
+        store.webhooks_for(&inst("inst-ours")).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .webhooks_for(&inst("inst-ours"))
+            .await
+            .unwrap()
+            .iter()
+            .all(|w| w.execution_id == Some(running))
+    );
+
+    // After the retention, every record received before the cut-off, ours included.
+    let before = t0() + secs(60);
+    assert_eq!(store.prune_webhooks(before, before, 100).await.unwrap(), 1);
+    assert!(
+        store
+            .webhooks_for(&inst("inst-ours"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.webhooks_for(&inst("inst-new")).await.unwrap().len(),
+        1
+    );
 }
 
 async fn a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down(store: SharedStore) {
