@@ -43,9 +43,7 @@ fn main() -> ExitCode {
             LabCommand::Bench(command) => {
                 exit_code(bench::run(command).await.map_err(Failure::internal))
             }
-            LabCommand::Mintgate(command) => {
-                mintgate::cli::run(command, cli.global.config.as_deref()).await
-            }
+            LabCommand::Mintgate(command) => mintgate::cli::run(command, &cli.global).await,
         }
     })
 }

@@ -34,6 +34,11 @@ pub struct GlobalArgs {
     /// The configuration file (TOML); MINTGATE_… and MINT_… environment variables override it.
     #[arg(long, short, global = true, env = "MINTGATE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Operator commands: -v logs each Mint exchange (method, path, status, latency, trace id,
+    /// Mint's error body), -vv also the headers; secrets and tokens are always redacted. RUST_LOG
+    /// overrides. (`serve` logs per RUST_LOG and `service.log_format`.)
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// The production commands: the service and the operator commands.
@@ -106,10 +111,14 @@ pub fn block_on(command: impl Future<Output = ExitCode>) -> ExitCode {
 }
 
 /// Runs a production command and answers the process exit code.
-pub async fn run(command: Command, config: Option<&Path>) -> ExitCode {
+pub async fn run(command: Command, global: &GlobalArgs) -> ExitCode {
+    let config = global.config.as_deref();
     match command {
         // Operator commands report their own errors (with hints) and choose their exit code.
-        Command::Ops(command) => ExitCode::from(crate::ops::run(command, config).await),
+        Command::Ops(command) => {
+            crate::telemetry::init_operator(global.verbose);
+            ExitCode::from(crate::ops::run(command, config).await)
+        }
         Command::Serve => exit_code(serve(config).await),
     }
 }

@@ -9,5 +9,5 @@ use mintgate::cli::{Cli, block_on, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    block_on(run(cli.command, cli.global.config.as_deref()))
+    block_on(run(cli.command, &cli.global))
 }

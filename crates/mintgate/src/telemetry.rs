@@ -24,6 +24,27 @@ pub fn init(format: LogFormat) {
     let _ = result;
 }
 
+/// The operator commands' logging, on stderr as plain text (their answers are on stdout):
+/// nothing by default, each HTTP exchange with Mint at `-v` (mint-client's `mint_client::http`
+/// target at debug: method, path, status, latency, trace id, Mint's error body), headers too at
+/// `-vv` (trace); `RUST_LOG` overrides both. mint-client redacts secrets and tokens before they
+/// reach any subscriber.
+pub fn init_operator(verbosity: u8) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(match verbosity {
+            0 => "off",
+            1 => "warn,mintgate=info,mint_client=info,mint_client::http=debug",
+            _ => "info,mintgate=debug,mint_client=debug,mint_client::http=trace",
+        })
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(true)
+        .try_init();
+}
+
 /// The production JSON subscriber, writing to `writer` (tests capture it).
 pub fn json_subscriber<W>(writer: W, filter: EnvFilter) -> impl tracing::Subscriber + Send + Sync
 where

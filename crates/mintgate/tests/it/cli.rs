@@ -331,6 +331,56 @@ async fn flows_shows_flow_ids_beside_definition_ids() {
     assert_eq!(flows.as_array().unwrap().len(), 1);
 }
 
+/// `-v` logs each exchange with Mint (method, path, status, latency), `-vv` the headers too; the
+/// client secret and the tokens never appear; without `-v` nothing is logged.
+#[tokio::test]
+async fn verbose_operator_commands_log_each_exchange_and_no_secret() {
+    let sim = simulator().await;
+    let files = Files::new(&profile(&sim, "sandbox", "demo", "demo-secret"));
+    let output = run(mintgate(&files.config(), &["flows"])).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    assert!(output.stderr.is_empty(), "{}", transcript(&output));
+
+    let output = run(mintgate(&files.config(), &["-v", "flows"])).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let exchange = stderr
+        .lines()
+        .find(|line| line.contains("exchange") && line.contains("/api/flows"))
+        .unwrap_or_else(|| panic!("no exchange logged at -v: {stderr}"));
+    for field in ["method=\"GET\"", "status=200", "latency_ms="] {
+        assert!(exchange.contains(field), "{field} missing: {exchange}");
+    }
+    assert!(
+        !stderr.contains("headers="),
+        "headers only at -vv: {stderr}"
+    );
+
+    let output = run(mintgate(&files.config(), &["-vv", "flows"])).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(stderr.contains("headers="), "{stderr}");
+    assert!(
+        !stderr.contains("demo-secret"),
+        "the client secret leaked: {stderr}"
+    );
+    // The simulator's tokens are `sim.` and 48 hex digits.
+    let leaked = stderr.match_indices("sim.").any(|(at, _)| {
+        let rest = &stderr[at + 4..];
+        rest.len() >= 48 && rest[..48].chars().all(|c| c.is_ascii_hexdigit())
+    });
+    assert!(!leaked, "a token leaked: {stderr}");
+    for line in stderr
+        .lines()
+        .filter(|l| l.to_lowercase().contains("authorization"))
+    {
+        assert!(
+            line.contains("redacted"),
+            "an unredacted credential: {line}"
+        );
+    }
+}
+
 /// Starts an instance with `mintgate start --direct` and answers its id.
 async fn start_direct(sim: &Simulator, files: &Files) -> String {
     std::fs::write(files.path("input.json"), r#"{"customer": "c-42"}"#).unwrap();
