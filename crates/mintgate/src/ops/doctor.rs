@@ -27,6 +27,8 @@ pub struct DoctorArgs {
     /// Print the findings as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    contract: super::contract::ContractArgs,
 }
 
 /// The three roles, in the order Mint's calls need them.
@@ -117,6 +119,12 @@ struct EnvReport {
 
 pub async fn run(args: DoctorArgs, config_path: Option<&Path>) -> CliResult {
     let config = super::load_config(config_path)?;
+    if args.contract.contract {
+        let env = super::EnvArg {
+            env: args.env.clone(),
+        };
+        return super::contract::run(&args.contract, &config, &env, args.json).await;
+    }
     let names: Vec<String> = if args.all {
         // The default environment (usually sandbox) first, then the others by name.
         let mut names: Vec<String> = config.mint.keys().cloned().collect();

@@ -7,6 +7,7 @@
 //! Exit codes: 0 success, 1 user or configuration error, 2 remote or internal failure.
 
 mod archive;
+mod contract;
 mod dead_letters;
 mod doctor;
 mod download;

@@ -381,6 +381,51 @@ async fn verbose_operator_commands_log_each_exchange_and_no_secret() {
     }
 }
 
+/// `doctor --contract` reads each endpoint once and bills nothing; the simulator's contract
+/// itself gives no finding, and a changed answer shape is reported (table and JSON) with exit
+/// code 1 when the client could not use it.
+#[tokio::test]
+async fn doctor_contract_reports_a_changed_answer_and_bills_nothing() {
+    let sim = simulator().await;
+    let files = Files::new(&profile(&sim, "sandbox", "demo", "demo-secret"));
+    let starts = || async { sim.admin().usage().await.unwrap().clients["demo"].starts_billed };
+    let output = run(mintgate(&files.config(), &["doctor", "--contract"])).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    assert!(
+        stdout(&output).contains("Every answer has the shape mint-client expects"),
+        "{}",
+        transcript(&output)
+    );
+
+    let mut behaviours = mint_sim::Behaviours::default();
+    behaviours.contract.insert(
+        "list_instances".to_owned(),
+        vec![mint_sim::ContractChange::BareArray],
+    );
+    sim.admin().set_behaviours(behaviours).await.unwrap();
+    let output = run(mintgate(&files.config(), &["doctor", "--contract"])).await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    let text = stdout(&output);
+    assert!(text.contains("list_instances"), "{text}");
+    assert!(text.contains("error"), "{text}");
+
+    let output = run(mintgate(
+        &files.config(),
+        &["doctor", "--contract", "--json", "--result-file", "skip"],
+    ))
+    .await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["endpoint"] == "list_instances" && f["severity"] == "error"),
+        "{report:#}"
+    );
+    assert_eq!(starts().await, 0, "the probe started nothing");
+}
+
 /// Starts an instance with `mintgate start --direct` and answers its id.
 async fn start_direct(sim: &Simulator, files: &Files) -> String {
     std::fs::write(files.path("input.json"), r#"{"customer": "c-42"}"#).unwrap();
