@@ -17,6 +17,7 @@ mod inspect;
 mod output;
 mod start;
 mod status;
+mod webhook;
 
 use std::path::Path;
 
@@ -80,6 +81,9 @@ pub enum OpsCommand {
     /// no longer keeps, abort orphaned uploads.
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
+    /// The webhook: the flow step that sends it, and a test of the public endpoint.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
 }
 
 /// Runs an operator command; answers the process exit code (0 success, 1 user or configuration
@@ -95,6 +99,7 @@ pub async fn run(command: OpsCommand, config: Option<&Path>) -> u8 {
         OpsCommand::DeadLetters(args) => dead_letters::run(args, config).await,
         OpsCommand::Erase(args) => erase::run(args, config).await,
         OpsCommand::Archive(command) => archive::run(command, config).await,
+        OpsCommand::Webhook(command) => webhook::run(command, config).await,
     };
     match result {
         Ok(()) => EXIT_OK,

@@ -75,10 +75,11 @@ fn service_toml(app: &TestApp) -> String {
     let config = &app.config;
     let sandbox = &config.mint["sandbox"];
     format!(
-        "default_environment = \"sandbox\"\n\n[listeners]\ncombined = true\n\n[listeners.public]\naddress = \"{}\"\n\n[service]\ndatabase_url = \"{}\"\narchive_dir = \"{}\"\napi_keys = [\"{API_KEY}\"]\n\n[webhook]\nsecret = \"{}\"\n\n[mint.sandbox]\napi_base = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
+        "default_environment = \"sandbox\"\n\n[listeners]\ncombined = true\n\n[listeners.public]\naddress = \"{}\"\n\n[service]\ndatabase_url = \"{}\"\narchive_dir = \"{}\"\napi_keys = [\"{API_KEY}\"]\n\n[webhook]\nauth = {}\nsecret = \"{}\"\n\n[mint.sandbox]\napi_base = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n",
         app.address,
         config.service.database_url.expose_url(),
         config.service.archive_dir.display(),
+        serde_json::to_string(&config.webhook.auth).unwrap(),
         config
             .webhook
             .secret
@@ -424,6 +425,95 @@ async fn doctor_contract_reports_a_changed_answer_and_bills_nothing() {
         "{report:#}"
     );
     assert_eq!(starts().await, 0, "the probe started nothing");
+}
+
+/// `webhook step` prints the flow's last step for an HTTPS URL, the secret as a reference unless
+/// asked; `webhook test` sends an authentic webhook (recorded, for an instance the service does
+/// not know, so Mint is not called) and a forged one (refused).
+#[tokio::test]
+async fn webhook_step_and_test_against_the_running_service() {
+    let app = spawn_with(Setup::default()).await;
+    let files = Files::new(&service_toml(&app));
+    let secret = app
+        .config
+        .webhook
+        .secret
+        .as_ref()
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+
+    // Plain HTTP public listener and no --url: Mint could not call it.
+    let output = run(mintgate(&files.config(), &["webhook", "step"])).await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    assert!(
+        transcript(&output).contains("HTTPS"),
+        "{}",
+        transcript(&output)
+    );
+
+    let url = "https://kyc.example.com/webhooks/mint";
+    let output = run(mintgate(
+        &files.config(),
+        &["webhook", "step", "--url", url],
+    ))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let text = stdout(&output);
+    for expected in ["POST", url, "X-Mint-Webhook-Secret", "instanceId"] {
+        assert!(text.contains(expected), "{expected} missing: {text}");
+    }
+    assert!(
+        !text.contains(&secret),
+        "the secret is shown only when asked: {text}"
+    );
+    let output = run(mintgate(
+        &files.config(),
+        &["webhook", "step", "--url", url, "--json", "--show-secret"],
+    ))
+    .await;
+    let step: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(step["headers"]["X-Mint-Webhook-Secret"], secret.as_str());
+    assert_eq!(step["method"], "POST");
+
+    let before = app.admin.usage().await.unwrap();
+    let target = format!("http://{}/webhooks/mint", app.address);
+    let output = run(mintgate(
+        &files.config(),
+        &["webhook", "test", &target, "--json"],
+    ))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["requests"][0]["status"], 200, "{report:#}");
+    assert_eq!(report["requests"][1]["status"], 401, "{report:#}");
+    assert!(
+        report["requests"][1]["answer"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{report:#}"
+    );
+    assert_eq!(report["recorded"][0]["authentic"], true, "{report:#}");
+    assert!(report["recorded"][0]["matchedExecution"].is_null());
+    assert!(!transcript(&output).contains(&secret));
+    app.run_until_idle().await;
+    assert_eq!(
+        app.admin.usage().await.unwrap().clients,
+        before.clients,
+        "the sample webhook cost nothing at Mint"
+    );
+
+    // A wrong secret in the configuration: the authentic sample is refused, the test fails.
+    let wrong = service_toml(&app).replace(&secret, "a-different-secret-of-some-length");
+    let files = Files::new(&wrong);
+    let output = run(mintgate(&files.config(), &["webhook", "test", &target])).await;
+    assert_eq!(code(&output), 2, "{}", transcript(&output));
+    assert!(
+        transcript(&output).contains("FAILED"),
+        "{}",
+        transcript(&output)
+    );
 }
 
 /// Starts an instance with `mintgate start --direct` and answers its id.
