@@ -44,6 +44,8 @@ pub struct ApiState {
     pub flow_cache: Arc<crate::flow_cache::FlowCache>,
     pub ingest: crate::ingest::Ingest,
     pub workers_alive: Arc<std::sync::atomic::AtomicBool>,
+    /// The live workers of each pool.
+    pub workers: Arc<crate::pipeline::WorkerPools>,
 }
 
 /// Longest body of an own API request (`/v1/…`).
@@ -454,7 +456,10 @@ fn body_error(error: &axum::Error, limit_bytes: usize) -> Response {
     .into_response()
 }
 
-async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError> {
+/// Ready (200 `ready`), degraded (200 `degraded: …`: work paused for a missing role; the
+/// replica still takes requests and webhooks) or not ready (503: no database, no workers, a pool
+/// without a live worker).
+async fn readyz(State(state): State<ApiState>) -> Result<String, ApiError> {
     state.store.ping().await.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -472,5 +477,38 @@ async fn readyz(State(state): State<ApiState>) -> Result<&'static str, ApiError>
             "the workers are not running",
         ));
     }
-    Ok("ready")
+    let dead = state.workers.without_live_worker();
+    if !dead.is_empty() {
+        let pools: Vec<&str> = dead.iter().map(|kind| kind.as_str()).collect();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "worker_pool_down",
+            format!(
+                "no live worker in the {} pool(s); the service must be restarted",
+                pools.join(", ")
+            ),
+        ));
+    }
+    let pauses = state.store.work_pauses().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unreachable",
+            format!("{e:#}"),
+        )
+    })?;
+    if pauses.is_empty() {
+        return Ok("ready".to_owned());
+    }
+    let paused: Vec<String> = pauses
+        .iter()
+        .map(|p| {
+            format!(
+                "{} work in {} is paused: the API client lacks the role {}",
+                p.kind.as_str(),
+                p.environment,
+                p.role
+            )
+        })
+        .collect();
+    Ok(format!("degraded: {}", paused.join("; ")))
 }

@@ -66,6 +66,8 @@ pub struct Application {
     servers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Deletes webhook records past their retention (with the workers).
     pruner: Option<tokio::task::JoinHandle<()>>,
+    /// Probes the roles at start and the missing ones until they are granted (with the workers).
+    prober: Option<tokio::task::JoinHandle<()>>,
     workers: Option<tokio::task::JoinHandle<()>>,
     /// Rings the workers when another replica makes work durable (PostgreSQL `LISTEN`).
     listener: Option<tokio::task::JoinHandle<()>>,
@@ -239,6 +241,7 @@ impl Application {
             .collect();
         let wake = Arc::new(Notify::new());
         let clients = Clients::new(clients);
+        let workers = Arc::new(crate::pipeline::WorkerPools::default());
         let pipeline = Arc::new(Pipeline {
             store: store.clone(),
             clients: clients.clone(),
@@ -248,6 +251,8 @@ impl Application {
             owner: options.owner.clone(),
             wake: wake.clone(),
             metrics: metrics.clone(),
+            workers: workers.clone(),
+            injected: Default::default(),
         });
         let monitor = crate::monitor::MonitorState {
             store: store.clone(),
@@ -285,6 +290,7 @@ impl Application {
                 }
             }),
             workers_alive: workers_alive.clone(),
+            workers,
         };
         let public = crate::server::Listener::bind(
             "public",
@@ -404,6 +410,13 @@ impl Application {
                 shutdown.clone(),
             ))
         });
+        let prober = options.run_workers.then(|| {
+            tokio::spawn(
+                pipeline
+                    .clone()
+                    .run_role_prober(config.pipeline.role_probe_at_start, shutdown.clone()),
+            )
+        });
         let pruner = options.run_workers.then(|| {
             crate::retention::spawn(
                 pipeline.store.clone(),
@@ -420,6 +433,7 @@ impl Application {
             shutdown,
             servers,
             pruner,
+            prober,
             workers,
             listener,
             workers_alive,
@@ -469,6 +483,10 @@ impl Application {
         if let Some(listener) = self.listener.take() {
             let _ = listener.await;
         }
+        if let Some(prober) = self.prober.take() {
+            prober.abort();
+            let _ = prober.await;
+        }
         if let Some(maintenance) = self.maintenance.take() {
             maintenance.abort();
             let _ = maintenance.await;
@@ -493,6 +511,10 @@ impl Application {
         self.shutdown.cancel();
         if let Some(pruner) = self.pruner.take() {
             pruner.abort();
+        }
+        if let Some(prober) = self.prober.take() {
+            prober.abort();
+            let _ = prober.await;
         }
         if let Some(workers) = self.workers.take() {
             workers.abort();

@@ -384,6 +384,18 @@ pub struct PipelineConfig {
     /// Downloads still missing this close to Mint's deletion are reported at risk.
     #[serde(with = "humantime_serde")]
     pub at_risk_window: Duration,
+    /// An instance that Mint answers `404` for before its deletion deadline (by our own record of
+    /// when it finished) is `expired` only once the `404`s have gone on, unbroken, this long (and
+    /// at least three times): one spurious `404` abandons nothing.
+    #[serde(with = "humantime_serde")]
+    pub expiry_404_span: Duration,
+    /// How often a role found missing (`403`) is probed again, without billing, while the work that
+    /// needs it is paused.
+    #[serde(with = "humantime_serde")]
+    pub role_probe_interval: Duration,
+    /// Probe every role of every environment when `serve` starts (7 rate units per environment,
+    /// nothing billed): a missing one pauses its work before any job meets the `403`.
+    pub role_probe_at_start: bool,
     pub start_workers: usize,
     pub check_workers: usize,
     pub download_workers: usize,
@@ -417,6 +429,9 @@ impl Default for PipelineConfig {
             lease: Duration::from_secs(5 * 60),
             reconcile_delay: Duration::from_secs(30),
             at_risk_window: Duration::from_secs(3 * 24 * 3600),
+            expiry_404_span: Duration::from_secs(24 * 3600),
+            role_probe_interval: Duration::from_secs(5 * 60),
+            role_probe_at_start: true,
             start_workers: 2,
             check_workers: 4,
             download_workers: 2,
@@ -685,6 +700,16 @@ impl Config {
         }
         if p.lease < Duration::from_secs(1) {
             invalid!("`pipeline.lease` must be at least 1s");
+        }
+        if p.expiry_404_span > Duration::from_secs(29 * 24 * 3600) {
+            invalid!(
+                "`pipeline.expiry_404_span` must be at most 29days (Mint keeps an instance 30 days after it ended)"
+            );
+        }
+        if p.role_probe_interval < Duration::from_secs(10) {
+            invalid!(
+                "`pipeline.role_probe_interval` must be at least 10s (each probe costs rate units)"
+            );
         }
         for (key, n) in [
             ("start_workers", p.start_workers),

@@ -16,6 +16,7 @@ pub mod monitor;
 pub mod ops;
 pub mod pipeline;
 pub mod retention;
+pub mod roles;
 pub mod server;
 pub mod shared;
 pub mod spend;

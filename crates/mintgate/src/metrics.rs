@@ -83,6 +83,14 @@ pub fn download_finished(bytes: u64, took: Duration) {
     metrics::histogram!(DOWNLOAD_DURATION_SECONDS).record(took.as_secs_f64());
 }
 
+/// Panics caught in a worker, by job kind (in a step, or in the worker's own loop).
+pub const WORKER_PANICS_TOTAL: &str = "mintgate_worker_panics_total";
+
+/// A panic was caught in a worker of `kind`.
+pub fn step_panicked(kind: &'static str) {
+    metrics::counter!(WORKER_PANICS_TOTAL, "kind" => kind).increment(1);
+}
+
 pub fn dead_lettered(kind: &'static str) {
     metrics::counter!(DEAD_LETTERS_TOTAL, "kind" => kind).increment(1);
 }
@@ -128,6 +136,8 @@ pub const ARCHIVE_OLDEST_UNARCHIVED_AGE_SECONDS: &str =
 pub const ARCHIVE_AT_RISK_EXECUTIONS: &str = "mintgate_archive_at_risk_executions";
 pub const QUEUE_JOBS: &str = "mintgate_queue_jobs";
 pub const DEAD_LETTER_JOBS: &str = "mintgate_dead_letter_jobs";
+/// 1 while the API client lacks `role` in `environment` (the work that needs it is paused), else 0.
+pub const MISSING_ROLE: &str = "mintgate_missing_role";
 
 // --- money ---------------------------------------------------------------------------------------
 pub const SPEND_MONTH_EXECUTIONS: &str = "mintgate_spend_month_executions";

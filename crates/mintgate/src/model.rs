@@ -122,7 +122,48 @@ pub struct Execution {
     pub start_attempts: i64,
     /// Executions billed by Mint for this request (0 or 1; more would be a duplicate).
     pub billed_count: i64,
+    /// When this service saw the instance finished, by its own clock: Mint's deletion deadline
+    /// is judged by it (Mint's `finishedAt` may be absurd, or its clock skewed).
+    pub finished_seen_at: Option<DateTime<Utc>>,
+    /// The first of an unbroken run of `404`s for the instance (none once Mint answers again).
+    pub not_found_since: Option<DateTime<Utc>>,
+    /// How many `404`s that run holds.
+    pub not_found_count: i64,
 }
+
+impl Execution {
+    /// When Mint deletes the instance at the latest, by our own record of when it finished (the
+    /// later of our observation and Mint's plausible `finishedAt`): a `404` after it is the truth,
+    /// before it possibly a spurious one. None while we have not seen it finish.
+    pub fn deleted_by_mint_after(&self) -> Option<DateTime<Utc>> {
+        let ended = match (self.finished_seen_at, self.finished_at) {
+            (Some(seen), Some(mint)) => Some(seen.max(mint)),
+            (seen, mint) => seen.or(mint),
+        }?;
+        ended.checked_add_signed(chrono::TimeDelta::days(MINT_RETENTION_DAYS))
+    }
+}
+
+/// A kind of work paused in an environment because the API client lacks a role there (kept in the
+/// database, so every replica pauses it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkPause {
+    pub environment: String,
+    pub kind: JobKind,
+    /// The role missing, as Signicat's dashboard names it (`Flow Instance Download`).
+    pub role: String,
+    /// The call that was refused (`result_file`).
+    pub operation: String,
+    /// The refusal as the client reported it (Mint's trace id included).
+    pub detail: String,
+    pub since: DateTime<Utc>,
+    pub probed_at: Option<DateTime<Utc>>,
+    pub next_probe_at: DateTime<Utc>,
+}
+
+/// Mint deletes an instance and its result file this many days after the instance ended.
+pub const MINT_RETENTION_DAYS: i64 = 30;
 
 /// What a job does; one active job per kind and execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

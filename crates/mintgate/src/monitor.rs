@@ -24,7 +24,7 @@ use crate::clock::{Clock, delta};
 use crate::config::PipelineConfig;
 use crate::http::{ApiError, authorize_keys};
 use crate::metrics::{self as m, Registry};
-use crate::model::{Execution, ExecutionState, Progress};
+use crate::model::{Execution, ExecutionState, Progress, WorkPause};
 use crate::pipeline::Clients;
 use crate::spend::{self, SpendSummary};
 use crate::store::{ExecutionFilter, Overview, SharedStore};
@@ -132,6 +132,8 @@ pub struct Snapshot {
     /// Queued executions whose start the spend cap holds.
     pub held: i64,
     pub failures: Vec<Execution>,
+    /// Work paused because the API client lacks a role.
+    pub pauses: Vec<WorkPause>,
 }
 
 impl Snapshot {
@@ -235,6 +237,7 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
         held: 0,
         failures,
         spend,
+        pauses: store.work_pauses().await?,
     };
     if !snapshot.spend.cap_allows(cheapest) {
         snapshot.held = snapshot.count(ExecutionState::Queued);
@@ -299,6 +302,18 @@ pub fn publish(snapshot: &Snapshot, registry: &Registry) {
         metrics::gauge!(m::SPEND_OVER_THRESHOLD).set(if spend.over_alert() { 1.0 } else { 0.0 });
         metrics::gauge!(m::SPEND_CAP_CENTS).set(spend.cap_cents.map_or(-1.0, |c| c as f64));
         metrics::gauge!(m::SPEND_HELD_EXECUTIONS).set(snapshot.held as f64);
+        // Every environment and role: 0 shows a role that is present again.
+        for client in &snapshot.clients {
+            for role in crate::roles::ROLES {
+                let role = role.to_string();
+                let missing = snapshot
+                    .pauses
+                    .iter()
+                    .any(|p| p.environment == client.environment && p.role == role);
+                metrics::gauge!(m::MISSING_ROLE, "environment" => client.environment.clone(), "role" => role)
+                    .set(if missing { 1.0 } else { 0.0 });
+            }
+        }
     });
 }
 

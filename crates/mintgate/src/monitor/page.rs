@@ -53,6 +53,7 @@ struct Page {
 pub fn render(s: &Snapshot) -> askama::Result<String> {
     let panels = vec![
         BudgetPanel::render_panel(s)?,
+        PausedPanel::render_panel(s)?,
         QueuePanel::render_panel(s)?,
         StatesPanel::render_panel(s)?,
         MoneyPanel::render_panel(s)?,
@@ -117,6 +118,38 @@ impl Panel for BudgetPanel {
             })
             .collect();
         Self { clients }
+    }
+}
+
+/// Work paused because the API client lacks a role (nothing when none is).
+#[derive(Template)]
+#[template(path = "status/paused.html")]
+struct PausedPanel {
+    pauses: Vec<PausedRow>,
+}
+
+struct PausedRow {
+    environment: String,
+    role: String,
+    kind: &'static str,
+    since: String,
+    next_probe_in: String,
+}
+
+impl Panel for PausedPanel {
+    fn new(s: &Snapshot) -> Self {
+        let pauses = s
+            .pauses
+            .iter()
+            .map(|p| PausedRow {
+                environment: p.environment.clone(),
+                role: p.role.clone(),
+                kind: p.kind.as_str(),
+                since: format!("{} ago", human_span(s.now - p.since)),
+                next_probe_in: human_span((p.next_probe_at - s.now).max(chrono::TimeDelta::zero())),
+            })
+            .collect();
+        Self { pauses }
     }
 }
 
@@ -386,6 +419,9 @@ mod tests {
             start_ambiguous: false,
             start_attempts: 1,
             billed_count: 1,
+            finished_seen_at: None,
+            not_found_since: None,
+            not_found_count: 0,
         }
     }
 
@@ -455,6 +491,16 @@ mod tests {
             },
             held: 0,
             failures: vec![failed],
+            pauses: vec![crate::model::WorkPause {
+                environment: HOSTILE.to_owned(),
+                kind: crate::model::JobKind::Download,
+                role: "Flow Instance Download".to_owned(),
+                operation: "result_file".to_owned(),
+                detail: HOSTILE.to_owned(),
+                since: now - chrono::TimeDelta::minutes(7),
+                probed_at: None,
+                next_probe_at: now + chrono::TimeDelta::minutes(3),
+            }],
         }
     }
 
@@ -463,16 +509,17 @@ mod tests {
         let html = render(&hostile_snapshot()).unwrap();
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("alert('x')"), "{html}");
-        // environment, the ledger's flow (money), step, reason; ids cannot hold markup
+        // environment (budget, paused), the ledger's flow (money), step, reason; ids cannot hold
+        // markup
         let escaped = "&#60;script&#62;alert(&#39;x&#39;)&#60;/script&#62;&#38;&#34;";
-        assert_eq!(html.matches(escaped).count(), 4, "{html}");
+        assert_eq!(html.matches(escaped).count(), 5, "{html}");
     }
 
     #[test]
     fn the_page_shows_each_panel_with_its_figures() {
         let html = render(&hostile_snapshot()).unwrap();
         for id in [
-            "budget", "queue", "states", "money", "waiting", "archive", "failures",
+            "budget", "paused", "queue", "states", "money", "waiting", "archive", "failures",
         ] {
             assert_eq!(
                 html.matches(&format!("<section id=\"{id}\"")).count(),
@@ -484,6 +531,12 @@ mod tests {
         assert!(html.contains("<td class=\"n bad\">0</td><td class=\"n\">90</td>"));
         assert!(html.contains("<td>5 min</td></tr>"), "token: {html}");
         assert!(html.contains("id=\"dead-letters\">2<"), "{html}");
+        assert!(
+            html.contains(
+                "<td>Flow Instance Download</td><td>download</td><td>7 min ago</td><td>3 min</td>"
+            ),
+            "paused: {html}"
+        );
         assert!(html.contains("<th>ready downloads</th><td class=\"n\">4<"));
         assert!(html.contains("id=\"state-finished\">2<"), "{html}");
         assert!(

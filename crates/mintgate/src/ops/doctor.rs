@@ -7,14 +7,13 @@
 
 use std::path::Path;
 
-use mint_client::{
-    DownloadOptions, Error as MintError, FlowId, InstanceId, MintClient, Role, StartInstance,
-};
+use mint_client::{Error as MintError, MintClient, Role};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 
 use super::output::{CliError, CliResult, EXIT_OK, EXIT_REMOTE, EXIT_USER, Table, print_json};
 use crate::config::Config;
+use crate::roles::{ROLES, RoleProbe};
 
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
@@ -30,13 +29,6 @@ pub struct DoctorArgs {
     #[command(flatten)]
     contract: super::contract::ContractArgs,
 }
-
-/// The three roles, in the order Mint's calls need them.
-const ROLES: [Role; 3] = [
-    Role::FlowViewer,
-    Role::FlowEditor,
-    Role::FlowInstanceDownload,
-];
 
 /// Mint's rate limit per API client, in units a minute (the contract: about 100).
 const MINT_UNITS_PER_MINUTE: u32 = 100;
@@ -282,7 +274,7 @@ async fn check_environment(config: &Config, name: &str) -> EnvReport {
         }
     }
     // 3. Roles.
-    let probe = format!("mintgate-doctor-probe-{}", uuid::Uuid::new_v4().simple());
+    let probe = crate::roles::probe_id("mintgate-doctor-probe");
     for (index, role) in ROLES.iter().enumerate() {
         let (state, check) = probe_role(&client, *role, &probe, name).await;
         report.roles[index].1 = state;
@@ -366,34 +358,13 @@ async fn probe_role(
     environment: &str,
 ) -> (RoleState, Check) {
     let name = role.to_string();
-    let outcome: Result<(), MintError> = match role {
-        Role::FlowViewer => match InstanceId::new(probe) {
-            Ok(id) => client.get_instance(&id).await.map(|_| ()),
-            Err(e) => Err(e.into()),
-        },
-        Role::FlowEditor => match FlowId::new(probe) {
-            // A flow with this id cannot exist, so nothing can be started (or billed).
-            Ok(flow) => client
-                .start_instance(&flow, &StartInstance::default())
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e.into()),
-        },
-        Role::FlowInstanceDownload => match InstanceId::new(probe) {
-            Ok(id) => client
-                .download_result(&id, &mut tokio::io::sink(), &DownloadOptions::default())
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e.into()),
-        },
-    };
-    match outcome {
-        Err(MintError::NotFound { .. } | MintError::Expired { .. }) => (
+    match crate::roles::probe(client, role, probe).await {
+        RoleProbe::Present => (
             RoleState::Present,
             Check::new(name, Status::Ok, "ok")
                 .message("present (a call on an id that does not exist answered 404)"),
         ),
-        Err(error @ MintError::MissingRole { .. }) => (
+        RoleProbe::Missing(error) => (
             RoleState::Missing,
             Check::new(name, Status::Problem, "MISSING")
                 .message(error.to_string())
@@ -403,14 +374,14 @@ async fn probe_role(
                     client.config().client_id
                 )),
         ),
-        Ok(()) => (
+        RoleProbe::Succeeded => (
             RoleState::Present,
             Check::new(name, Status::Warning, "ok?").message(format!(
                 "the probe on the id {probe:?}, which should not exist, succeeded: the role is present, \
                  but check what Mint did"
             )),
         ),
-        Err(error) => {
+        RoleProbe::Unknown(error) => {
             let cli = CliError::from_mint(&error, environment);
             let status = if cli.code == EXIT_USER {
                 Status::Problem

@@ -3,10 +3,10 @@
 
 use mint_client::Progress as MintProgress;
 
-use super::{MINT_RETENTION, Pipeline, StepResult, classify};
+use super::{MINT_RETENTION, Pipeline, StepResult, classify, on_not_found};
 use crate::clock::delta;
 use crate::model::{Execution, ExecutionState, Job, JobKind, JobPriority, Progress};
-use crate::store::{ExecutionPatch, JobDisposition, NewJob, StepOutcome};
+use crate::store::{ExecutionPatch, JobDisposition, NewJob, NotFound, StepOutcome};
 
 pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) -> StepResult {
     if execution.state != ExecutionState::Running {
@@ -33,8 +33,9 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
     let client = pipeline.client_for(execution)?.at(job.priority.to_client());
     let progress = match client.instance_progress(instance_id).await {
         Ok(progress) => progress,
-        Err(mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. }) => {
-            MintProgress::Expired
+        // A 404 is not the end by itself: Mint may answer one spuriously.
+        Err(error @ (mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. })) => {
+            return Ok(on_not_found(pipeline, execution, &error));
         }
         Err(error) => return Err(classify(&error, job.attempts).into()),
     };
@@ -44,9 +45,11 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
         "poll"
     };
     tracing::debug!(?progress, via, "instance checked");
-    let outcome = match progress {
+    let mut outcome = match progress {
         MintProgress::Finished { at } => {
-            // Mint's finishedAt is used only when plausible; else our own observation time.
+            // Mint's finishedAt is used only when plausible (not in the future, not before the
+            // execution was created, parseable); else our own observation time. Logged once: the
+            // execution leaves `running` here.
             let finished_at = match at.as_ref() {
                 Some(t) => t.plausible(now, execution.created_at).unwrap_or_else(|| {
                     tracing::warn!(
@@ -55,13 +58,18 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
                     );
                     now
                 }),
-                None => now,
+                None => {
+                    tracing::warn!("Mint gave no finishedAt; using the time it was observed");
+                    now
+                }
             };
             StepOutcome::done()
                 .with_patch(ExecutionPatch {
                     state: Some(ExecutionState::Finished),
                     mint_status: Some("Finished".to_owned()),
                     finished_at: Some(finished_at),
+                    // Our own record of when it finished: expiry is judged by it.
+                    finished_seen_at: Some(now),
                     deadline_at: Some(finished_at + delta(MINT_RETENTION)),
                     ..ExecutionPatch::default()
                 })
@@ -118,8 +126,12 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
             )
         }
         MintProgress::Expired => {
-            crate::metrics::execution_ended("expired", "deleted_by_mint");
-            ended(ExecutionState::Expired, "Expired", None, via)
+            // The client maps a 404 to an error (handled above); a status saying so is Mint's
+            // own word, but still only a 404 by another name: treat it the same way.
+            let error = mint_client::Error::Expired {
+                instance_id: instance_id.clone(),
+            };
+            return Ok(on_not_found(pipeline, execution, &error));
         }
         MintProgress::Unknown { status } => {
             // A status this version does not know: keep watching, and say so.
@@ -135,6 +147,13 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
             still_running(pipeline, execution, Progress::Unknown, None, via)
         }
     };
+    if execution.not_found_since.is_some() {
+        // Mint answered: a run of 404s is over.
+        outcome
+            .execution
+            .get_or_insert_with(ExecutionPatch::default)
+            .not_found = Some(NotFound::Answered);
+    }
     Ok(outcome)
 }
 

@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use mint_client::DownloadOptions;
 
-use super::{Failure, MINT_RETENTION, Pipeline, StepResult, classify, keep_lease};
+use super::{Failure, MINT_RETENTION, Pipeline, StepResult, classify, keep_lease, on_not_found};
 use crate::archive::{Manifest, UploadMeta};
 use crate::clock::delta;
 use crate::model::{Execution, ExecutionState, Job, Lease};
-use crate::store::{ExecutionPatch, JobDisposition, StepOutcome};
+use crate::store::{ExecutionPatch, StepOutcome};
 
 pub(super) async fn step(
     pipeline: &Pipeline,
@@ -47,10 +47,8 @@ pub(super) async fn step(
         );
         return Ok(archived(execution, &manifest, "adopted"));
     }
-    if now > deadline {
-        crate::metrics::execution_ended("expired", "deleted_by_mint");
-        return Ok(expired(execution));
-    }
+    // Past the deadline the download is tried all the same: only Mint's 404 says the result is
+    // gone (and past the deadline by our record, one 404 is enough: see `on_not_found`).
 
     pipeline
         .store
@@ -91,12 +89,12 @@ pub(super) async fn step(
         Err(error) => {
             upload.abort().await;
             return match error {
-                mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. } => {
-                    crate::metrics::execution_ended("expired", "deleted_by_mint");
-                    Ok(expired(execution))
+                error @ (mint_client::Error::Expired { .. }
+                | mint_client::Error::NotFound { .. }) => {
+                    Ok(on_not_found(pipeline, execution, &error))
                 }
                 error @ mint_client::Error::NotReady { .. } => Err(Failure::Delay {
-                    after: pipeline.config.poll_interval_min,
+                    after: super::jitter_after(pipeline.config.poll_interval_min),
                     error: error.to_string(),
                 }
                 .into()),
@@ -178,21 +176,4 @@ fn how_label(how: &str) -> &'static str {
     } else {
         "downloaded"
     }
-}
-
-fn expired(execution: &Execution) -> StepOutcome {
-    tracing::error!(
-        execution_id = %execution.id,
-        "Mint deleted the instance before its result was archived"
-    );
-    StepOutcome::done()
-        .with_patch(ExecutionPatch {
-            state: Some(ExecutionState::Expired),
-            failure_reason: Some(
-                "Mint deleted the instance before its result was archived".to_owned(),
-            ),
-            ..ExecutionPatch::default()
-        })
-        .with_job(JobDisposition::Done)
-        .event("expired", serde_json::json!({}))
 }

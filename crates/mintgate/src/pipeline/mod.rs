@@ -14,10 +14,13 @@
 
 mod check;
 mod download;
+mod pauses;
 mod start;
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -30,8 +33,8 @@ use tracing::Instrument as _;
 use crate::archive::Archive;
 use crate::clock::{Clock, delta};
 use crate::config::PipelineConfig;
-use crate::model::{Execution, Job, JobKind, Lease};
-use crate::store::{JobDisposition, LeaseLost, SharedStore, StepOutcome};
+use crate::model::{Execution, ExecutionState, Job, JobKind, Lease};
+use crate::store::{ExecutionPatch, JobDisposition, LeaseLost, NotFound, SharedStore, StepOutcome};
 
 /// Mint deletes an instance and its result file this long after the instance ended.
 pub const MINT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -71,6 +74,95 @@ pub struct Pipeline {
     pub wake: Arc<Notify>,
     /// This service's metrics: every job step records into it.
     pub metrics: Arc<crate::metrics::Registry>,
+    /// The live workers of each pool (`/readyz` fails when a pool has none).
+    pub workers: Arc<WorkerPools>,
+    /// Faults the tests inject where no outside input can cause them (a bug's panic).
+    #[doc(hidden)]
+    pub injected: InjectedFaults,
+}
+
+/// The live workers of each pool: a worker counts from the moment its loop starts until its task
+/// ends (however it ends: a guard is dropped on return, on a panic and on abort).
+#[derive(Debug, Default)]
+pub struct WorkerPools {
+    live: [AtomicUsize; 3],
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl WorkerPools {
+    fn index(kind: JobKind) -> usize {
+        match kind {
+            JobKind::Start => 0,
+            JobKind::Check => 1,
+            JobKind::Download => 2,
+        }
+    }
+
+    /// How many workers of `kind` are running.
+    pub fn live(&self, kind: JobKind) -> usize {
+        self.live[Self::index(kind)].load(Ordering::Relaxed)
+    }
+
+    /// Whether the workers were started (tests that drive steps themselves never start them).
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// The pools that were started and have no live worker left.
+    pub fn without_live_worker(&self) -> Vec<JobKind> {
+        if !self.started() {
+            return Vec::new();
+        }
+        [JobKind::Start, JobKind::Check, JobKind::Download]
+            .into_iter()
+            .filter(|kind| self.live(*kind) == 0)
+            .collect()
+    }
+
+    fn enter(self: &Arc<Self>, kind: JobKind) -> LiveWorker {
+        self.live[Self::index(kind)].fetch_add(1, Ordering::Relaxed);
+        LiveWorker {
+            pools: self.clone(),
+            kind,
+        }
+    }
+}
+
+/// Counts one worker as live while it exists.
+struct LiveWorker {
+    pools: Arc<WorkerPools>,
+    kind: JobKind,
+}
+
+impl Drop for LiveWorker {
+    fn drop(&mut self) {
+        self.pools.live[WorkerPools::index(self.kind)].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Faults the integration tests inject to show the workers survive what no Mint answer or
+/// request can cause any more (a bug's panic). Nothing in the configuration sets them.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct InjectedFaults {
+    /// The next this many steps panic before they do anything.
+    pub step_panics: AtomicU32,
+    /// The next this many workers of each pool (start, check, download) end their loop, as a
+    /// worker task that died would.
+    pub worker_exits: [AtomicU32; 3],
+}
+
+impl InjectedFaults {
+    fn take(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Makes the next `count` workers of `kind` end their loop.
+    pub fn exit_workers(&self, kind: JobKind, count: u32) {
+        self.worker_exits[WorkerPools::index(kind)].fetch_add(count, Ordering::Relaxed);
+    }
 }
 
 /// What a step function answers: the outcome to commit, or an error that the runner turns into a
@@ -84,6 +176,13 @@ pub(crate) enum Failure {
     Delay { after: Duration, error: String },
     /// A real error: try again later, using up an attempt.
     Retry { after: Duration, error: String },
+    /// The API client lacks `role` in the job's environment: this kind of work pauses there (no
+    /// attempt used) until a probe finds the role granted.
+    MissingRole {
+        role: mint_client::Role,
+        operation: mint_client::Operation,
+        error: String,
+    },
 }
 
 impl Pipeline {
@@ -132,14 +231,41 @@ impl Pipeline {
         if let Some(instance_id) = &execution.instance_id {
             tracing::Span::current().record("instance_id", instance_id.as_str());
         }
-        let step = match job.kind {
-            JobKind::Start => start::step(self, &job, &lease, &execution).boxed(),
-            JobKind::Check => check::step(self, &job, &execution).boxed(),
-            JobKind::Download => download::step(self, &job, &lease, &execution).boxed(),
+        let step = async {
+            if InjectedFaults::take(&self.injected.step_panics) {
+                panic!("injected panic in the {kind} step");
+            }
+            match job.kind {
+                JobKind::Start => start::step(self, &job, &lease, &execution).await,
+                JobKind::Check => check::step(self, &job, &execution).await,
+                JobKind::Download => download::step(self, &job, &lease, &execution).await,
+            }
         };
-        let outcome = match step.await {
-            Ok(outcome) => outcome,
-            Err(error) => self.failure_outcome(&job, error),
+        // Architecture invariant: a worker never dies of one job. A panic in a step (a bug, or
+        // an answer nobody foresaw) becomes that job's error, retried and dead-lettered like any
+        // other; the worker goes on with the next job.
+        let outcome = match AssertUnwindSafe(step).catch_unwind().await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => match error.downcast_ref::<Failure>() {
+                Some(Failure::MissingRole {
+                    role,
+                    operation,
+                    error: text,
+                }) => self
+                    .pause_for_missing_role(&job, &execution, *role, *operation, text)
+                    .await
+                    .unwrap_or_else(|| self.failure_outcome(&job, error)),
+                _ => self.failure_outcome(&job, error),
+            },
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                crate::metrics::step_panicked(kind);
+                tracing::error!(
+                    panic = message,
+                    "the step panicked; the job will be retried"
+                );
+                self.failure_outcome(&job, anyhow::anyhow!("the {kind} step panicked: {message}"))
+            }
         };
         self.commit(&job, &lease, outcome, kind, started).await;
     }
@@ -154,7 +280,12 @@ impl Pipeline {
         let (after, counts, text) = match error.downcast::<Failure>() {
             Ok(Failure::Delay { after, error }) => (after, false, error),
             Ok(Failure::Retry { after, error }) => (after, true, error),
-            Err(other) => (backoff(job.attempts), true, format!("{other:#}")),
+            // Paused by `run_job` before it comes here; if recording the pause failed, wait for
+            // the next probe without using an attempt.
+            Ok(Failure::MissingRole { error, .. }) => {
+                (self.config.role_probe_interval, false, error)
+            }
+            Err(other) => (jitter(backoff(job.attempts)), true, format!("{other:#}")),
         };
         if counts && job.attempts + 1 >= job.max_attempts {
             tracing::error!(
@@ -224,6 +355,7 @@ impl Pipeline {
 
     /// Runs workers for every job kind until `shutdown`; answers when they have all stopped.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        self.workers.started.store(true, Ordering::Relaxed);
         let mut tasks = tokio::task::JoinSet::new();
         let pools = [
             (JobKind::Start, self.config.start_workers),
@@ -237,29 +369,58 @@ impl Pipeline {
                 tasks.spawn(async move { pipeline.worker(kind, shutdown).await });
             }
         }
-        while tasks.join_next().await.is_some() {}
+        while let Some(ended) = tasks.join_next().await {
+            if !shutdown.is_cancelled() {
+                // Only a bug can end a worker early (its steps' panics are caught): say so;
+                // `/readyz` fails once a pool has no live worker left.
+                let how = match ended {
+                    Ok(()) => "returned".to_owned(),
+                    Err(error) if error.is_panic() => {
+                        format!("panicked: {}", panic_message(error.into_panic().as_ref()))
+                    }
+                    Err(error) => error.to_string(),
+                };
+                tracing::error!(how, "a worker stopped before the shutdown");
+            }
+        }
     }
 
     async fn worker(&self, kind: JobKind, shutdown: CancellationToken) {
+        let _live = self.workers.enter(kind);
         let kinds = [kind];
         while !shutdown.is_cancelled() {
+            if InjectedFaults::take(&self.injected.worker_exits[WorkerPools::index(kind)]) {
+                tracing::error!(kind = kind.as_str(), "injected worker exit");
+                return;
+            }
             // Register for wake-ups before looking, so a notification between the look and the
             // wait is not missed.
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let ran = tokio::select! {
-                ran = self.run_once(&kinds) => ran,
+                ran = AssertUnwindSafe(self.run_once(&kinds)).catch_unwind() => ran,
                 () = shutdown.cancelled() => break,
             };
             match ran {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(error) => {
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) => {}
+                Ok(Err(error)) => {
                     tracing::error!(
                         error = format!("{error:#}"),
                         kind = kind.as_str(),
                         "worker cannot claim jobs"
+                    );
+                }
+                Err(panic) => {
+                    // Outside a step (claiming, recording): the job, if any, is taken over after
+                    // its lease; this worker carries on after its idle wait.
+                    let message = panic_message(panic.as_ref());
+                    crate::metrics::step_panicked(kind.as_str());
+                    tracing::error!(
+                        panic = message,
+                        kind = kind.as_str(),
+                        "the worker panicked outside a step; it carries on"
                     );
                 }
             }
@@ -297,6 +458,102 @@ impl Pipeline {
     }
 }
 
+/// Unbroken `404`s needed (besides `pipeline.expiry_404_span`) before an instance Mint should
+/// still hold is taken for deleted.
+pub const EXPIRY_404_COUNT_MIN: i64 = 3;
+
+/// What a `404` for an instance means: `expired` only when it is true (Mint's deletion deadline
+/// has passed by our own record of when the instance finished, or the `404`s have gone on
+/// unbroken for `pipeline.expiry_404_span`); otherwise it is recorded and looked at again later,
+/// without using an attempt.
+pub(crate) fn on_not_found(
+    pipeline: &Pipeline,
+    execution: &Execution,
+    error: &mint_client::Error,
+) -> StepOutcome {
+    let now = pipeline.clock.now();
+    if let Some(deleted_after) = execution.deleted_by_mint_after()
+        && now >= deleted_after
+    {
+        return expired(
+            execution,
+            format!(
+                "Mint deleted the instance before its result was archived (it answers 404, and \
+                 its deletion deadline {} has passed by our record of when it finished)",
+                deleted_after.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        );
+    }
+    let since = execution.not_found_since.unwrap_or(now);
+    let count = execution.not_found_count + 1;
+    let span = pipeline.config.expiry_404_span;
+    if count >= EXPIRY_404_COUNT_MIN && now - since >= delta(span) {
+        return expired(
+            execution,
+            format!(
+                "Mint has answered 404 for the instance {count} times since {} (more than \
+                 `pipeline.expiry_404_span`, {}), before its deletion deadline by our record: \
+                 taken for deleted",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                humantime::format_duration(span)
+            ),
+        );
+    }
+    let again = (span / 4).clamp(
+        pipeline.config.poll_interval_min,
+        pipeline.config.poll_interval_max,
+    );
+    tracing::warn!(
+        count,
+        since = %since,
+        error = %error,
+        "Mint answered 404 for an instance it should still hold; looking again later"
+    );
+    StepOutcome::done()
+        .with_patch(ExecutionPatch {
+            not_found: Some(NotFound::Seen),
+            ..ExecutionPatch::default()
+        })
+        .with_job(JobDisposition::Retry {
+            run_at: now + delta(jitter(again)),
+            error: Some(format!(
+                "{error} (404 number {count}; not taken for deleted yet)"
+            )),
+            counts: false,
+            priority: None,
+        })
+        .event(
+            "not_found",
+            serde_json::json!({"count": count, "since": since, "error": error.to_string()}),
+        )
+}
+
+/// Mint deleted the instance before its result was archived: the execution ends `expired`.
+pub(crate) fn expired(execution: &Execution, reason: String) -> StepOutcome {
+    crate::metrics::execution_ended("expired", "deleted_by_mint");
+    tracing::error!(execution_id = %execution.id, reason, "execution expired");
+    StepOutcome::done()
+        .with_patch(ExecutionPatch {
+            state: Some(ExecutionState::Expired),
+            mint_status: Some("Expired".to_owned()),
+            failure_reason: Some(reason.clone()),
+            ..ExecutionPatch::default()
+        })
+        .with_job(JobDisposition::Done)
+        .event("expired", serde_json::json!({"reason": reason}))
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
 /// Renews the lease every third of its length; answers (with the error) only if it is lost.
 ///
 /// Steps that wait on Mint for long (a download; a start queued behind the shared budget) run
@@ -319,33 +576,60 @@ pub(crate) async fn keep_lease(pipeline: &Pipeline, lease: &Lease) -> anyhow::Er
     }
 }
 
-/// Exponential backoff for counted retries: 30 s, 1 min, 2 min, … capped at 30 min.
+/// Exponential backoff for counted retries: 30 s, 1 min, 2 min, … capped at 30 min (before jitter).
 pub fn backoff(attempts: i64) -> Duration {
     let exponent = u32::try_from(attempts.clamp(0, 6)).unwrap_or(6);
     (Duration::from_secs(30) * 2u32.pow(exponent)).min(Duration::from_secs(30 * 60))
 }
 
-/// Classifies a Mint client error for the job runner.
+/// A wait of our own choosing (a backoff, a delay through an outage) spread over its last quarter,
+/// `[¾ wait, wait]`: jobs that failed together do not all come back at the same instant, and none
+/// comes back later than the schedule says.
+pub fn jitter(wait: Duration) -> Duration {
+    jitter_with(wait, rand::random::<f64>())
+}
+
+/// A wait Mint asked for (`Retry-After`) spread over `[wait, 1¼ wait]`: never sooner than asked.
+pub fn jitter_after(wait: Duration) -> Duration {
+    wait + wait.mul_f64(0.25 * rand::random::<f64>())
+}
+
+fn jitter_with(wait: Duration, draw: f64) -> Duration {
+    wait.mul_f64(1.0 - 0.25 * draw.clamp(0.0, 1.0))
+}
+
+/// Classifies a Mint client error for the job runner: what the work is not at fault for (`429`,
+/// outages of Mint or its token endpoint, stalled or cut downloads, a result not ready yet) delays
+/// it without using an attempt; a missing role pauses that kind of work; the rest are counted.
 pub(crate) fn classify(error: &mint_client::Error, attempts: i64) -> Failure {
-    use mint_client::Error as E;
+    use mint_client::ErrorKind as Kind;
     let text = error.to_string();
-    match error {
-        E::RateLimited { retry_after, .. } => Failure::Delay {
-            after: retry_after
-                .unwrap_or(Duration::from_secs(30))
-                .max(Duration::from_secs(5)),
+    match (error.kind(), error) {
+        (Kind::RateLimited, _) => Failure::Delay {
+            after: jitter_after(
+                error
+                    .retry_after()
+                    .unwrap_or(Duration::from_secs(30))
+                    .max(Duration::from_secs(5)),
+            ),
             error: text,
         },
-        E::NotSent { .. } | E::NoAnswer { .. } => Failure::Delay {
-            after: backoff(attempts).min(Duration::from_secs(120)),
+        (Kind::Outage | Kind::NotReady, _) => Failure::Delay {
+            after: jitter(backoff(attempts).min(Duration::from_secs(120))),
             error: text,
         },
-        E::Api { status, .. } if *status >= 500 => Failure::Delay {
-            after: backoff(attempts).min(Duration::from_secs(120)),
+        (
+            Kind::MissingRole,
+            mint_client::Error::MissingRole {
+                role, operation, ..
+            },
+        ) => Failure::MissingRole {
+            role: *role,
+            operation: *operation,
             error: text,
         },
         _ => Failure::Retry {
-            after: backoff(attempts),
+            after: jitter(backoff(attempts)),
             error: text,
         },
     }
@@ -354,7 +638,9 @@ pub(crate) fn classify(error: &mint_client::Error, attempts: i64) -> Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Delay { error, .. } | Failure::Retry { error, .. } => f.write_str(error),
+            Failure::Delay { error, .. }
+            | Failure::Retry { error, .. }
+            | Failure::MissingRole { error, .. } => f.write_str(error),
         }
     }
 }
@@ -364,6 +650,27 @@ impl std::error::Error for Failure {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_spreads_a_wait_over_its_last_quarter_and_never_beyond() {
+        let wait = Duration::from_secs(60);
+        assert_eq!(jitter_with(wait, 0.0), wait);
+        assert_eq!(jitter_with(wait, 1.0), Duration::from_secs(45));
+        assert_eq!(jitter_with(wait, 0.5), Duration::from_millis(52_500));
+        let draws: std::collections::BTreeSet<_> = (0..50).map(|_| jitter(wait)).collect();
+        assert!(draws.len() > 40, "no spread: {draws:?}");
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d >= Duration::from_secs(45) && *d <= wait)
+        );
+        let after: Vec<_> = (0..50).map(|_| jitter_after(wait)).collect();
+        assert!(
+            after
+                .iter()
+                .all(|d| *d >= wait && *d <= Duration::from_secs(75))
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

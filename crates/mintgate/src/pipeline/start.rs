@@ -143,6 +143,7 @@ pub(super) async fn step(
             let failure = classify(&error, job.attempts);
             let after = match &failure {
                 Failure::Delay { after, .. } | Failure::Retry { after, .. } => *after,
+                Failure::MissingRole { .. } => pipeline.config.reconcile_delay,
             };
             Ok(StepOutcome::done()
                 .with_job(JobDisposition::Retry {
@@ -160,11 +161,27 @@ pub(super) async fn step(
         Err(error) => {
             // Refused before it ran (429, not sent, missing role, token): nothing was started.
             let failure = classify(&error, job.attempts);
+            let text = error.to_string();
             let (after, counts) = match &failure {
                 Failure::Delay { after, .. } => (*after, false),
                 Failure::Retry { after, .. } => (*after, true),
+                Failure::MissingRole {
+                    role, operation, ..
+                } => {
+                    // A missing role pauses the starts of this environment (no attempt used).
+                    if let Some(paused) = pipeline
+                        .pause_for_missing_role(job, execution, *role, *operation, &text)
+                        .await
+                    {
+                        return Ok(definitely_not_started(paused).with_patch(ExecutionPatch {
+                            state: Some(ExecutionState::Queued),
+                            start_ambiguous: Some(false),
+                            ..ExecutionPatch::default()
+                        }));
+                    }
+                    (pipeline.config.role_probe_interval, false)
+                }
             };
-            let text = error.to_string();
             if counts && job.attempts + 1 >= job.max_attempts {
                 return Ok(definitely_not_started(StepOutcome::done().with_job(
                     JobDisposition::Dead {

@@ -21,6 +21,7 @@ use mint_client::{FlowId, InstanceId};
 
 use crate::model::{
     Event, Execution, ExecutionState, Job, JobKind, JobPriority, Lease, Progress, WebhookRecord,
+    WorkPause,
 };
 
 /// A request to create an execution, as accepted by the own API.
@@ -68,6 +69,19 @@ pub struct ExecutionPatch {
     /// What the `billed_add` starts cost, in cents: recorded in the cost ledger in the same
     /// transaction.
     pub billed_cents: i64,
+    /// When this service saw the instance finished.
+    pub finished_seen_at: Option<DateTime<Utc>>,
+    /// A `404` for the instance, or an answer that ends a run of them.
+    pub not_found: Option<NotFound>,
+}
+
+/// What Mint's last answer about an instance says of its run of `404`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotFound {
+    /// Mint answered for the instance: any run of `404`s is over.
+    Answered,
+    /// Another `404`: the run begins now (if none was running) and counts one more.
+    Seen,
 }
 
 impl ExecutionPatch {
@@ -368,6 +382,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Is the database reachable?
     async fn ping(&self) -> anyhow::Result<()>;
+
+    /// Pauses a kind of work in an environment (the API client lacks a role): claims skip its
+    /// jobs, on every replica, until [`Store::lift_pauses`]. Pausing what is paused already keeps
+    /// its `since` and its probe schedule.
+    async fn pause_work(&self, pause: &WorkPause) -> anyhow::Result<()>;
+
+    /// Every paused kind of work.
+    async fn work_pauses(&self) -> anyhow::Result<Vec<WorkPause>>;
+
+    /// Takes the next probe of `role` in `environment` if it is due (one replica does it):
+    /// answers whether this caller should probe now.
+    async fn claim_role_probe(
+        &self,
+        environment: &str,
+        role: &str,
+        now: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> anyhow::Result<bool>;
+
+    /// Resumes the work paused for want of `role` in `environment`; answers how many pauses ended.
+    async fn lift_pauses(&self, environment: &str, role: &str) -> anyhow::Result<u64>;
 
     /// Starts a task that rings `wake` whenever another process (another replica) makes work
     /// durable, until `shutdown`. Stores only one process uses need none: the process rings `wake`

@@ -27,11 +27,11 @@ use uuid::Uuid;
 use super::schema::{self, OpenMode};
 use super::{
     AuditRecord, Created, Erasure, ExecutionFilter, ExecutionPatch, JobDisposition, LeaseLost,
-    NewExecution, NewJob, Overview, SpendRow, StepOutcome, Store, WebhookRecorded,
+    NewExecution, NewJob, NotFound, Overview, SpendRow, StepOutcome, Store, WebhookRecorded,
 };
 use crate::model::{
     Event, Execution, ExecutionState, Job, JobError, JobKind, JobPriority, JobState, Lease,
-    WebhookRecord,
+    WebhookRecord, WorkPause,
 };
 
 /// What differs between the databases; everything else is shared.
@@ -178,7 +178,10 @@ const PATCH_EXECUTION: &str = "UPDATE executions SET
        start_ambiguous = COALESCE($16, start_ambiguous),
        start_attempts = start_attempts + $17,
        billed_count = billed_count + $18,
-       updated_at = $19
+       updated_at = $19,
+       finished_seen_at = COALESCE($20, finished_seen_at),
+       not_found_since = CASE $21 WHEN 1 THEN NULL WHEN 2 THEN COALESCE(not_found_since, $19) ELSE not_found_since END,
+       not_found_count = CASE $21 WHEN 1 THEN 0 WHEN 2 THEN not_found_count + 1 ELSE not_found_count END
      WHERE id = $1";
 
 impl<D> SqlStore<D>
@@ -289,6 +292,9 @@ where
             start_ambiguous: row.try_get::<i64, _>("start_ambiguous")? != 0,
             start_attempts: row.try_get("start_attempts")?,
             billed_count: row.try_get("billed_count")?,
+            finished_seen_at: opt_from_ms(row.try_get("finished_seen_at")?),
+            not_found_since: opt_from_ms(row.try_get("not_found_since")?),
+            not_found_count: row.try_get("not_found_count")?,
         })
     }
 
@@ -410,6 +416,12 @@ where
             .bind(patch.start_attempts_add)
             .bind(patch.billed_add)
             .bind(ms(now))
+            .bind(opt_ms(patch.finished_seen_at))
+            .bind(match patch.not_found {
+                None => 0_i64,
+                Some(NotFound::Answered) => 1,
+                Some(NotFound::Seen) => 2,
+            })
             .execute(&mut **tx)
             .await
             .context("updating an execution")?;
@@ -658,6 +670,8 @@ where
                  WHERE j.kind IN ({kinds})
                    AND ((j.state = 'ready' AND j.run_at <= $3)
                         OR (j.state = 'running' AND j.lease_until < $3))
+                   AND NOT EXISTS (SELECT 1 FROM work_pauses p
+                                   WHERE p.environment = e.environment AND p.kind = j.kind)
                  ORDER BY j.priority DESC, e.deadline_at ASC NULLS LAST, j.run_at ASC
                  LIMIT 1 {skip_locked})
              RETURNING *",
@@ -797,8 +811,11 @@ where
 
     async fn next_due(&self, kinds: &[JobKind]) -> anyhow::Result<Option<DateTime<Utc>>> {
         let statement = format!(
-            "SELECT MIN(CASE WHEN state = 'ready' THEN run_at ELSE lease_until END) FROM jobs
-             WHERE state IN ('ready', 'running') AND kind IN ({})",
+            "SELECT MIN(CASE WHEN j.state = 'ready' THEN j.run_at ELSE j.lease_until END)
+             FROM jobs j JOIN executions e ON e.id = j.execution_id
+             WHERE j.state IN ('ready', 'running') AND j.kind IN ({})
+               AND NOT EXISTS (SELECT 1 FROM work_pauses p
+                               WHERE p.environment = e.environment AND p.kind = j.kind)",
             kinds_sql(kinds)
         );
         let next: Option<i64> = sqlx::query_scalar(AssertSqlSafe(statement))
@@ -1012,7 +1029,7 @@ where
                     state, instance_id, workflow_url, mint_status, progress, progress_at,
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count
+                    billed_count, finished_seen_at, not_found_since, not_found_count
              FROM executions WHERE ($1 IS NULL OR state = $1)
              ORDER BY created_at DESC, id DESC LIMIT $2",
         )
@@ -1042,7 +1059,7 @@ where
                     state, instance_id, workflow_url, mint_status, progress, progress_at,
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count
+                    billed_count, finished_seen_at, not_found_since, not_found_count
              FROM executions
              WHERE state = 'running' AND progress LIKE '{\"kind\":\"waitingForUser\"%'
              ORDER BY started_at ASC NULLS LAST, id ASC LIMIT $1",
@@ -1060,7 +1077,7 @@ where
                     state, instance_id, workflow_url, mint_status, progress, progress_at,
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count
+                    billed_count, finished_seen_at, not_found_since, not_found_count
              FROM executions WHERE state IN ('finished', 'downloading')
              ORDER BY deadline_at ASC NULLS LAST LIMIT $1",
         )
@@ -1102,6 +1119,94 @@ where
             .await
             .with_context(|| format!("pinging {}", D::NAME))?;
         Ok(())
+    }
+
+    async fn pause_work(&self, pause: &WorkPause) -> anyhow::Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO work_pauses (environment, kind, role, operation, detail, since, probed_at, next_probe_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (environment, kind) DO UPDATE SET
+               role = excluded.role, operation = excluded.operation, detail = excluded.detail",
+        )
+        .bind(&pause.environment)
+        .bind(pause.kind.as_str())
+        .bind(&pause.role)
+        .bind(&pause.operation)
+        .bind(&pause.detail)
+        .bind(ms(pause.since))
+        .bind(opt_ms(pause.probed_at))
+        .bind(ms(pause.next_probe_at))
+        .execute(&mut *tx)
+        .await
+        .context("pausing work")?;
+        tx.commit().await.context("committing a pause")?;
+        Ok(())
+    }
+
+    async fn work_pauses(&self) -> anyhow::Result<Vec<WorkPause>> {
+        let rows = sqlx::query("SELECT * FROM work_pauses ORDER BY environment, kind")
+            .fetch_all(&self.pool)
+            .await
+            .context("reading the paused work")?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind")?;
+                Ok(WorkPause {
+                    environment: row.try_get("environment")?,
+                    kind: JobKind::parse(&kind)
+                        .with_context(|| format!("unknown stored job kind {kind:?}"))?,
+                    role: row.try_get("role")?,
+                    operation: row.try_get("operation")?,
+                    detail: row.try_get("detail")?,
+                    since: from_ms(row.try_get("since")?),
+                    probed_at: opt_from_ms(row.try_get("probed_at")?),
+                    next_probe_at: from_ms(row.try_get("next_probe_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_role_probe(
+        &self,
+        environment: &str,
+        role: &str,
+        now: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "UPDATE work_pauses SET probed_at = $3, next_probe_at = $4
+             WHERE environment = $1 AND role = $2 AND next_probe_at <= $3",
+        )
+        .bind(environment)
+        .bind(role)
+        .bind(ms(now))
+        .bind(ms(next))
+        .execute(&mut *tx)
+        .await
+        .context("claiming a role probe")?;
+        tx.commit().await.context("committing a role probe claim")?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn lift_pauses(&self, environment: &str, role: &str) -> anyhow::Result<u64> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("DELETE FROM work_pauses WHERE environment = $1 AND role = $2")
+            .bind(environment)
+            .bind(role)
+            .execute(&mut *tx)
+            .await
+            .context("resuming paused work")?;
+        let lifted = D::rows_affected(&done);
+        if lifted > 0 {
+            // Other replicas' workers look again at once.
+            for kind in [JobKind::Start, JobKind::Check, JobKind::Download] {
+                Self::notify_work(&mut tx, kind).await?;
+            }
+        }
+        tx.commit().await.context("committing resumed work")?;
+        Ok(lifted)
     }
 
     fn spawn_wake_listener(

@@ -12,7 +12,7 @@ use mint_sim::{ClientConfig, SimConfig, Simulator, UserStepAction};
 use secrecy::ExposeSecret as _;
 use tempfile::TempDir;
 
-use crate::helpers::{API_KEY, Setup, TestApp, spawn_with};
+use crate::helpers::{API_KEY, Setup, TestApp, spawn_app, spawn_with};
 
 /// A simulator with small result files. Its clock runs in real time (so its rate windows pass, as
 /// Mint's do) and tests move it forward further.
@@ -751,11 +751,7 @@ async fn start_without_a_reachable_service_says_how_to_proceed() {
 
 #[tokio::test]
 async fn dead_letters_are_listed_and_retried() {
-    let app = spawn_with(Setup {
-        client_id: "no-download",
-        ..Setup::default()
-    })
-    .await;
+    let app = spawn_app().await;
     let files = Files::new(&service_toml(&app));
     let output = run(mintgate(&files.config(), &["dead-letters"])).await;
     assert_eq!(code(&output), 0);
@@ -764,6 +760,15 @@ async fn dead_letters_are_listed_and_retried() {
     let id = app.request("flow-kyc-basic").await;
     app.run_until_idle().await;
     let instance = app.instance_of(id).await;
+    // Every answer for the result file is an HTML error page: a counted failure each time.
+    let html_page = |rate: f64| mint_sim::BehaviourOverrides {
+        result_file_html_rate: Some(rate),
+        ..mint_sim::BehaviourOverrides::default()
+    };
+    app.admin
+        .set_instance_behaviours(&instance, html_page(1.0))
+        .await
+        .unwrap();
     app.complete_user_steps(&instance).await;
     for _ in 0..20 {
         app.advance(Duration::from_secs(31 * 60)).await;
@@ -773,12 +778,9 @@ async fn dead_letters_are_listed_and_retried() {
     assert_eq!(code(&output), 0, "{}", transcript(&output));
     snapshot!("dead_letters", transcript(&output), None);
 
+    // The error pages stop; an operator retries.
     app.admin
-        .put_client(ClientConfig::new(
-            "no-download",
-            "no-download-secret",
-            &["Flow Viewer", "Flow Editor", "Flow Instance Download"],
-        ))
+        .set_instance_behaviours(&instance, html_page(0.0))
         .await
         .unwrap();
     let output = run(mintgate(

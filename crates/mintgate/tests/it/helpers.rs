@@ -34,6 +34,9 @@ pub struct Setup {
     pub configure: fn(&mut Config),
     /// The archive (default: a local folder in the test's temporary folder).
     pub archive: mintgate::archive::ArchiveConfig,
+    /// Put a [`TokenGate`] in front of the simulator's token endpoint (a token-endpoint outage
+    /// the test can switch on and off).
+    pub gate_token_endpoint: bool,
 }
 
 impl Default for Setup {
@@ -60,6 +63,7 @@ impl Default for Setup {
             },
             configure: |_| {},
             archive: mintgate::archive::ArchiveConfig::default(),
+            gate_token_endpoint: false,
         }
     }
 }
@@ -77,7 +81,76 @@ pub struct TestApp {
     /// Held so the temporary database and archive live as long as the test.
     #[allow(dead_code)]
     pub dir: TempDir,
+    /// In front of the token endpoint, with `Setup::gate_token_endpoint`.
+    pub token_gate: Option<TokenGate>,
     background_workers: bool,
+}
+
+/// A pass-through proxy in front of the simulator's token endpoint that a test can close: closed,
+/// it answers `503` (an outage of the token endpoint), open, it forwards every request.
+pub struct TokenGate {
+    pub url: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl TokenGate {
+    pub async fn start(upstream: String) -> Self {
+        use axum::http::{HeaderMap, StatusCode, header};
+        use axum::response::IntoResponse as _;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/auth/open/connect/token",
+            listener.local_addr().unwrap()
+        );
+        let open = std::sync::Arc::new(AtomicBool::new(true));
+        let refused = std::sync::Arc::new(AtomicU64::new(0));
+        let client = reqwest::Client::new();
+        let (gate_open, gate_refused) = (open.clone(), refused.clone());
+        let app =
+            axum::Router::new().fallback(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let (open, refused, client, upstream) = (
+                    gate_open.clone(),
+                    gate_refused.clone(),
+                    client.clone(),
+                    upstream.clone(),
+                );
+                async move {
+                    if !open.load(Ordering::SeqCst) {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        return (StatusCode::SERVICE_UNAVAILABLE, "token endpoint down")
+                            .into_response();
+                    }
+                    let mut request = client.post(&upstream).body(body);
+                    for name in [header::CONTENT_TYPE, header::AUTHORIZATION] {
+                        if let Some(value) = headers.get(&name) {
+                            request = request.header(name, value.clone());
+                        }
+                    }
+                    let answer = request.send().await.unwrap();
+                    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+                    let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+                    let mut response = (status, answer.bytes().await.unwrap()).into_response();
+                    if let Some(value) = content_type {
+                        response.headers_mut().insert(header::CONTENT_TYPE, value);
+                    }
+                    response
+                }
+            });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, open, refused }
+    }
+
+    /// Opens or closes the gate.
+    pub fn set_open(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Token requests answered `503` so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -111,11 +184,19 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         admin.advance_clock(by).await.unwrap();
     }
     let clock = Clock::scaled(admin.now().await.unwrap(), 1.0);
+    let token_gate = if setup.gate_token_endpoint {
+        Some(TokenGate::start(sim.token_url()).await)
+    } else {
+        None
+    };
+    let token_url = token_gate
+        .as_ref()
+        .map_or_else(|| sim.token_url(), |gate| gate.url.clone());
     let mint = BTreeMap::from([(
         "sandbox".to_owned(),
         MintProfile::new(
             sim.base_url().parse().unwrap(),
-            sim.token_url().parse().unwrap(),
+            token_url.parse().unwrap(),
             setup.client_id,
             SecretString::from(format!("{}-secret", setup.client_id)),
         ),
@@ -153,6 +234,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         config,
         http: reqwest::Client::new(),
         dir,
+        token_gate,
         background_workers: setup.background_workers,
     };
     app.start(Some(listener)).await;

@@ -9,6 +9,7 @@ mod edge;
 mod helpers;
 mod monitoring;
 mod pipeline;
+mod resilience;
 mod store;
 mod support;
 mod webhooks;

@@ -262,13 +262,20 @@ async fn a_finished_instance_left_unarchived_for_28_days_is_at_risk() {
 }
 
 #[tokio::test]
-async fn a_download_without_its_role_ends_as_a_dead_letter() {
-    let app = spawn_with(Setup {
-        client_id: "no-download",
-        ..Setup::default()
-    })
-    .await;
+async fn a_download_that_keeps_failing_ends_as_a_dead_letter() {
+    let app = spawn_app().await;
     let (id, instance) = started(&app, "flow-kyc-basic").await;
+    // Every answer for the result file is an HTML error page: a counted failure each time.
+    app.admin
+        .set_instance_behaviours(
+            &instance,
+            mint_sim::BehaviourOverrides {
+                result_file_html_rate: Some(1.0),
+                ..mint_sim::BehaviourOverrides::default()
+            },
+        )
+        .await
+        .unwrap();
     finish_without_download(&app, id, &instance).await;
     for _ in 0..12 {
         app.run_until_idle().await;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mint_sim::{ClientConfig, Faults};
+use mint_sim::Faults;
 use mintgate::model::{ExecutionState, JobKind};
 
 use crate::helpers::{Setup, TestApp, spawn_app, spawn_with};
@@ -327,64 +327,6 @@ async fn a_429_storm_delays_starts_without_failing_them() {
 }
 
 #[tokio::test]
-async fn a_download_without_its_role_becomes_a_dead_letter_and_an_operator_retry_archives_it() {
-    let app = spawn_with(Setup {
-        client_id: "no-download",
-        ..Setup::default()
-    })
-    .await;
-    let id = app.request("flow-kyc-basic").await;
-    app.run_until_idle().await;
-    let instance = app.instance_of(id).await;
-    app.complete_user_steps(&instance).await;
-    for _ in 0..20 {
-        app.advance(Duration::from_secs(31 * 60)).await;
-        app.run_until_idle().await;
-    }
-    let dead = app.pipeline().store.dead_letters().await.unwrap();
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!(dead[0].kind, JobKind::Download);
-    assert!(
-        dead[0]
-            .errors
-            .last()
-            .unwrap()
-            .error
-            .contains("Flow Instance Download"),
-        "{:?}",
-        dead[0].errors
-    );
-    assert_eq!(app.execution(id).await.state, ExecutionState::Downloading);
-    // The operator grants the role, then retries the dead letter.
-    app.admin
-        .put_client(ClientConfig::new(
-            "no-download",
-            "no-download-secret",
-            &["Flow Viewer", "Flow Editor", "Flow Instance Download"],
-        ))
-        .await
-        .unwrap();
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/dead-letters/{}/retry", dead[0].id)))
-        .bearer_auth(crate::helpers::API_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    app.run_until_idle().await;
-    assert_archived_with_the_simulators_hash(&app, id).await;
-    assert!(
-        app.pipeline()
-            .store
-            .dead_letters()
-            .await
-            .unwrap()
-            .is_empty()
-    );
-}
-
-#[tokio::test]
 async fn a_result_left_past_mints_deletion_is_reported_expired() {
     let app = spawn_app().await;
     let id = app.request("flow-kyc-basic").await;
@@ -406,6 +348,21 @@ async fn a_result_left_past_mints_deletion_is_reported_expired() {
     // Nobody runs the pipeline for 31 days.
     app.advance(Duration::from_secs(31 * 24 * 3600)).await;
     app.run_until_idle().await;
+    // We never saw it finish, so we have no deadline of our own: one 404 proves nothing yet...
+    let view = app.execution(id).await;
+    assert_eq!(view.state, ExecutionState::Running, "{view:?}");
+    // ...404s over `pipeline.expiry_404_span` (a day) do.
+    let mut rounds = 0;
+    while app.execution(id).await.state == ExecutionState::Running {
+        rounds += 1;
+        assert!(rounds <= 60, "never expired");
+        app.advance(Duration::from_secs(31 * 60)).await;
+        app.run_until_idle().await;
+    }
+    assert!(
+        rounds >= 46,
+        "expired after {rounds} half-hours, before the span"
+    );
     let view = app.execution(id).await;
     assert_eq!(view.state, ExecutionState::Expired, "{view:?}");
     assert_eq!(
