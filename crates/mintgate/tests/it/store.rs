@@ -9,14 +9,14 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use mint_client::{FlowId, InstanceId};
 use mintgate::model::{
-    ExecutionState, JobKind, JobPriority, JobState, Lease, Progress, WebhookRecord,
+    ExecutionState, JobKind, JobPriority, JobState, Lease, Progress, WebhookRecord, WorkPause,
 };
 use mintgate::store::postgres::PgStore;
 use mintgate::store::sql::Dialect;
 use mintgate::store::sqlite::SqliteStore;
 use mintgate::store::{
-    self, Created, ExecutionPatch, JobDisposition, LeaseLost, NewExecution, NewJob, OpenMode,
-    SchemaMismatch, SharedStore, SpendRow, StepOutcome, WebhookRecorded,
+    self, Created, ExecutionPatch, JobDisposition, LeaseLost, NewExecution, NewJob, NotFound,
+    OpenMode, SchemaMismatch, SharedStore, SpendRow, StepOutcome, WebhookRecorded,
 };
 use sqlx::sqlite::SqliteConnectOptions;
 use uuid::Uuid;
@@ -76,6 +76,8 @@ store_contract!(
     end_users_waiting_are_counted_and_listed_earliest_started_first,
     the_ledger_is_written_with_billed_count_and_summed_by_day_and_flow,
     settings_are_set_replaced_and_removed,
+    paused_work_is_skipped_by_claims_until_its_pause_is_lifted,
+    a_run_of_404s_is_counted_from_its_first_and_ended_by_an_answer,
 );
 
 async fn sqlite_store(dir: &tempfile::TempDir) -> SharedStore {
@@ -1284,4 +1286,145 @@ async fn sqlite_read_only_reads_what_a_stopped_service_left() {
     assert_eq!(read_only.execution(id).await.unwrap().unwrap().id, id);
     assert_eq!(read_only.jobs_for(id).await.unwrap().len(), 1);
     assert!(read_only.set_setting("k", Some("v"), t0()).await.is_err());
+}
+
+fn pause(kind: JobKind, role: &str, next_probe_at: DateTime<Utc>) -> WorkPause {
+    WorkPause {
+        environment: "sandbox".to_owned(),
+        kind,
+        role: role.to_owned(),
+        operation: "result_file".to_owned(),
+        detail: "403".to_owned(),
+        since: t0(),
+        probed_at: None,
+        next_probe_at,
+    }
+}
+
+async fn paused_work_is_skipped_by_claims_until_its_pause_is_lifted(store: SharedStore) {
+    let id = new_execution(&store).await;
+    store
+        .pause_work(&pause(JobKind::Start, "Flow Editor", t0() + secs(300)))
+        .await
+        .unwrap();
+    // Pausing again keeps the first `since` and the probe schedule.
+    let mut again = pause(JobKind::Start, "Flow Editor", t0() + secs(900));
+    again.since = t0() + secs(60);
+    store.pause_work(&again).await.unwrap();
+    let pauses = store.work_pauses().await.unwrap();
+    assert_eq!(pauses.len(), 1, "{pauses:?}");
+    assert_eq!(pauses[0].since, t0());
+    assert_eq!(pauses[0].next_probe_at, t0() + secs(300));
+    assert!(
+        store
+            .claim(&[JobKind::Start], "w", t0() + secs(5), t0() + secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "a paused start is not claimed"
+    );
+    assert_eq!(
+        store.next_due(&[JobKind::Start]).await.unwrap(),
+        None,
+        "idle workers do not wake for paused work"
+    );
+    // A pause in another environment, or of another kind, holds nothing here.
+    let mut elsewhere = pause(JobKind::Check, "Flow Viewer", t0());
+    elsewhere.environment = "production".to_owned();
+    store.pause_work(&elsewhere).await.unwrap();
+    // One replica takes each due probe.
+    assert!(
+        !store
+            .claim_role_probe("sandbox", "Flow Editor", t0() + secs(10), t0() + secs(310))
+            .await
+            .unwrap(),
+        "not due yet"
+    );
+    assert!(
+        store
+            .claim_role_probe("sandbox", "Flow Editor", t0() + secs(300), t0() + secs(600))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_role_probe("sandbox", "Flow Editor", t0() + secs(300), t0() + secs(600))
+            .await
+            .unwrap(),
+        "another replica took it"
+    );
+    assert_eq!(
+        store.lift_pauses("sandbox", "Flow Editor").await.unwrap(),
+        1
+    );
+    let (job, _) = store
+        .claim(&[JobKind::Start], "w", t0() + secs(5), t0() + secs(60))
+        .await
+        .unwrap()
+        .expect("the start is claimed once its pause is lifted");
+    assert_eq!(job.execution_id, id);
+    let left = store.work_pauses().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].environment, "production");
+}
+
+async fn a_run_of_404s_is_counted_from_its_first_and_ended_by_an_answer(store: SharedStore) {
+    let id = new_execution(&store).await;
+    run_starts(&store, |_| ExecutionPatch::state(ExecutionState::Running)).await;
+    store
+        .enqueue(check_job(id, t0(), JobPriority::Background), t0())
+        .await
+        .unwrap();
+    let step = |at: DateTime<Utc>, patch: ExecutionPatch| {
+        let store = store.clone();
+        async move {
+            let (job, lease) = store
+                .claim(&[JobKind::Check], "w", at, at + secs(60))
+                .await
+                .unwrap()
+                .expect("a due check");
+            let outcome = StepOutcome::done()
+                .with_patch(patch)
+                .with_job(JobDisposition::Retry {
+                    run_at: at,
+                    error: None,
+                    counts: false,
+                    priority: None,
+                });
+            store
+                .finish_step(&lease, job.execution_id, outcome, at)
+                .await
+                .unwrap();
+            store.execution(id).await.unwrap().unwrap()
+        }
+    };
+    let seen = || ExecutionPatch {
+        not_found: Some(NotFound::Seen),
+        ..ExecutionPatch::default()
+    };
+    let execution = step(t0() + secs(10), seen()).await;
+    assert_eq!(execution.not_found_since, Some(t0() + secs(10)));
+    assert_eq!(execution.not_found_count, 1);
+    let execution = step(t0() + secs(20), seen()).await;
+    assert_eq!(
+        execution.not_found_since,
+        Some(t0() + secs(10)),
+        "from the first"
+    );
+    assert_eq!(execution.not_found_count, 2);
+    let execution = step(
+        t0() + secs(30),
+        ExecutionPatch {
+            not_found: Some(NotFound::Answered),
+            finished_seen_at: Some(t0() + secs(30)),
+            ..ExecutionPatch::default()
+        },
+    )
+    .await;
+    assert_eq!(execution.not_found_since, None);
+    assert_eq!(execution.not_found_count, 0);
+    assert_eq!(execution.finished_seen_at, Some(t0() + secs(30)));
+    let execution = step(t0() + secs(40), ExecutionPatch::default()).await;
+    assert_eq!(execution.finished_seen_at, Some(t0() + secs(30)), "kept");
+    assert_eq!(execution.not_found_count, 0);
 }
