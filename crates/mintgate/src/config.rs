@@ -941,6 +941,33 @@ mod tests {
     }
 
     #[test]
+    fn the_expiry_and_role_probe_settings_are_read_and_bounded() {
+        let config = load(&with(&[
+            ("MINTGATE_PIPELINE__EXPIRY_404_SPAN", "6h"),
+            ("MINTGATE_PIPELINE__ROLE_PROBE_INTERVAL", "2m"),
+            ("MINTGATE_PIPELINE__ROLE_PROBE_AT_START", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.pipeline.expiry_404_span,
+            Duration::from_secs(6 * 3600)
+        );
+        assert_eq!(
+            config.pipeline.role_probe_interval,
+            Duration::from_secs(120)
+        );
+        assert!(!config.pipeline.role_probe_at_start);
+        let error = load(&with(&[("MINTGATE_PIPELINE__EXPIRY_404_SPAN", "30days")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pipeline.expiry_404_span"), "{error}");
+        let error = load(&with(&[("MINTGATE_PIPELINE__ROLE_PROBE_INTERVAL", "1s")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("pipeline.role_probe_interval"), "{error}");
+    }
+
+    #[test]
     fn a_wrongly_typed_value_names_its_key() {
         let error = load(&with(&[("MINTGATE_PIPELINE__POLL_GRACE", "soon")]))
             .unwrap_err()

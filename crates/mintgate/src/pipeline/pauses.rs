@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use futures::FutureExt as _;
 use mint_client::{Operation, Role};
 use tokio_util::sync::CancellationToken;
 
@@ -190,8 +191,16 @@ impl Pipeline {
             );
         }
         loop {
-            if let Err(error) = self.probe_paused_roles().await {
-                tracing::warn!(error = format!("{error:#}"), "probing paused roles failed");
+            // Like the workers, the prober outlives a panic (a bug) in one round.
+            match std::panic::AssertUnwindSafe(self.probe_paused_roles())
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(error = format!("{error:#}"), "probing paused roles failed");
+                }
+                Err(_) => tracing::error!("probing paused roles panicked; trying again later"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
