@@ -495,10 +495,7 @@ async fn a_missing_role_pauses_its_work_without_attempts_and_resumes_when_grante
         ..Setup::default()
     })
     .await;
-    let id = app.request("flow-kyc-basic").await;
-    app.run_until_idle().await;
-    let instance = app.instance_of(id).await;
-    app.complete_user_steps(&instance).await;
+    let (id, _instance) = finished_in_mint(&app).await;
     app.advance(Duration::from_secs(10 * 60)).await;
     app.run_until_idle().await;
     // The download met the 403: downloads are paused in sandbox, no attempt used.
