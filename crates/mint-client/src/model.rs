@@ -181,6 +181,11 @@ pub struct Instance {
     /// Error detail when faulted.
     #[serde(default)]
     pub error: Option<InstanceError>,
+    /// The end user's link, if this answer carries one. The contract gives it only in the start
+    /// answer (see [`StartedInstance::workflow_url`], which takes it there) [model]; a Mint whose
+    /// instance answers carry it too lets a reconciled start recover it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_url: Option<String>,
 }
 
 /// One step of an instance.
@@ -460,6 +465,29 @@ mod tests {
             "startedAt": "2026-01-01T00:10:00Z", "colour": "blue"
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn the_workflow_url_is_the_start_answers_and_kept_when_an_instance_answer_has_one() {
+        let started: StartedInstance = serde_json::from_value(json!({
+            "id": "i-1", "status": "Running", "workflowUrl": "https://mint/run/i-1"
+        }))
+        .unwrap();
+        assert_eq!(
+            started.workflow_url.as_deref(),
+            Some("https://mint/run/i-1")
+        );
+        assert_eq!(started.instance.id.as_str(), "i-1");
+        // The contract's instance answer has none; one that does keeps it.
+        assert_eq!(instance("Running").workflow_url, None);
+        let with: Instance = serde_json::from_value(json!({
+            "id": "i-2", "status": "Running", "workflowUrl": "https://mint/run/i-2"
+        }))
+        .unwrap();
+        assert_eq!(with.workflow_url.as_deref(), Some("https://mint/run/i-2"));
+        // Serialized back, an instance without one writes no field (no duplicate in a start answer).
+        let text = serde_json::to_string(&started).unwrap();
+        assert_eq!(text.matches("workflowUrl").count(), 1, "{text}");
     }
 
     #[test]

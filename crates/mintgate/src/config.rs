@@ -381,6 +381,19 @@ pub struct PipelineConfig {
     /// After a start whose answer was lost, wait this long before looking for the instance.
     #[serde(with = "humantime_serde")]
     pub reconcile_delay: Duration,
+    /// Clock-skew allowance between Mint and this service: a lost start's instance is looked for
+    /// among instances created no earlier than this before the start was sent.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_skew: Duration,
+    /// Most Mint rate units one reconciliation scan may spend (list pages + instance reads); past
+    /// it, what is neither found nor proven absent waits for an operator's decision.
+    pub reconcile_max_units: u32,
+    /// Longest one reconciliation scan may take (waits for budget units included); past it, the
+    /// same as `reconcile_max_units`.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_max_duration: Duration,
+    /// List pages (and instance reads) a scan has in flight at once.
+    pub reconcile_concurrency: usize,
     /// Downloads still missing this close to Mint's deletion are reported at risk.
     #[serde(with = "humantime_serde")]
     pub at_risk_window: Duration,
@@ -428,6 +441,10 @@ impl Default for PipelineConfig {
             poll_interval_max: Duration::from_secs(30 * 60),
             lease: Duration::from_secs(5 * 60),
             reconcile_delay: Duration::from_secs(30),
+            reconcile_skew: Duration::from_secs(10 * 60),
+            reconcile_max_units: 2_000,
+            reconcile_max_duration: Duration::from_secs(3600),
+            reconcile_concurrency: 4,
             at_risk_window: Duration::from_secs(3 * 24 * 3600),
             expiry_404_span: Duration::from_secs(24 * 3600),
             role_probe_interval: Duration::from_secs(5 * 60),
@@ -715,10 +732,18 @@ impl Config {
             ("start_workers", p.start_workers),
             ("check_workers", p.check_workers),
             ("download_workers", p.download_workers),
+            ("reconcile_concurrency", p.reconcile_concurrency),
         ] {
             if n == 0 || n > 64 {
                 invalid!("`pipeline.{key}` must be between 1 and 64");
             }
+        }
+        if p.reconcile_max_units < 2 {
+            // One list page and one instance read at least, or nothing can ever be proven.
+            invalid!("`pipeline.reconcile_max_units` must be at least 2");
+        }
+        if p.reconcile_max_duration < Duration::from_secs(1) {
+            invalid!("`pipeline.reconcile_max_duration` must be at least 1s");
         }
         self.listeners.public.validate("public")?;
         if !self.listeners.combined {

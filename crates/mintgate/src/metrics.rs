@@ -40,6 +40,25 @@ pub fn archive_removal(action: &'static str, outcome: &'static str) {
         .increment(1);
 }
 
+/// Reconciliation scans of a flow's instances after lost start answers, and the Mint rate units
+/// and time (on the service's clock) they took.
+pub const RECONCILE_SCANS_TOTAL: &str = "mintgate_reconcile_scans_total";
+pub const RECONCILE_UNITS_TOTAL: &str = "mintgate_reconcile_units_total";
+pub const RECONCILE_DURATION_SECONDS: &str = "mintgate_reconcile_duration_seconds";
+/// Lost starts reconciled, by outcome: `found`, `absent` (proven; started again) or `undecided`
+/// (held for an operator's decision).
+pub const RECONCILED_TOTAL: &str = "mintgate_reconciled_total";
+
+pub fn reconcile_scan(units: u64, took_ms: i64) {
+    metrics::counter!(RECONCILE_SCANS_TOTAL).increment(1);
+    metrics::counter!(RECONCILE_UNITS_TOTAL).increment(units);
+    metrics::histogram!(RECONCILE_DURATION_SECONDS).record(took_ms.max(0) as f64 / 1000.0);
+}
+
+pub fn reconciled(outcome: &'static str) {
+    metrics::counter!(RECONCILED_TOTAL, "outcome" => outcome).increment(1);
+}
+
 pub fn webhooks_pruned(count: u64) {
     metrics::counter!(WEBHOOKS_PRUNED_TOTAL).increment(count);
 }
@@ -138,6 +157,9 @@ pub const QUEUE_JOBS: &str = "mintgate_queue_jobs";
 pub const DEAD_LETTER_JOBS: &str = "mintgate_dead_letter_jobs";
 /// 1 while the API client lacks `role` in `environment` (the work that needs it is paused), else 0.
 pub const MISSING_ROLE: &str = "mintgate_missing_role";
+/// Executions waiting for an operator's decision (`needs_decision`: a lost start neither found nor
+/// ruled out; `mintgate decide` resolves them).
+pub const EXECUTIONS_NEEDING_DECISION: &str = "mintgate_executions_needing_decision";
 
 // --- money ---------------------------------------------------------------------------------------
 pub const SPEND_MONTH_EXECUTIONS: &str = "mintgate_spend_month_executions";

@@ -13,7 +13,7 @@ pub const CORRELATION_KEY: &str = "mintgateExecutionId";
 
 /// Where an execution is in its life. Stored as text; the names are part of the own API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ExecutionState {
     /// Accepted and durable; waiting for the executor (and the budget) to start it in Mint.
     Queued,
@@ -31,15 +31,19 @@ pub enum ExecutionState {
     Failed,
     /// Mint deleted the instance (30 days after it ended) before its result was archived.
     Expired,
+    /// A start's answer was lost and the instance could neither be found in Mint nor proven
+    /// absent: nothing is started again until an operator decides (`mintgate decide`).
+    NeedsDecision,
     /// Its archived result and personal data were removed (an operator's erasure, or the retention
     /// policy's purge); the cost ledger and a tombstone remain.
     Erased,
 }
 
 impl ExecutionState {
-    pub const ALL: [ExecutionState; 9] = [
+    pub const ALL: [ExecutionState; 10] = [
         Self::Queued,
         Self::Starting,
+        Self::NeedsDecision,
         Self::Running,
         Self::Finished,
         Self::Downloading,
@@ -53,6 +57,7 @@ impl ExecutionState {
         match self {
             Self::Queued => "queued",
             Self::Starting => "starting",
+            Self::NeedsDecision => "needs_decision",
             Self::Running => "running",
             Self::Finished => "finished",
             Self::Downloading => "downloading",
@@ -119,6 +124,14 @@ pub struct Execution {
     pub failure_reason: Option<String>,
     /// A start whose answer was lost: the instance may exist in Mint and must be found before any retry.
     pub start_ambiguous: bool,
+    /// When the last start was sent: instances created before it (less the clock-skew allowance)
+    /// cannot be this execution's.
+    pub start_sent_at: Option<DateTime<Utc>>,
+    /// The instance was found by reconciliation and Mint's instance answer gave no `workflowUrl`
+    /// (Mint gives it only in the start answer): the end user's link is unknown, not merely absent.
+    pub workflow_url_unknown: bool,
+    /// Why the execution waits for an operator's decision (`needs_decision`).
+    pub decision_reason: Option<String>,
     pub start_attempts: i64,
     /// Executions billed by Mint for this request (0 or 1; more would be a duplicate).
     pub billed_count: i64,

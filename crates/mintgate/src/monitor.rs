@@ -32,9 +32,10 @@ use crate::store::{ExecutionFilter, Overview, SharedStore};
 mod page;
 
 /// Every execution state, for gauges that must show zeros too.
-pub const STATES: [ExecutionState; 9] = [
+pub const STATES: [ExecutionState; 10] = [
     ExecutionState::Queued,
     ExecutionState::Starting,
+    ExecutionState::NeedsDecision,
     ExecutionState::Running,
     ExecutionState::Finished,
     ExecutionState::Downloading,
@@ -213,7 +214,11 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
         .min()
         .unwrap_or(spend::DEFAULT_PRICE_CENTS);
     let mut failures = Vec::new();
-    for failed in [ExecutionState::Failed, ExecutionState::Expired] {
+    for failed in [
+        ExecutionState::NeedsDecision,
+        ExecutionState::Failed,
+        ExecutionState::Expired,
+    ] {
         failures.extend(
             store
                 .executions_without_input(ExecutionFilter {
@@ -223,7 +228,13 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
                 .await?,
         );
     }
-    failures.sort_by_key(|e| std::cmp::Reverse(e.updated_at));
+    // Those waiting for an operator's decision first: they need someone to act.
+    failures.sort_by_key(|e| {
+        (
+            e.state != ExecutionState::NeedsDecision,
+            std::cmp::Reverse(e.updated_at),
+        )
+    });
     failures.truncate(10);
     let mut snapshot = Snapshot {
         now,
@@ -293,6 +304,8 @@ pub fn publish(snapshot: &Snapshot, registry: &Registry) {
         metrics::gauge!(m::QUEUE_JOBS, "kind" => "all", "state" => "running")
             .set(snapshot.overview.jobs_running as f64);
         metrics::gauge!(m::DEAD_LETTER_JOBS).set(snapshot.overview.dead_letters as f64);
+        metrics::gauge!(m::EXECUTIONS_NEEDING_DECISION)
+            .set(snapshot.count(ExecutionState::NeedsDecision) as f64);
         let spend = &snapshot.spend;
         metrics::gauge!(m::SPEND_MONTH_EXECUTIONS).set(spend.executions as f64);
         metrics::gauge!(m::SPEND_MONTH_CENTS).set(spend.cents as f64);

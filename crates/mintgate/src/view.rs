@@ -23,6 +23,12 @@ pub struct ExecutionView {
     pub summary: String,
     pub instance_id: Option<InstanceId>,
     pub workflow_url: Option<String>,
+    /// True when the instance runs but its end user's link is unknown: the start's answer (the
+    /// only place Mint gives it [model]) was lost and the instance was found by reconciliation.
+    /// The application cannot send its end user to this instance; it may ask an operator, or
+    /// offer the user another way.
+    #[serde(default)]
+    pub workflow_url_unknown: bool,
     pub progress: Option<Progress>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -30,6 +36,9 @@ pub struct ExecutionView {
     pub deadline_at: Option<DateTime<Utc>>,
     pub archive: Option<ArchiveView>,
     pub failure_reason: Option<String>,
+    /// Why the execution waits for an operator's decision (state `needs_decision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_reason: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,6 +71,7 @@ pub fn view(execution: &Execution, now: DateTime<Utc>) -> ExecutionView {
         summary: summary(execution, now),
         instance_id: execution.instance_id.clone(),
         workflow_url: execution.workflow_url.clone(),
+        workflow_url_unknown: execution.workflow_url.is_none() && execution.workflow_url_unknown,
         progress: if execution.state == ExecutionState::Running {
             execution.progress.clone()
         } else {
@@ -73,6 +83,7 @@ pub fn view(execution: &Execution, now: DateTime<Utc>) -> ExecutionView {
         deadline_at: execution.deadline_at,
         archive,
         failure_reason: execution.failure_reason.clone(),
+        decision_reason: execution.decision_reason.clone(),
     }
 }
 
@@ -100,7 +111,17 @@ pub fn summary(execution: &Execution, now: DateTime<Utc>) -> String {
             "starting: the answer to the start was lost; looking for the instance in Mint before any retry".to_owned()
         }
         ExecutionState::Starting => "starting in Mint".to_owned(),
-        ExecutionState::Running => match &execution.progress {
+        ExecutionState::NeedsDecision => format!(
+            "needs an operator's decision: the answer to the start was lost and the instance could \
+             neither be found in Mint nor ruled out ({}); nothing is started again until \
+             `mintgate decide` says whether it was started",
+            execution
+                .decision_reason
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        ),
+        ExecutionState::Running => {
+            let what = match &execution.progress {
             Some(Progress::WaitingForUser { step: s, since }) => match since {
                 Some(since) => format!(
                     "waiting for the end user{} for {}",
@@ -111,7 +132,14 @@ pub fn summary(execution: &Execution, now: DateTime<Utc>) -> String {
             },
             Some(Progress::Processing { step: s }) => format!("processing{}", step(s)),
             _ => "running in Mint".to_owned(),
-        },
+        };
+            let link = if execution.workflow_url.is_none() && execution.workflow_url_unknown {
+                " (the end user's link is unknown: the start's answer was lost)"
+            } else {
+                ""
+            };
+            what + link
+        }
         ExecutionState::Finished => match execution.deadline_at {
             Some(deadline) => format!(
                 "finished; result not archived yet, deleted by Mint in {}",

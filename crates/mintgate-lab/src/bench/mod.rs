@@ -8,6 +8,7 @@ pub mod edge;
 pub mod fleet;
 pub mod ingest;
 pub mod quota;
+pub mod reconcile;
 pub mod replicas;
 pub mod sim;
 
@@ -64,6 +65,9 @@ pub enum BenchCommand {
     },
     /// API units per archived execution: webhooks + fallback poller vs polling every 30 s and 2 s.
     Quota(quota::QuotaArgs),
+    /// Reconciling a lost start on a flow of 10,000 and 100,000 instances with Mint's slow
+    /// listing and lists without `input`: units and time (simulated and real), found or proven absent.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Parses sizes such as `5MiB`, `2GiB`, `1000`.
@@ -120,6 +124,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             .await
         }
         BenchCommand::Quota(args) => quota::run(args).await,
+        BenchCommand::Reconcile(args) => reconcile::run(args).await,
         BenchCommand::Archive(args) => archive::run(args).await,
     }
 }

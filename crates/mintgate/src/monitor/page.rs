@@ -14,6 +14,7 @@ use askama::Template;
 
 use super::{STATES, Snapshot};
 use crate::clock::delta;
+use crate::model::ExecutionState;
 use crate::view::human_span;
 
 /// Most end users waiting listed (the count covers all of them).
@@ -344,7 +345,8 @@ impl Panel for ArchivePanel {
     }
 }
 
-/// The latest failed and expired executions, with their reasons.
+/// The executions waiting for an operator's decision, then the latest failed and expired ones,
+/// with their reasons.
 #[derive(Template)]
 #[template(path = "status/failures.html")]
 struct FailuresPanel {
@@ -367,7 +369,14 @@ impl Panel for FailuresPanel {
                 ago: human_span(s.now - e.updated_at),
                 flow: e.flow_id.to_string(),
                 state: e.state.as_str(),
-                reason: e.failure_reason.clone().unwrap_or_default(),
+                reason: match e.state {
+                    ExecutionState::NeedsDecision => format!(
+                        "needs an operator's decision (mintgate decide --execution {}): {}",
+                        e.id,
+                        e.decision_reason.as_deref().unwrap_or("no reason recorded")
+                    ),
+                    _ => e.failure_reason.clone().unwrap_or_default(),
+                },
             })
             .collect();
         Self { rows }
@@ -417,6 +426,9 @@ mod tests {
             bytes: None,
             failure_reason: Some(format!("Mint said {HOSTILE}")),
             start_ambiguous: false,
+            start_sent_at: Some(at),
+            workflow_url_unknown: false,
+            decision_reason: None,
             start_attempts: 1,
             billed_count: 1,
             finished_seen_at: None,

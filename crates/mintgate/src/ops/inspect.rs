@@ -109,6 +109,7 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
             "costCents": cost_cents,
             "startAttempts": execution.start_attempts,
             "startAmbiguous": execution.start_ambiguous,
+            "decision": decision_json(&execution, &events),
             "events": events,
             "tombstone": tombstone,
             "webhooks": webhooks,
@@ -127,6 +128,7 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
         polls_by_poller,
         checks.len() - polls_by_poller
     );
+    print!("{}", render_decision(&execution, &events));
     let attempts = download_errors.len() + downloads_succeeded;
     println!(
         "downloads: {attempts} attempt(s), {} failed",
@@ -273,6 +275,27 @@ fn describe_event(event: &Event) -> String {
         "start_ambiguous" => {
             "the answer to the start was lost: looking for the instance before any retry".to_owned()
         }
+        "reconcile_scan" => format!("reconciliation scan: {}", scan_figures(d)),
+        "reconciled_absent" => format!(
+            "proven not started (the whole list walked, every candidate read): starting again; {}",
+            scan_figures(d)
+        ),
+        "needs_decision" => format!(
+            "needs an operator's decision: {}; {}",
+            text(&d["reason"]).unwrap_or("?"),
+            scan_figures(d)
+        ),
+        "decided" => match text(&d["decision"]) {
+            Some("started") => format!(
+                "decided by {}: it was started, instance {} attached",
+                text(&d["operator"]).unwrap_or("?"),
+                text(&d["instanceId"]).unwrap_or("?")
+            ),
+            _ => format!(
+                "decided by {}: it was not started, starting it",
+                text(&d["operator"]).unwrap_or("?")
+            ),
+        },
         "webhook" => format!(
             "webhook received ({}), claims {}{}",
             if d["authentic"] == Value::Bool(true) {
@@ -324,6 +347,115 @@ fn describe_event(event: &Event) -> String {
         other if d.as_object().is_none_or(|o| o.is_empty()) => other.replace('_', " "),
         other => format!("{}: {d}", other.replace('_', " ")),
     }
+}
+
+/// A scan's cost and what it saw, in one line.
+fn scan_figures(d: &Value) -> String {
+    let took = d["tookMs"].as_i64().unwrap_or(0);
+    format!(
+        "{} page(s), {} instance read(s), {} unit(s), {} of {} instance(s) seen, {} candidate(s), {} s",
+        d["pages"].as_u64().unwrap_or(0),
+        d["reads"].as_u64().unwrap_or(0),
+        d["units"].as_u64().unwrap_or(0),
+        d["distinct"].as_u64().unwrap_or(0),
+        d["totalCount"]
+            .as_u64()
+            .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        d["candidatesTotal"].as_u64().unwrap_or(0),
+        took / 1000
+    )
+}
+
+/// The last `needs_decision` event of an execution still waiting for a decision.
+fn pending_decision<'a>(execution: &Execution, events: &'a [Event]) -> Option<&'a Event> {
+    if execution.state != crate::model::ExecutionState::NeedsDecision {
+        return None;
+    }
+    events.iter().rev().find(|e| e.kind == "needs_decision")
+}
+
+fn decision_json(execution: &Execution, events: &[Event]) -> Value {
+    match pending_decision(execution, events) {
+        Some(event) => json!({
+            "reason": execution.decision_reason,
+            "since": event.at,
+            "scan": event.detail,
+            "commands": {
+                "started": format!("mintgate decide --execution {} --started <INSTANCE_ID>", execution.id),
+                "notStarted": format!("mintgate decide --execution {} --not-started", execution.id),
+            },
+        }),
+        None => Value::Null,
+    }
+}
+
+/// What an operator needs to decide: why, the window and the candidates looked at, the commands.
+fn render_decision(execution: &Execution, events: &[Event]) -> String {
+    let mut out = String::new();
+    if execution.workflow_url.is_none() && execution.workflow_url_unknown {
+        out.push_str(
+            "workflow link: unknown (the start's answer, the only one that gives it, was lost;              the instance was found by reconciliation)
+",
+        );
+    }
+    let Some(event) = pending_decision(execution, events) else {
+        return out;
+    };
+    let d = &event.detail;
+    out.push_str(&format!(
+        "needs a decision since {}: {}
+",
+        timestamp(event.at),
+        execution
+            .decision_reason
+            .as_deref()
+            .or(text(&d["reason"]))
+            .unwrap_or("no reason recorded")
+    ));
+    out.push_str(&format!(
+        "  scan: {}
+",
+        scan_figures(d)
+    ));
+    if let Some(from) = text(&d["windowFrom"]) {
+        out.push_str(&format!(
+            "  instances created from {from} on (the start's sending time less the clock-skew allowance) could be it
+"
+        ));
+    }
+    let candidates = d["candidates"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    if candidates.is_empty() {
+        out.push_str(
+            "  candidates looked at: none
+",
+        );
+    } else {
+        out.push_str(&format!(
+            "  candidates looked at ({} of {}):
+",
+            candidates.len(),
+            d["candidatesTotal"]
+                .as_u64()
+                .unwrap_or(candidates.len() as u64)
+        ));
+        for candidate in candidates {
+            out.push_str(&format!(
+                "    {}  created {}  {}  {}
+",
+                text(&candidate["instanceId"]).unwrap_or("?"),
+                text(&candidate["createdAt"]).unwrap_or("?"),
+                text(&candidate["status"]).unwrap_or("?"),
+                text(&candidate["verdict"]).unwrap_or("?")
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "  decide: `mintgate decide --execution {id} --started <INSTANCE_ID>` (it was started: attach it)
+          `mintgate decide --execution {id} --not-started` (it was not: start it)
+",
+        id = execution.id
+    ));
+    out
 }
 
 fn via(detail: &Value) -> &'static str {

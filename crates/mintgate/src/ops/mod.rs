@@ -1,5 +1,5 @@
 //! Operator commands: `doctor`, `flows`, `start`, `status`, `download`, `inspect`, `dead-letters`,
-//! `erase`, `archive`.
+//! `decide`, `erase`, `archive`.
 //!
 //! They read the same configuration as `mintgate serve` (file, `MINTGATE_…` and `MINT_…`
 //! variables) and check only what they use, so `doctor` works with nothing but Mint credentials.
@@ -9,6 +9,7 @@
 mod archive;
 mod contract;
 mod dead_letters;
+mod decide;
 mod doctor;
 mod download;
 mod erase;
@@ -71,6 +72,12 @@ pub enum OpsCommand {
         after_help = "Examples:\n  mintgate dead-letters                 # list\n  mintgate dead-letters retry 0190…     # one job\n  mintgate dead-letters retry --all\n\nReads and writes the service's database (`service.database_url`) directly."
     )]
     DeadLetters(dead_letters::DeadLettersArgs),
+    /// Decide an execution waiting for an operator (`needs_decision`: a lost start that could
+    /// neither be found in Mint nor ruled out): it was started (attach the instance), or not (start it).
+    #[command(
+        after_help = "Examples:\n  mintgate inspect 0190…                                   # why, and the candidates looked at\n  mintgate decide --execution 0190… --started 0f8e2c4a-…   # it was started: attach that instance\n  mintgate decide --execution 0190… --not-started          # it was not: start it\n\n--started reads the instance from Mint first and warns when its input does not carry the\nexecution's id. Reads and writes the service's database (`service.database_url`) directly;\nthe decision is recorded as an event and in the audit log."
+    )]
+    Decide(decide::DecideArgs),
     /// Erase one person's data: the archived result, its manifest's personal content and the
     /// execution's input; keeps the cost ledger and a tombstone; writes an audit record.
     #[command(
@@ -97,6 +104,7 @@ pub async fn run(command: OpsCommand, config: Option<&Path>) -> u8 {
         OpsCommand::Download(args) => download::run(args, config).await,
         OpsCommand::Inspect(args) => inspect::run(args, config).await,
         OpsCommand::DeadLetters(args) => dead_letters::run(args, config).await,
+        OpsCommand::Decide(args) => decide::run(args, config).await,
         OpsCommand::Erase(args) => erase::run(args, config).await,
         OpsCommand::Archive(command) => archive::run(command, config).await,
         OpsCommand::Webhook(command) => webhook::run(command, config).await,

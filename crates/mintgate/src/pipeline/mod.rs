@@ -15,7 +15,10 @@
 mod check;
 mod download;
 mod pauses;
+mod reconcile;
 mod start;
+
+pub use reconcile::{Candidate, ScanReport};
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;

@@ -1,20 +1,13 @@
 //! The executor's step: start an execution's instance in Mint, exactly once.
 
-use std::time::Duration;
+use mint_client::StartInstance;
 
-use futures::StreamExt as _;
-use mint_client::{FlowId, StartInstance};
-
+use super::reconcile::{self, Resolution};
 use super::{Failure, Pipeline, StepResult, classify, keep_lease};
 use crate::clock::delta;
 use crate::model::CORRELATION_KEY;
 use crate::model::{Execution, ExecutionState, Job, JobKind, JobPriority, Lease};
 use crate::store::{ExecutionPatch, JobDisposition, NewJob, StepOutcome};
-
-/// How far back (before the execution was accepted) a reconciliation looks, for clock skew.
-const RECONCILE_SKEW: Duration = Duration::from_secs(10 * 60);
-/// A reconciliation reads at most this many instances of the flow (newest first).
-const RECONCILE_SCAN_MAX: usize = 5_000;
 
 pub(super) async fn step(
     pipeline: &Pipeline,
@@ -26,30 +19,80 @@ pub(super) async fn step(
         // Started already (or given up): nothing to do.
         return Ok(StepOutcome::done());
     }
-    let client = pipeline.client_for(execution)?.at(job.priority.to_client());
-    let flow_id = &execution.flow_id;
+    let client = &pipeline.client_for(execution)?.at(job.priority.to_client());
 
+    let mut proven_absent = None;
     if execution.start_ambiguous {
         // An earlier start may have reached Mint (its answer was lost, or the worker died while
-        // it was in flight): look for the instance before anything else.
-        match find_instance(pipeline, &client, flow_id, execution).await {
-            Ok(Some(instance)) => {
+        // it was in flight): find its instance, or prove there is none, before anything else.
+        match reconcile::resolve(pipeline, client, lease, execution).await? {
+            Resolution::Found(instance, scan) => {
                 tracing::info!(
                     instance_id = instance.id.as_str(),
+                    workflow_url_known = instance.workflow_url.is_some(),
                     "reconciled: the lost start had run"
                 );
                 crate::metrics::execution_started(execution.flow_id.as_str(), "reconciled");
-                return Ok(started(pipeline, execution, instance, None, "reconciled"));
+                crate::metrics::reconciled("found");
+                let workflow_url = instance.workflow_url.clone();
+                return Ok(
+                    started(pipeline, execution, *instance, workflow_url, "reconciled")
+                        .event("reconcile_scan", scan),
+                );
             }
-            Ok(None) => {
-                tracing::info!("reconciled: the lost start had not run; starting again");
+            Resolution::Absent(scan) => {
+                tracing::info!("reconciled: the lost start had not run (proven); starting again");
+                crate::metrics::reconciled("absent");
+                proven_absent = Some(scan);
             }
-            Err(error) => {
-                return Err(classify(&error, job.attempts).into());
+            Resolution::Undecided(reason, scan) => {
+                tracing::warn!(
+                    reason,
+                    "reconciliation could neither find the instance nor rule it out: the \
+                     execution waits for an operator's decision (mintgate decide)"
+                );
+                crate::metrics::reconciled("undecided");
+                return Ok(StepOutcome::done()
+                    .with_patch(ExecutionPatch {
+                        state: Some(ExecutionState::NeedsDecision),
+                        decision_reason: Some(reason.clone()),
+                        ..ExecutionPatch::default()
+                    })
+                    .event("needs_decision", {
+                        let mut scan = scan;
+                        scan["reason"] = serde_json::Value::String(reason);
+                        scan
+                    }));
             }
         }
     }
+    let mut outcome = send(
+        pipeline,
+        job,
+        lease,
+        execution,
+        client,
+        proven_absent.is_some(),
+    )
+    .await?;
+    if let Some(scan) = proven_absent {
+        outcome
+            .events
+            .insert(0, ("reconciled_absent".to_owned(), scan));
+    }
+    Ok(outcome)
+}
 
+/// Sends the start (unless the spend cap holds it), durably marked ambiguous while in flight.
+async fn send(
+    pipeline: &Pipeline,
+    job: &Job,
+    lease: &Lease,
+    execution: &Execution,
+    client: &mint_client::MintClient,
+    proven_absent: bool,
+) -> StepResult {
+    let flow_id = &execution.flow_id;
     // The monthly spend cap holds new starts in the queue (delayed, never failed).
     let now = pipeline.clock.now();
     if let Some(until) = crate::spend::held_until(
@@ -62,15 +105,26 @@ pub(super) async fn step(
     {
         crate::metrics::start_held();
         tracing::info!(until = %until, "start held: the monthly spend cap is reached");
-        return Ok(StepOutcome::done().with_job(JobDisposition::Retry {
+        let held = StepOutcome::done().with_job(JobDisposition::Retry {
             run_at: until,
             error: Some("held: the monthly spend cap is reached".to_owned()),
             counts: false,
             priority: None,
-        }));
+        });
+        // A lost start proven not to have run is no longer ambiguous while it waits.
+        return Ok(if proven_absent {
+            held.with_patch(ExecutionPatch {
+                state: Some(ExecutionState::Queued),
+                start_ambiguous: Some(false),
+                ..ExecutionPatch::default()
+            })
+        } else {
+            held
+        });
     }
 
-    // Durably record that a start may be in flight before sending it.
+    // Durably record that a start may be in flight before sending it, and when it was sent.
+    let now = pipeline.clock.now();
     pipeline
         .store
         .patch_under_lease(
@@ -79,6 +133,7 @@ pub(super) async fn step(
             ExecutionPatch {
                 state: Some(ExecutionState::Starting),
                 start_ambiguous: Some(true),
+                start_sent_at: Some(now),
                 start_attempts_add: 1,
                 ..ExecutionPatch::default()
             },
@@ -250,6 +305,9 @@ fn started(
         .with_patch(ExecutionPatch {
             state: Some(ExecutionState::Running),
             instance_id: Some(instance.id.clone()),
+            // Mint gives the link in the start answer only [model]: a start reconciled from a
+            // list or an instance answer without it has lost it, and the view says so.
+            workflow_url_unknown: Some(workflow_url.is_none()),
             workflow_url,
             mint_status: Some(instance.status.as_str().to_owned()),
             started_at: Some(
@@ -274,49 +332,4 @@ fn started(
             priority: JobPriority::Background,
         })
         .event(how, serde_json::json!({"instanceId": instance.id.as_str()}))
-}
-
-/// Looks among the flow's instances (newest first) for the one carrying this execution's
-/// correlation id. The list call is slow on busy flows, so it stops at instances older than the
-/// execution.
-async fn find_instance(
-    pipeline: &Pipeline,
-    client: &mint_client::MintClient,
-    flow_id: &FlowId,
-    execution: &Execution,
-) -> Result<Option<mint_client::Instance>, mint_client::Error> {
-    let wanted = execution.id.to_string();
-    let oldest = execution.created_at - delta(RECONCILE_SKEW);
-    let mut stream = std::pin::pin!(client.instances(flow_id));
-    let mut seen = 0usize;
-    // Stopping at old instances is only right if the list is newest first (the order is not
-    // documented): check it as we go.
-    let mut newest_first = true;
-    let mut previous: Option<chrono::DateTime<chrono::Utc>> = None;
-    while let Some(item) = stream.next().await {
-        let instance = item?;
-        seen += 1;
-        // Comparisons only: an absurd createdAt cannot make them panic.
-        let created_at = instance.created_at.as_ref().and_then(|t| t.parsed());
-        if let (Some(prev), Some(at)) = (previous, created_at) {
-            newest_first &= at <= prev;
-        }
-        previous = created_at.or(previous);
-        let carries = instance
-            .input
-            .as_ref()
-            .and_then(|input| input.get(CORRELATION_KEY))
-            .and_then(|v| v.as_str())
-            == Some(wanted.as_str());
-        if carries {
-            return Ok(Some(instance));
-        }
-        let too_old = newest_first && created_at.is_some_and(|at| at < oldest);
-        if too_old || seen >= RECONCILE_SCAN_MAX {
-            break;
-        }
-    }
-    tracing::debug!(seen, "correlation id not found among the flow's instances");
-    let _ = pipeline;
-    Ok(None)
 }

@@ -64,6 +64,12 @@ pub struct ExecutionPatch {
     pub bytes: Option<i64>,
     pub failure_reason: Option<String>,
     pub start_ambiguous: Option<bool>,
+    /// When this start is sent (set with `start_ambiguous = true`).
+    pub start_sent_at: Option<DateTime<Utc>>,
+    pub workflow_url_unknown: Option<bool>,
+    /// Why the execution needs a decision (with `state = needs_decision`; cleared whenever the
+    /// state changes to anything else).
+    pub decision_reason: Option<String>,
     pub start_attempts_add: i64,
     pub billed_add: i64,
     /// What the `billed_add` starts cost, in cents: recorded in the cost ledger in the same
@@ -251,6 +257,63 @@ pub const ERASED_FIELDS: [&str; 9] = [
     "failure_reason",
 ];
 
+/// What one scan of a flow's instances concluded for one ambiguous execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingOutcome {
+    /// An instance carrying the execution's correlation id exists.
+    Found,
+    /// Proven absent: the complete list was walked and every candidate read.
+    Absent,
+    /// Neither found nor ruled out: the execution needs an operator's decision.
+    Undecided,
+}
+
+impl FindingOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Found => "found",
+            Self::Absent => "absent",
+            Self::Undecided => "undecided",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Found, Self::Absent, Self::Undecided]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
+}
+
+/// A scan's conclusion recorded for an execution whose own start job did not scan (one list walk
+/// per flow serves every ambiguous execution of the flow).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub execution_id: Uuid,
+    pub outcome: FindingOutcome,
+    pub instance_id: Option<InstanceId>,
+    /// When the scan began: an `absent` finding says nothing of starts sent after it.
+    pub scan_started_at: DateTime<Utc>,
+    /// The scan's figures, the reason if undecided, the candidates looked at.
+    pub detail: serde_json::Value,
+}
+
+/// An operator's answer to an execution that needs a decision (`mintgate decide`).
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// It was started: attach this instance (read from Mint by the command) and bill it once.
+    Started {
+        instance_id: InstanceId,
+        mint_status: String,
+        started_at: DateTime<Utc>,
+        workflow_url: Option<String>,
+        cents: i64,
+    },
+    /// It was not started: start it.
+    NotStarted,
+}
+
 /// The durable state of the service. SQLite by default; PostgreSQL for several replicas.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -403,6 +466,48 @@ pub trait Store: Send + Sync + 'static {
 
     /// Resumes the work paused for want of `role` in `environment`; answers how many pauses ended.
     async fn lift_pauses(&self, environment: &str, role: &str) -> anyhow::Result<u64>;
+
+    /// The executions of one flow of one environment whose start is ambiguous (an instance may
+    /// exist), without their input: what one scan of the flow looks for.
+    async fn ambiguous_starts(
+        &self,
+        environment: &str,
+        flow_id: &FlowId,
+    ) -> anyhow::Result<Vec<Execution>> {
+        let _ = (environment, flow_id);
+        anyhow::bail!("this store cannot reconcile")
+    }
+
+    /// Records what a scan found for other executions, and brings their start jobs forward so they
+    /// use it.
+    async fn record_findings(
+        &self,
+        findings: Vec<Finding>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let _ = (findings, now);
+        anyhow::bail!("this store cannot reconcile")
+    }
+
+    /// The last finding a scan recorded for an execution.
+    async fn finding(&self, execution_id: Uuid) -> anyhow::Result<Option<Finding>> {
+        let _ = execution_id;
+        Ok(None)
+    }
+
+    /// Applies an operator's decision to an execution in `needs_decision`, with an event and an
+    /// audit record, in one transaction. Answers false (and changes nothing) if the execution is
+    /// not waiting for a decision.
+    async fn decide(
+        &self,
+        execution_id: Uuid,
+        decision: Decision,
+        audit: AuditRecord,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let _ = (execution_id, decision, audit, now);
+        anyhow::bail!("this store cannot record decisions")
+    }
 
     /// Starts a task that rings `wake` whenever another process (another replica) makes work
     /// durable, until `shutdown`. Stores only one process uses need none: the process rings `wake`

@@ -181,7 +181,11 @@ const PATCH_EXECUTION: &str = "UPDATE executions SET
        updated_at = $19,
        finished_seen_at = COALESCE($20, finished_seen_at),
        not_found_since = CASE $21 WHEN 1 THEN NULL WHEN 2 THEN COALESCE(not_found_since, $19) ELSE not_found_since END,
-       not_found_count = CASE $21 WHEN 1 THEN 0 WHEN 2 THEN not_found_count + 1 ELSE not_found_count END
+       not_found_count = CASE $21 WHEN 1 THEN 0 WHEN 2 THEN not_found_count + 1 ELSE not_found_count END,
+       start_sent_at = COALESCE($22, start_sent_at),
+       workflow_url_unknown = COALESCE($23, workflow_url_unknown),
+       decision_reason = CASE WHEN $2 IS NOT NULL AND $2 <> 'needs_decision' THEN NULL
+                              ELSE COALESCE($24, decision_reason) END
      WHERE id = $1";
 
 impl<D> SqlStore<D>
@@ -290,6 +294,9 @@ where
             bytes: row.try_get("bytes")?,
             failure_reason: row.try_get("failure_reason")?,
             start_ambiguous: row.try_get::<i64, _>("start_ambiguous")? != 0,
+            start_sent_at: opt_from_ms(row.try_get("start_sent_at")?),
+            workflow_url_unknown: row.try_get::<i64, _>("workflow_url_unknown")? != 0,
+            decision_reason: row.try_get("decision_reason")?,
             start_attempts: row.try_get("start_attempts")?,
             billed_count: row.try_get("billed_count")?,
             finished_seen_at: opt_from_ms(row.try_get("finished_seen_at")?),
@@ -422,6 +429,9 @@ where
                 Some(NotFound::Answered) => 1,
                 Some(NotFound::Seen) => 2,
             })
+            .bind(opt_ms(patch.start_sent_at))
+            .bind(patch.workflow_url_unknown.map(i64::from))
+            .bind(patch.decision_reason.as_deref())
             .execute(&mut **tx)
             .await
             .context("updating an execution")?;
@@ -1029,7 +1039,8 @@ where
                     state, instance_id, workflow_url, mint_status, progress, progress_at,
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count, finished_seen_at, not_found_since, not_found_count
+                    billed_count, finished_seen_at, not_found_since, not_found_count,
+                    start_sent_at, workflow_url_unknown, decision_reason
              FROM executions WHERE ($1 IS NULL OR state = $1)
              ORDER BY created_at DESC, id DESC LIMIT $2",
         )
@@ -1059,7 +1070,8 @@ where
                     state, instance_id, workflow_url, mint_status, progress, progress_at,
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count, finished_seen_at, not_found_since, not_found_count
+                    billed_count, finished_seen_at, not_found_since, not_found_count,
+                    start_sent_at, workflow_url_unknown, decision_reason
              FROM executions
              WHERE state = 'running' AND progress LIKE '{\"kind\":\"waitingForUser\"%'
              ORDER BY started_at ASC NULLS LAST, id ASC LIMIT $1",
@@ -1077,7 +1089,8 @@ where
                     state, instance_id, workflow_url, mint_status, progress, progress_at,
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count, finished_seen_at, not_found_since, not_found_count
+                    billed_count, finished_seen_at, not_found_since, not_found_count,
+                    start_sent_at, workflow_url_unknown, decision_reason
              FROM executions WHERE state IN ('finished', 'downloading')
              ORDER BY deadline_at ASC NULLS LAST LIMIT $1",
         )
@@ -1438,5 +1451,189 @@ where
                 })
             })
             .collect()
+    }
+
+    async fn ambiguous_starts(
+        &self,
+        environment: &str,
+        flow_id: &FlowId,
+    ) -> anyhow::Result<Vec<Execution>> {
+        let rows = sqlx::query(
+            "SELECT id, idempotency_key, request_sha256, environment, flow_id, 'null' AS input,
+                    state, instance_id, workflow_url, mint_status, progress, progress_at,
+                    created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
+                    archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
+                    billed_count, finished_seen_at, not_found_since, not_found_count,
+                    start_sent_at, workflow_url_unknown, decision_reason
+             FROM executions
+             WHERE start_ambiguous = 1 AND environment = $1 AND flow_id = $2
+               AND instance_id IS NULL AND state IN ('queued', 'starting')
+             ORDER BY created_at, id LIMIT 10000",
+        )
+        .bind(environment)
+        .bind(flow_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .context("listing a flow's ambiguous starts")?;
+        rows.iter().map(Self::execution_from_row).collect()
+    }
+
+    async fn record_findings(
+        &self,
+        findings: Vec<super::Finding>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        if findings.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for finding in &findings {
+            let id = finding.execution_id.to_string();
+            sqlx::query(
+                "INSERT INTO reconcile_findings (execution_id, outcome, instance_id, scan_started_at, recorded_at, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (execution_id) DO UPDATE SET outcome = excluded.outcome,
+                   instance_id = excluded.instance_id, scan_started_at = excluded.scan_started_at,
+                   recorded_at = excluded.recorded_at, detail = excluded.detail",
+            )
+            .bind(id.as_str())
+            .bind(finding.outcome.as_str())
+            .bind(finding.instance_id.as_ref().map(InstanceId::as_str))
+            .bind(ms(finding.scan_started_at))
+            .bind(ms(now))
+            .bind(finding.detail.to_string())
+            .execute(&mut *tx)
+            .await
+            .context("recording a reconciliation finding")?;
+            // Its start job uses the finding at once instead of scanning again.
+            sqlx::query(
+                "UPDATE jobs SET run_at = $2, updated_at = $2
+                 WHERE execution_id = $1 AND kind = 'start' AND state = 'ready' AND run_at > $2",
+            )
+            .bind(id.as_str())
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await
+            .context("bringing a start job forward")?;
+        }
+        Self::notify_work(&mut tx, JobKind::Start).await?;
+        tx.commit()
+            .await
+            .context("committing reconciliation findings")?;
+        Ok(())
+    }
+
+    async fn finding(&self, execution_id: Uuid) -> anyhow::Result<Option<super::Finding>> {
+        let row = sqlx::query(
+            "SELECT outcome, instance_id, scan_started_at, detail FROM reconcile_findings WHERE execution_id = $1",
+        )
+        .bind(execution_id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .context("reading a reconciliation finding")?;
+        let Some(row) = row else { return Ok(None) };
+        let outcome: String = row.try_get("outcome")?;
+        let detail: String = row.try_get("detail")?;
+        Ok(Some(super::Finding {
+            execution_id,
+            outcome: super::FindingOutcome::parse(&outcome)
+                .with_context(|| format!("unknown stored finding {outcome:?}"))?,
+            instance_id: row
+                .try_get::<Option<String>, _>("instance_id")?
+                .map(InstanceId::new)
+                .transpose()
+                .context("a stored instance id")?,
+            scan_started_at: from_ms(row.try_get("scan_started_at")?),
+            detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+        }))
+    }
+
+    async fn decide(
+        &self,
+        execution_id: Uuid,
+        decision: super::Decision,
+        audit: AuditRecord,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.write().await?;
+        let statement = format!("SELECT state FROM executions WHERE id = $1{}", D::LOCK_ROW);
+        let state: Option<String> = sqlx::query_scalar(AssertSqlSafe(statement))
+            .bind(execution_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading the execution to decide")?;
+        if state.as_deref() != Some(ExecutionState::NeedsDecision.as_str()) {
+            tx.rollback().await.ok();
+            return Ok(false);
+        }
+        let (patch, job, detail) = match decision {
+            super::Decision::Started {
+                instance_id,
+                mint_status,
+                started_at,
+                workflow_url,
+                cents,
+            } => {
+                let detail = serde_json::json!({
+                    "decision": "started",
+                    "instanceId": instance_id.as_str(),
+                    "operator": audit.operator,
+                    "workflowUrlKnown": workflow_url.is_some(),
+                });
+                (
+                    ExecutionPatch {
+                        state: Some(ExecutionState::Running),
+                        instance_id: Some(instance_id),
+                        workflow_url_unknown: Some(workflow_url.is_none()),
+                        workflow_url,
+                        mint_status: Some(mint_status),
+                        started_at: Some(started_at),
+                        start_ambiguous: Some(false),
+                        billed_add: 1,
+                        billed_cents: cents,
+                        ..ExecutionPatch::default()
+                    },
+                    NewJob {
+                        execution_id,
+                        kind: JobKind::Check,
+                        run_at: now,
+                        priority: JobPriority::Interactive,
+                    },
+                    detail,
+                )
+            }
+            super::Decision::NotStarted => (
+                ExecutionPatch {
+                    state: Some(ExecutionState::Queued),
+                    start_ambiguous: Some(false),
+                    ..ExecutionPatch::default()
+                },
+                NewJob {
+                    execution_id,
+                    kind: JobKind::Start,
+                    run_at: now,
+                    priority: JobPriority::Interactive,
+                },
+                serde_json::json!({"decision": "not_started", "operator": audit.operator}),
+            ),
+        };
+        Self::patch_execution(&mut tx, execution_id, &patch, now).await?;
+        Self::insert_job(&mut tx, &job, now).await?;
+        Self::insert_event(&mut tx, execution_id, now, "decided", &detail).await?;
+        sqlx::query(
+            "INSERT INTO audit_log (at, operator, action, target, outcome, detail)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(ms(audit.at))
+        .bind(audit.operator.as_str())
+        .bind(audit.action.as_str())
+        .bind(audit.target.as_str())
+        .bind(audit.outcome.as_str())
+        .bind(audit.detail.to_string())
+        .execute(&mut *tx)
+        .await
+        .context("writing the audit log")?;
+        tx.commit().await.context("committing a decision")?;
+        Ok(true)
     }
 }

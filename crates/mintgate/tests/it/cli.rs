@@ -1034,3 +1034,203 @@ async fn erase_refuses_an_execution_still_in_flight_and_audits_the_refusal() {
     );
     assert_eq!(app.execution(id).await.state.as_str(), "running");
 }
+
+/// Starts billed for one correlation id: the simulator's truth.
+async fn starts_of(app: &TestApp, id: uuid::Uuid) -> u64 {
+    app.admin
+        .starts_per_correlation_id()
+        .await
+        .unwrap()
+        .get(&id.to_string())
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Requests an execution whose start goes wrong as `faults` say (answer lost after Mint committed
+/// it, or a 5xx before it did), then lets the reconciliation run: with the scan's cost bound at 2
+/// units and 150 older instances listed oldest first without their input, it can neither find nor
+/// rule out the instance.
+async fn held_for_a_decision(app: &TestApp, faults: mint_sim::Faults) -> uuid::Uuid {
+    app.set_faults(faults).await;
+    let id = app.request("flow-kyc-basic").await;
+    assert!(
+        app.pipeline()
+            .run_once(&[mintgate::model::JobKind::Start])
+            .await
+            .unwrap()
+    );
+    app.set_faults(mint_sim::Faults::default()).await;
+    app.advance(Duration::from_secs(31)).await;
+    app.run_until_idle().await;
+    assert_eq!(app.execution(id).await.state.as_str(), "needs_decision");
+    id
+}
+
+#[tokio::test]
+async fn an_execution_held_for_a_decision_is_inspected_then_decided_both_ways() {
+    let app = spawn_with(Setup {
+        pipeline: mintgate::config::PipelineConfig {
+            idle_wait: Duration::from_millis(50),
+            reconcile_max_units: 2,
+            ..mintgate::config::PipelineConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let week_ago = app.admin.now().await.unwrap() - chrono::TimeDelta::days(7);
+    app.admin
+        .seed_instances(
+            "flow-kyc-basic",
+            &mint_sim::admin::SeedInstances {
+                count: 150,
+                status: Some("Finished".to_owned()),
+                created_at: Some(week_ago),
+                interval_millis: 1000,
+                duration_secs: 60,
+                input: Some(serde_json::json!({"mintgateExecutionId": "other-{{n}}"})),
+                omit_ids: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    app.admin
+        .set_flow_behaviours(
+            "flow-kyc-basic",
+            mint_sim::BehaviourOverrides {
+                list_omits: Some(vec![mint_sim::ListField::Input]),
+                list_order: Some(mint_sim::ListOrder::OldestFirst),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let files = Files::new(&service_toml(&app));
+
+    // It was started (the answer was lost): inspect says why it waits, then the operator attaches
+    // the instance.
+    let lost = held_for_a_decision(
+        &app,
+        mint_sim::Faults {
+            seed: Some(1),
+            lost_start_rate: 1.0,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(starts_of(&app, lost).await, 1);
+    let now = app.clock.now().to_rfc3339();
+    let output = run(mintgate(
+        &files.config(),
+        &["inspect", &lost.to_string(), "--now", &now],
+    ))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    snapshot!(
+        "inspect_needs_decision",
+        transcript(&output),
+        Some(files.dir.path())
+    );
+    let output = run(mintgate(
+        &files.config(),
+        &["inspect", &lost.to_string(), "--json"],
+    ))
+    .await;
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["execution"]["state"], "needs_decision");
+    assert!(
+        json["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cost bound")
+    );
+    let instance = app
+        .admin
+        .instances()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.input["mintgateExecutionId"] == lost.to_string())
+        .unwrap()
+        .id;
+    let decide = |args: &[&str]| {
+        let mut all = vec!["decide"];
+        all.extend_from_slice(args);
+        mintgate(&files.config(), &all)
+    };
+    let output = run(decide(&[
+        "--execution",
+        &lost.to_string(),
+        "--started",
+        &instance,
+        "--operator",
+        "alice",
+    ]))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    snapshot!("decide_started", transcript(&output), None);
+    let view = app.execution(lost).await;
+    assert_eq!(view.state.as_str(), "running");
+    assert_eq!(view.instance_id.unwrap().as_str(), instance);
+    assert!(view.workflow_url_unknown);
+    assert_eq!(
+        starts_of(&app, lost).await,
+        1,
+        "attached, not started again"
+    );
+    let store = app.pipeline().store.clone();
+    assert_eq!(
+        store.execution(lost).await.unwrap().unwrap().billed_count,
+        1
+    );
+    let audit = store.audit_for(&lost.to_string()).await.unwrap();
+    assert_eq!(
+        (audit[0].operator.as_str(), audit[0].action.as_str()),
+        ("alice", "decide")
+    );
+    assert_eq!(audit[0].detail["inputCarriesId"], true);
+    // Decided once: a second decision is refused.
+    let output = run(decide(&["--execution", &lost.to_string(), "--not-started"])).await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    let view = app.drive_to_the_end(lost, 20).await;
+    assert_eq!(view.state.as_str(), "archived");
+
+    // It was not started (a 5xx before Mint committed it): the operator has it started.
+    let refused = held_for_a_decision(
+        &app,
+        mint_sim::Faults {
+            seed: Some(2),
+            server_error_rate: 1.0,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(starts_of(&app, refused).await, 0);
+    let output = run(decide(&[
+        "--execution",
+        &refused.to_string(),
+        "--not-started",
+        "--operator",
+        "bob",
+        "--reason",
+        "not in Signicat's dashboard",
+    ]))
+    .await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    snapshot!("decide_not_started", transcript(&output), None);
+    app.run_until_idle().await;
+    let view = app.execution(refused).await;
+    assert_eq!(view.state.as_str(), "running", "{view:?}");
+    assert!(view.workflow_url.is_some());
+    assert_eq!(starts_of(&app, refused).await, 1);
+    let output = run(mintgate(
+        &files.config(),
+        &["inspect", &refused.to_string()],
+    ))
+    .await;
+    assert!(
+        stdout(&output).contains("decided by bob: it was not started, starting it"),
+        "{}",
+        transcript(&output)
+    );
+}

@@ -37,6 +37,9 @@ pub struct Setup {
     /// Put a [`TokenGate`] in front of the simulator's token endpoint (a token-endpoint outage
     /// the test can switch on and off).
     pub gate_token_endpoint: bool,
+    /// Simulated seconds per real second, for the simulator and the service's clock alike
+    /// (default 1; a test of Mint's slow listing at scale runs them faster together).
+    pub time_scale: f64,
 }
 
 impl Default for Setup {
@@ -64,6 +67,7 @@ impl Default for Setup {
             configure: |_| {},
             archive: mintgate::archive::ArchiveConfig::default(),
             gate_token_endpoint: false,
+            time_scale: 1.0,
         }
     }
 }
@@ -168,6 +172,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     setup.sim.webhook_url = Some(format!("http://{address}/webhooks/mint"));
+    setup.sim.time_scale = setup.time_scale;
     let sim = Simulator::builder()
         .config(setup.sim)
         .start()
@@ -183,7 +188,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         let by = month_left.to_std().unwrap() + Duration::from_secs(60);
         admin.advance_clock(by).await.unwrap();
     }
-    let clock = Clock::scaled(admin.now().await.unwrap(), 1.0);
+    let clock = Clock::scaled(admin.now().await.unwrap(), setup.time_scale);
     let token_gate = if setup.gate_token_endpoint {
         Some(TokenGate::start(sim.token_url()).await)
     } else {

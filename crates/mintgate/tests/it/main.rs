@@ -9,6 +9,7 @@ mod edge;
 mod helpers;
 mod monitoring;
 mod pipeline;
+mod reconcile;
 mod resilience;
 mod store;
 mod support;

@@ -78,6 +78,7 @@ store_contract!(
     settings_are_set_replaced_and_removed,
     paused_work_is_skipped_by_claims_until_its_pause_is_lifted,
     a_run_of_404s_is_counted_from_its_first_and_ended_by_an_answer,
+    ambiguous_starts_findings_and_decisions,
 );
 
 async fn sqlite_store(dir: &tempfile::TempDir) -> SharedStore {
@@ -987,6 +988,156 @@ async fn settings_are_set_replaced_and_removed(store: SharedStore) {
         .await
         .unwrap();
     assert_eq!(store.setting("other").await.unwrap().as_deref(), Some("x"));
+}
+
+async fn ambiguous_starts_findings_and_decisions(store: SharedStore) {
+    use mintgate::store::{AuditRecord, Decision, Finding, FindingOutcome};
+    let (a, b, c) = (
+        new_execution(&store).await,
+        new_execution(&store).await,
+        new_execution(&store).await,
+    );
+    // All three sent and ambiguous; a is held for a decision, b and c wait for reconciliation.
+    run_starts(&store, |id| ExecutionPatch {
+        state: Some(if id == a {
+            ExecutionState::NeedsDecision
+        } else {
+            ExecutionState::Starting
+        }),
+        start_ambiguous: Some(true),
+        start_sent_at: Some(t0() + secs(1)),
+        decision_reason: (id == a).then(|| "the scan's cost bound was reached".to_owned()),
+        ..ExecutionPatch::default()
+    })
+    .await;
+    let held = store.execution(a).await.unwrap().unwrap();
+    assert_eq!(held.state, ExecutionState::NeedsDecision);
+    assert_eq!(
+        held.decision_reason.as_deref(),
+        Some("the scan's cost bound was reached")
+    );
+    assert_eq!(held.start_sent_at, Some(t0() + secs(1)));
+    let mut wanted: Vec<Uuid> = store
+        .ambiguous_starts("sandbox", &flow("flow-kyc-basic"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    wanted.sort();
+    let mut expected = vec![b, c];
+    expected.sort();
+    assert_eq!(wanted, expected, "the held one is not looked for");
+    assert!(
+        store
+            .ambiguous_starts("production", &flow("flow-kyc-basic"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Findings are recorded, replaced, and read back.
+    assert_eq!(store.finding(b).await.unwrap(), None);
+    let finding = |id, outcome, instance: Option<&str>| Finding {
+        execution_id: id,
+        outcome,
+        instance_id: instance.map(inst),
+        scan_started_at: t0() + secs(40),
+        detail: serde_json::json!({"pages": 3}),
+    };
+    store
+        .record_findings(
+            vec![finding(b, FindingOutcome::Undecided, None)],
+            t0() + secs(50),
+        )
+        .await
+        .unwrap();
+    store
+        .record_findings(
+            vec![
+                finding(b, FindingOutcome::Found, Some("inst-b")),
+                finding(c, FindingOutcome::Absent, None),
+            ],
+            t0() + secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.finding(b).await.unwrap(),
+        Some(finding(b, FindingOutcome::Found, Some("inst-b")))
+    );
+    assert_eq!(
+        store.finding(c).await.unwrap().unwrap().outcome,
+        FindingOutcome::Absent
+    );
+
+    // A decision applies once, only to an execution waiting for one, with event and audit.
+    let audit = |what: &str| AuditRecord {
+        at: t0() + secs(90),
+        operator: "alice".to_owned(),
+        action: "decide".to_owned(),
+        target: a.to_string(),
+        outcome: "done".to_owned(),
+        detail: serde_json::json!({"decision": what}),
+    };
+    assert!(
+        !store
+            .decide(
+                b,
+                Decision::NotStarted,
+                audit("not_started"),
+                t0() + secs(90)
+            )
+            .await
+            .unwrap(),
+        "b does not wait for a decision"
+    );
+    let started = Decision::Started {
+        instance_id: inst("inst-a"),
+        mint_status: "Running".to_owned(),
+        started_at: t0() + secs(2),
+        workflow_url: None,
+        cents: 50,
+    };
+    assert!(
+        store
+            .decide(a, started.clone(), audit("started"), t0() + secs(90))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .decide(a, started, audit("started"), t0() + secs(91))
+            .await
+            .unwrap(),
+        "decided once"
+    );
+    let decided = store.execution(a).await.unwrap().unwrap();
+    assert_eq!(decided.state, ExecutionState::Running);
+    assert_eq!(decided.instance_id, Some(inst("inst-a")));
+    assert_eq!(decided.decision_reason, None, "cleared with the state");
+    assert!(!decided.start_ambiguous);
+    assert!(decided.workflow_url_unknown);
+    assert_eq!(decided.billed_count, 1);
+    let month = (t0() + secs(90)).format("%Y-%m").to_string();
+    assert_eq!(
+        store
+            .spend(&month)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.cents)
+            .sum::<i64>(),
+        50
+    );
+    let jobs = store.jobs_for(a).await.unwrap();
+    assert!(
+        jobs.iter()
+            .any(|j| j.kind == JobKind::Check && j.state == JobState::Ready)
+    );
+    let events = store.events_for(a).await.unwrap();
+    assert_eq!(events.last().unwrap().kind, "decided");
+    assert_eq!(store.audit_for(&a.to_string()).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
