@@ -28,6 +28,8 @@ pub struct DoctorArgs {
     json: bool,
     #[command(flatten)]
     contract: super::contract::ContractArgs,
+    #[command(flatten)]
+    e2e: super::e2e::E2eArgs,
 }
 
 /// Mint's rate limit per API client, in units a minute (the contract: about 100).
@@ -111,6 +113,9 @@ struct EnvReport {
 
 pub async fn run(args: DoctorArgs, config_path: Option<&Path>) -> CliResult {
     let config = super::load_config(config_path)?;
+    if let Some(flow) = &args.e2e.e2e {
+        return super::e2e::run(&args.e2e, flow, &config, args.env.as_deref(), args.json).await;
+    }
     if args.contract.contract {
         let env = super::EnvArg {
             env: args.env.clone(),

@@ -12,6 +12,7 @@ mod dead_letters;
 mod decide;
 mod doctor;
 mod download;
+mod e2e;
 mod erase;
 mod flows;
 mod inspect;

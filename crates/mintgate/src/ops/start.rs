@@ -77,7 +77,7 @@ fn read_input(source: Option<&Path>) -> CliResult<Option<serde_json::Value>> {
 }
 
 /// Where the service is: `service.url`, or its operator listener's address on this machine.
-fn service_url(config: &Config) -> String {
+pub(super) fn service_url(config: &Config) -> String {
     match &config.service.url {
         Some(url) => url.as_str().trim_end_matches('/').to_owned(),
         None => {

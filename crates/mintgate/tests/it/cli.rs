@@ -516,6 +516,124 @@ async fn webhook_step_and_test_against_the_running_service() {
     );
 }
 
+/// Runs `doctor --e2e` against the test service while playing the service's workers, the end
+/// user and the passing of time, as the real world would; answers the command's output.
+async fn doctor_e2e(app: &TestApp, files: &Files) -> Output {
+    let command = mintgate(
+        &files.config(),
+        &["doctor", "--e2e", "flow-kyc-basic", "--yes", "--json"],
+    );
+    let cli = tokio::spawn(run(command));
+    let store = app.pipeline().store.clone();
+    while !cli.is_finished() {
+        app.run_until_idle().await;
+        let running = store
+            .executions(mintgate::store::ExecutionFilter {
+                state: Some(mintgate::model::ExecutionState::Running),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        for instance in running.iter().filter_map(|e| e.instance_id.as_ref()) {
+            let state = app.admin.instance(instance.as_str()).await.unwrap();
+            if state.activities.iter().any(|a| a.status == "Suspended") {
+                app.admin
+                    .user_step(instance.as_str(), UserStepAction::Complete)
+                    .await
+                    .unwrap();
+            }
+        }
+        app.advance(Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cli.await.unwrap()
+}
+
+/// `doctor --e2e` runs one execution through the running service: every stage passes and
+/// exactly one start is billed; with every webhook lost it still archives (the poller) but names
+/// the webhook as the missing link.
+#[tokio::test]
+async fn doctor_e2e_passes_bills_one_start_and_names_a_lost_webhook() {
+    let app = spawn_with(Setup::default()).await;
+    let files = Files::new(&service_toml(&app));
+    let billed = || async {
+        app.admin
+            .usage()
+            .await
+            .unwrap()
+            .clients
+            .values()
+            .map(|c| c.starts_billed)
+            .sum::<u64>()
+    };
+
+    // Without --yes and without a terminal: refused, nothing started.
+    let output = run(mintgate(
+        &files.config(),
+        &["doctor", "--e2e", "flow-kyc-basic"],
+    ))
+    .await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    assert!(
+        transcript(&output).contains("--yes"),
+        "{}",
+        transcript(&output)
+    );
+    assert_eq!(billed().await, 0);
+
+    let output = doctor_e2e(&app, &files).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "accepted",
+            "started in Mint",
+            "finished in Mint",
+            "webhook",
+            "archived",
+            "ledger"
+        ],
+        "{report:#}"
+    );
+    assert_eq!(report["passed"], true, "{report:#}");
+    assert_eq!(billed().await, 1, "exactly one start billed");
+
+    app.set_faults(mint_sim::Faults {
+        webhook_drop_rate: 1.0,
+        ..mint_sim::Faults::default()
+    })
+    .await;
+    let output = doctor_e2e(&app, &files).await;
+    assert_eq!(code(&output), 1, "{}", transcript(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let webhook = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "webhook")
+        .unwrap();
+    assert_eq!(webhook["ok"], false, "{report:#}");
+    assert!(
+        webhook["hint"].as_str().unwrap().contains("webhook step"),
+        "{report:#}"
+    );
+    let archived = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "archived")
+        .unwrap();
+    assert_eq!(archived["ok"], true, "the poller archived it: {report:#}");
+    assert_eq!(billed().await, 2);
+}
+
 /// Starts an instance with `mintgate start --direct` and answers its id.
 async fn start_direct(sim: &Simulator, files: &Files) -> String {
     std::fs::write(files.path("input.json"), r#"{"customer": "c-42"}"#).unwrap();
