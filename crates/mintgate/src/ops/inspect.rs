@@ -184,6 +184,14 @@ pub async fn run(args: InspectArgs, config_path: Option<&Path>) -> CliResult {
         Some(deadline) => println!("deletion by Mint: {} (deleted)", timestamp(deadline)),
         None => println!("deletion by Mint: 30 days after the instance ends"),
     }
+    if let Some(since) = execution.not_found_since {
+        println!(
+            "Mint answers 404 for it: {} time(s) in a row since {} (expired after \
+             `pipeline.expiry_404_span`, or at once past the deletion deadline)",
+            execution.not_found_count,
+            timestamp(since)
+        );
+    }
     println!(
         "cost: {} execution(s) billed, {} ({} start attempt(s))",
         execution.billed_count,
@@ -325,6 +333,20 @@ fn describe_event(event: &Event) -> String {
             "archived ({}): {}",
             text(&d["how"]).unwrap_or("downloaded"),
             text(&d["location"]).unwrap_or("?")
+        ),
+        "not_found" => format!(
+            "Mint answered 404 ({} in a row since {}): not taken for deleted yet",
+            d["count"],
+            text(&d["since"]).unwrap_or("?")
+        ),
+        "expired" => format!(
+            "expired: {}",
+            text(&d["reason"]).unwrap_or("Mint deleted the instance")
+        ),
+        "paused" => format!(
+            "paused: the API client lacks the role {} ({} work waits, no attempt used, until it is granted)",
+            text(&d["role"]).unwrap_or("?"),
+            text(&d["kind"]).unwrap_or("?")
         ),
         "dead_letter" => format!(
             "dead letter: the {} job ran out of attempts: {}",

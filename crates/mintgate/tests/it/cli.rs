@@ -1352,3 +1352,66 @@ async fn an_execution_held_for_a_decision_is_inspected_then_decided_both_ways() 
         transcript(&output)
     );
 }
+
+#[tokio::test]
+async fn inspect_shows_a_run_of_404s_and_a_paused_download() {
+    let app = spawn_with(Setup {
+        client_id: "no-download",
+        ..Setup::default()
+    })
+    .await;
+    let files = Files::new(&service_toml(&app));
+    let id = app.request("flow-kyc-basic").await;
+    app.run_until_idle().await;
+    let instance = app.instance_of(id).await;
+    // Mint answers 404 for the running instance (spuriously: it exists).
+    let not_found = |rate: f64| mint_sim::BehaviourOverrides {
+        not_found_rate: Some(rate),
+        ..mint_sim::BehaviourOverrides::default()
+    };
+    app.admin
+        .set_instance_behaviours(&instance, not_found(1.0))
+        .await
+        .unwrap();
+    app.advance(Duration::from_secs(10 * 60)).await;
+    app.run_until_idle().await;
+    let output = run(mintgate(&files.config(), &["inspect", &id.to_string()])).await;
+    assert_eq!(code(&output), 0, "{}", transcript(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("Mint answers 404 for it: 1 time(s) in a row"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Mint answered 404 (1 in a row since"),
+        "the timeline says so: {text}"
+    );
+    // Mint answers again; the instance finishes; the download meets the missing role.
+    app.admin
+        .set_instance_behaviours(&instance, not_found(0.0))
+        .await
+        .unwrap();
+    app.complete_user_steps(&instance).await;
+    app.eventually(
+        Duration::from_secs(10),
+        "the download is paused",
+        || async {
+            app.advance(Duration::from_secs(10 * 60)).await;
+            app.run_until_idle().await;
+            !app.pipeline().store.work_pauses().await.unwrap().is_empty()
+        },
+    )
+    .await;
+    let output = run(mintgate(&files.config(), &["inspect", &id.to_string()])).await;
+    let text = stdout(&output);
+    assert!(
+        !text.contains("Mint answers 404 for it"),
+        "the run is over: {text}"
+    );
+    assert!(
+        text.contains(
+            "paused: the API client lacks the role Flow Instance Download (download work waits"
+        ),
+        "{text}"
+    );
+}
