@@ -159,7 +159,7 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_schema(url: &str, schema: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_schema(url: &str, schema: &str) -> anyhow::Result<()> {
     use sqlx::Connection as _;
     let mut connection = sqlx::PgConnection::connect(url)
         .await
@@ -171,7 +171,7 @@ async fn create_schema(url: &str, schema: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drop_schema(url: &str, schema: &str) {
+pub(crate) async fn drop_schema(url: &str, schema: &str) {
     use sqlx::Connection as _;
     if let Ok(mut connection) = sqlx::PgConnection::connect(url).await {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(

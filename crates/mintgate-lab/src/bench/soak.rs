@@ -1,0 +1,833 @@
+//! The kill -9 soak: the real `serve` process (one on SQLite, or several replicas on PostgreSQL
+//! and Redis) against a simulator with its faults on (5xx, lost start answers, cut downloads,
+//! dropped and duplicated webhooks), SIGKILLed at seeded random moments and started again, while
+//! executions are submitted through the API and the end users are played through the simulator's
+//! admin API. At the end the simulator's truth decides:
+//!
+//! - each execution was started exactly once (`/_sim/starts` by correlation id; no start without
+//!   one), and Mint billed exactly one start per execution;
+//! - every execution is archived with the SHA-256 and size of the simulator's result file
+//!   (`/_sim/results`), and the archive holds nothing else (each result and its manifest);
+//! - no well-formed request to the service was answered with a 5xx (refused connections while a
+//!   replica is down are expected; the client then tries again with the same idempotency key).
+//!
+//! Used by the lab's `soak` test (bounded: a minute or so) and by `mintgate-lab bench soak` (as
+//! long as asked). The seed decides the kill moments, the victims and the simulator's faults.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use mint_sim::{AdminClient, Faults, Limits, SimConfig, Simulator, StepConfig, UserStepAction};
+use mintgate::model::ExecutionState;
+use mintgate::view::ExecutionView;
+
+const API_KEY: &str = "soak-api-key-0123456789";
+const WEBHOOK_SECRET: &str = "soak-webhook-secret-0123456789";
+const FLOW: &str = "flow-soak";
+
+/// Where the service keeps its state.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// One replica on a SQLite file in the run's folder.
+    Sqlite,
+    /// `replicas` replicas on PostgreSQL (a URL whose schema is the run's own) and Redis.
+    Postgres {
+        database_url: String,
+        redis_url: String,
+        replicas: usize,
+    },
+}
+
+/// The soak's settings.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    /// Decides the kill moments and victims, and seeds the simulator's faults.
+    pub seed: u64,
+    /// Executions submitted through the API.
+    pub executions: usize,
+    /// SIGKILLs (each followed by a restart of the same replica).
+    pub kills: usize,
+    pub backend: Backend,
+    /// The program to run as `<program> --config <file> serve` (`mintgate`, or `mintgate-lab`,
+    /// whose `serve` is the same command).
+    pub service_binary: PathBuf,
+    /// Size of each result file.
+    pub result_file_bytes: u64,
+    /// The whole run, after which it fails.
+    pub deadline: Duration,
+    /// Print progress lines.
+    pub verbose: bool,
+}
+
+/// What happened, from the simulator's records and the run's own counts.
+#[derive(Debug, Clone, Default)]
+pub struct SoakReport {
+    pub executions: usize,
+    pub replicas: usize,
+    pub kills: usize,
+    pub archived: usize,
+    pub starts_billed: u64,
+    pub cents_owed: u64,
+    pub result_file_requests: u64,
+    pub downloads_billed: u64,
+    pub server_errors_injected: u64,
+    pub lost_starts: u64,
+    pub cut_bodies: u64,
+    pub webhooks_dropped: u64,
+    pub webhooks_duplicated: u64,
+    /// Requests to the service refused or cut by a kill (then sent again).
+    pub requests_resent: u64,
+    pub elapsed: Duration,
+    /// Every broken invariant; empty when the run passed.
+    pub violations: Vec<String>,
+}
+
+impl std::fmt::Display for SoakReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "soak: {} executions, {} replica(s), {} kills, {} archived in {:.1?}",
+            self.executions, self.replicas, self.kills, self.archived, self.elapsed
+        )?;
+        writeln!(
+            f,
+            "  Mint billed {} starts ({} cents), {} result-file requests ({} downloads billed)",
+            self.starts_billed, self.cents_owed, self.result_file_requests, self.downloads_billed
+        )?;
+        writeln!(
+            f,
+            "  faults met: {} 5xx, {} lost start answers, {} cut downloads, {} webhooks dropped, {} duplicated",
+            self.server_errors_injected,
+            self.lost_starts,
+            self.cut_bodies,
+            self.webhooks_dropped,
+            self.webhooks_duplicated
+        )?;
+        writeln!(
+            f,
+            "  requests sent again after a kill: {}",
+            self.requests_resent
+        )?;
+        if self.violations.is_empty() {
+            write!(f, "  every invariant held")
+        } else {
+            writeln!(f, "  {} VIOLATIONS:", self.violations.len())?;
+            for v in &self.violations {
+                writeln!(f, "    {v}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// SplitMix64: the run's seeded choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn millis(&mut self, from: u64, to: u64) -> Duration {
+        Duration::from_millis(from + self.below(to - from + 1))
+    }
+}
+
+/// One `serve` process.
+struct Replica {
+    index: usize,
+    port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl Replica {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn start(&mut self, binary: &Path, http: &reqwest::Client) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        // The file is the whole configuration: nothing from this process's environment.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy().into_owned();
+            if name.starts_with("MINTGATE_") || name.starts_with("MINT_") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                anyhow::bail!(
+                    "replica {} exited at start ({status}); its log:\n{}",
+                    self.index,
+                    tail(&self.log)
+                );
+            }
+            let ready = http
+                .get(self.url("/readyz"))
+                .bearer_auth(API_KEY)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                anyhow::bail!(
+                    "replica {} not ready after 60 s; its log:\n{}",
+                    self.index,
+                    tail(&self.log)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// A port below Linux's ephemeral range (32768–60999), free now: outgoing connections never take
+/// it meanwhile, so a replica can bind it again after each kill.
+fn free_port() -> anyhow::Result<u16> {
+    for _ in 0..200 {
+        let candidate = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!("no free port between 20000 and 32000")
+}
+
+/// The soak's flow: an automatic step, the end user, another automatic step, the webhook.
+fn soak_flow(result_file_bytes: u64) -> mint_sim::FlowConfig {
+    let mut flow = mint_sim::FlowConfig {
+        id: FLOW.to_owned(),
+        definition_id: format!("def-{FLOW}"),
+        name: "Soak".to_owned(),
+        description: String::new(),
+        version: 1,
+        is_latest: true,
+        is_published: true,
+        result_file_bytes,
+        steps: vec![
+            StepConfig::Auto {
+                name: "Prepare session".to_owned(),
+                activity_type: "http".to_owned(),
+                duration_secs: 1,
+                failure_probability: 0.0,
+            },
+            StepConfig::User {
+                name: "Identity document".to_owned(),
+                activity_type: "userTask".to_owned(),
+                behaviour: None,
+                timeout_secs: None,
+            },
+            StepConfig::Auto {
+                name: "Verify document".to_owned(),
+                activity_type: "verification".to_owned(),
+                duration_secs: 1,
+                failure_probability: 0.0,
+            },
+            StepConfig::webhook(),
+        ],
+    };
+    for step in &mut flow.steps {
+        if let StepConfig::HttpRequest { hmac_secret, .. } = step {
+            *hmac_secret = Some(WEBHOOK_SECRET.to_owned());
+        }
+    }
+    flow
+}
+
+fn toml_string(text: &str) -> String {
+    // Rust's debug escaping of an ASCII string is a valid TOML basic string.
+    format!("{text:?}")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_config(
+    port: u16,
+    database_url: &str,
+    redis: Option<(&str, &str)>,
+    replicas: usize,
+    archive_dir: &Path,
+    sim: &Simulator,
+) -> String {
+    let redis = redis.map_or(String::new(), |(url, prefix)| {
+        format!(
+            "redis_url = {}\nredis_key_prefix = {}\n",
+            toml_string(url),
+            toml_string(prefix)
+        )
+    });
+    format!(
+        r#"default_environment = "sandbox"
+
+[listeners]
+combined = true
+
+[listeners.public]
+address = "127.0.0.1:{port}"
+
+[service]
+database_url = {database_url}
+archive_dir = {archive_dir}
+api_keys = [{api_key}]
+replicas = {replicas}
+shutdown_grace = "2s"
+log_format = "text"
+status_cache_ttl = "0s"
+{redis}
+[webhook]
+auth = "hmac"
+secret = {webhook_secret}
+settle = "0s"
+
+[pipeline]
+poll_grace = "3s"
+poll_interval_min = "1s"
+poll_interval_max = "3s"
+lease = "3s"
+reconcile_delay = "2s"
+idle_wait = "100ms"
+
+[mint.sandbox]
+api_base = {api_base}
+token_url = {token_url}
+client_id = "demo"
+client_secret = "demo-secret"
+budget_units_per_minute = 6000
+budget_burst_units = 200
+"#,
+        database_url = toml_string(database_url),
+        archive_dir = toml_string(&archive_dir.display().to_string()),
+        api_key = toml_string(API_KEY),
+        webhook_secret = toml_string(WEBHOOK_SECRET),
+        api_base = toml_string(&sim.base_url()),
+        token_url = toml_string(&sim.token_url()),
+    )
+}
+
+/// What the run's clients saw of the service.
+#[derive(Default)]
+struct Seen {
+    /// Execution ids by submission number.
+    ids: BTreeMap<usize, uuid::Uuid>,
+    server_errors: Vec<String>,
+    resent: u64,
+}
+
+/// Sends a well-formed request to the first replica up (from `start`), again on a refused or cut
+/// connection, until it is answered; a 5xx is recorded as a violation (and tried again).
+async fn send(
+    replicas: &Arc<tokio::sync::Mutex<Vec<Replica>>>,
+    seen: &Arc<Mutex<Seen>>,
+    start: usize,
+    deadline: Instant,
+    what: &str,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> anyhow::Result<reqwest::Response> {
+    let mut attempt = 0;
+    loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{what}: no answer before the deadline"
+        );
+        let url = {
+            let replicas = replicas.lock().await;
+            let n = replicas.len();
+            (0..n)
+                .map(|k| &replicas[(start + attempt + k) % n])
+                .find(|r| r.is_up())
+                .map(|r| r.url(""))
+        };
+        attempt += 1;
+        let Some(base) = url else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        match build(&base).timeout(Duration::from_secs(20)).send().await {
+            Ok(response) if response.status().is_server_error() => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                let line = format!(
+                    "{what}: {status} {}",
+                    body.chars().take(300).collect::<String>()
+                );
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .server_errors
+                    .push(line);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(response) => return Ok(response),
+            Err(_) => {
+                // Refused (the replica is down) or cut by a kill: the same request again.
+                seen.lock().unwrap_or_else(|e| e.into_inner()).resent += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Plays the end users: completes every waiting user step, until `stop`.
+async fn play_end_users(admin: AdminClient, stop: tokio_util_like::Stop) {
+    while !stop.is_set() {
+        if let Ok(instances) = admin.instances().await {
+            for instance in instances {
+                let waiting = instance.status == "Running"
+                    && instance
+                        .activities
+                        .last()
+                        .is_some_and(|a| a.status == "Suspended");
+                if waiting {
+                    let _ = admin
+                        .user_step(&instance.id, UserStepAction::Complete)
+                        .await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A flag shared by the run's tasks (no extra dependency for a cancellation token).
+mod tokio_util_like {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Clone, Default)]
+    pub struct Stop(Arc<AtomicBool>);
+
+    impl Stop {
+        pub fn set(&self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+        pub fn is_set(&self) -> bool {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+}
+
+/// Runs the soak. `Err` when it could not run; the report's `violations` say whether it passed.
+pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
+    let run_started = Instant::now();
+    let deadline = run_started + options.deadline;
+    let dir = tempfile::tempdir()?;
+    let archive_dir = dir.path().join("archive");
+    let replica_count = match &options.backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres { replicas, .. } => (*replicas).max(1),
+    };
+    let ports = (0..replica_count)
+        .map(|_| free_port())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let mut sim_config = SimConfig::fixture();
+    sim_config.seed = options.seed;
+    sim_config.time_scale = 1.0;
+    sim_config.service.list_delay_micros_per_instance = 0;
+    sim_config.flows = vec![soak_flow(options.result_file_bytes)];
+    sim_config.limits = Limits {
+        window_secs: 60,
+        window_units: 100_000,
+        burst_window_millis: 1000,
+        burst_units: 10_000,
+        ..sim_config.limits.clone()
+    };
+    sim_config.webhook_url = Some(format!("http://127.0.0.1:{}/webhooks/mint", ports[0]));
+    let sim = Simulator::builder()
+        .config(sim_config)
+        .start()
+        .await
+        .context("starting the simulator")?;
+    let admin = sim.admin();
+    admin
+        .set_faults(Faults {
+            seed: Some(options.seed),
+            server_error_rate: 0.02,
+            lost_start_rate: 0.05,
+            cut_body_rate: 0.1,
+            cut_body_at_fraction: 0.5,
+            webhook_drop_rate: 0.1,
+            webhook_duplicate_rate: 0.1,
+            ..Faults::default()
+        })
+        .await?;
+
+    let (database_url, redis) = match &options.backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", dir.path().join("mintgate.db").display()),
+            None,
+        ),
+        Backend::Postgres {
+            database_url,
+            redis_url,
+            ..
+        } => (
+            database_url.clone(),
+            Some((
+                redis_url.clone(),
+                format!("soak-{}", uuid::Uuid::new_v4().simple()),
+            )),
+        ),
+    };
+    let mut replicas = Vec::new();
+    for (index, port) in ports.iter().enumerate() {
+        let config = dir.path().join(format!("replica-{index}.toml"));
+        std::fs::write(
+            &config,
+            service_config(
+                *port,
+                &database_url,
+                redis.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+                replica_count,
+                &archive_dir,
+                &sim,
+            ),
+        )?;
+        replicas.push(Replica {
+            index,
+            port: *port,
+            config,
+            log: dir.path().join(format!("replica-{index}.log")),
+            child: None,
+        });
+    }
+    let http = reqwest::Client::new();
+    for replica in &mut replicas {
+        replica.start(&options.service_binary, &http).await?;
+    }
+    let replicas = Arc::new(tokio::sync::Mutex::new(replicas));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = tokio_util_like::Stop::default();
+    let players = tokio::spawn(play_end_users(admin.clone(), stop.clone()));
+
+    // Submissions: half at once, the rest one by one while replicas are being killed.
+    let submitter = {
+        let replicas = replicas.clone();
+        let seen = seen.clone();
+        let http = http.clone();
+        let executions = options.executions;
+        let seed = options.seed;
+        tokio::spawn(async move {
+            for i in 0..executions {
+                if i >= executions / 2 {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                }
+                let body = serde_json::json!({
+                    "flowId": FLOW,
+                    "input": {"customer": i},
+                    "idempotencyKey": format!("soak-{seed}-{i}"),
+                });
+                let response = send(
+                    &replicas,
+                    &seen,
+                    i,
+                    deadline,
+                    "POST /v1/executions",
+                    |base| {
+                        http.post(format!("{base}/v1/executions"))
+                            .bearer_auth(API_KEY)
+                            .json(&body)
+                    },
+                )
+                .await?;
+                let status = response.status();
+                let text = response.text().await?;
+                anyhow::ensure!(
+                    status.is_success(),
+                    "POST /v1/executions answered {status}: {text}"
+                );
+                let view: ExecutionView = serde_json::from_str(&text)?;
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .ids
+                    .insert(i, view.id);
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    // The kills: at seeded moments, a seeded victim, restarted after a seeded pause.
+    let mut rng = Rng(options.seed);
+    let mut kills = 0;
+    while kills < options.kills {
+        tokio::time::sleep(rng.millis(300, 2500)).await;
+        let victim = rng.below(replica_count as u64) as usize;
+        let mut fleet = replicas.lock().await;
+        fleet[victim].kill().await;
+        kills += 1;
+        if options.verbose {
+            println!(
+                "  kill {kills}/{}: replica {victim} at {:.1?}",
+                options.kills,
+                run_started.elapsed()
+            );
+        }
+        drop(fleet);
+        tokio::time::sleep(rng.millis(0, 500)).await;
+        let mut fleet = replicas.lock().await;
+        fleet[victim]
+            .start(&options.service_binary, &http)
+            .await
+            .with_context(|| format!("restarting replica {victim} after kill {kills}"))?;
+    }
+    submitter.await.context("the submitter panicked")??;
+
+    // Wait until every execution has ended.
+    let ids: Vec<uuid::Uuid> = seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .ids
+        .values()
+        .copied()
+        .collect();
+    let mut views: BTreeMap<uuid::Uuid, ExecutionView> = BTreeMap::new();
+    loop {
+        for (k, id) in ids.iter().enumerate() {
+            if views.get(id).is_some_and(|v| v.state.is_terminal()) {
+                continue;
+            }
+            let response = send(
+                &replicas,
+                &seen,
+                k,
+                deadline,
+                "GET /v1/executions/{id}",
+                |base| {
+                    http.get(format!("{base}/v1/executions/{id}"))
+                        .bearer_auth(API_KEY)
+                },
+            )
+            .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "GET /v1/executions/{id} answered {}",
+                response.status()
+            );
+            views.insert(*id, response.json().await?);
+        }
+        let open = views.values().filter(|v| !v.state.is_terminal()).count();
+        if open == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            let open: Vec<String> = views
+                .values()
+                .filter(|v| !v.state.is_terminal())
+                .map(|v| format!("{} {:?} {}", v.id, v.state, v.summary))
+                .collect();
+            stop.set();
+            anyhow::bail!(
+                "{} executions still open at the deadline: {open:?}; replica 0's log:\n{}",
+                open.len(),
+                tail(&replicas.lock().await[0].log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.set();
+    let _ = players.await;
+    for replica in replicas.lock().await.iter_mut() {
+        replica.kill().await;
+    }
+
+    // The verdict, from the simulator's truth.
+    let mut report = SoakReport {
+        executions: ids.len(),
+        replicas: replica_count,
+        kills,
+        ..SoakReport::default()
+    };
+    let mut violations = Vec::new();
+    {
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        violations.extend(
+            seen.server_errors
+                .iter()
+                .map(|e| format!("5xx on a well-formed request: {e}")),
+        );
+        report.requests_resent = seen.resent;
+    }
+    if ids.len() != options.executions {
+        violations.push(format!(
+            "{} of {} executions were accepted",
+            ids.len(),
+            options.executions
+        ));
+    }
+    let starts = admin.starts().await?;
+    let results = admin.results(false).await?;
+    let usage = admin.usage().await?;
+    for id in &ids {
+        let started = starts
+            .by_correlation_id
+            .get(&id.to_string())
+            .map_or(0, Vec::len);
+        if started != 1 {
+            violations.push(format!(
+                "execution {id} was started {started} times in Mint"
+            ));
+        }
+    }
+    if !starts.without_correlation_id.is_empty() {
+        violations.push(format!(
+            "starts without a correlation id: {:?}",
+            starts.without_correlation_id
+        ));
+    }
+    let ours: BTreeSet<String> = ids.iter().map(ToString::to_string).collect();
+    for correlation in starts.by_correlation_id.keys() {
+        if !ours.contains(correlation) {
+            violations.push(format!("a start for no accepted execution: {correlation}"));
+        }
+    }
+    let mut expected_files = BTreeSet::new();
+    for view in views.values() {
+        if view.state != ExecutionState::Archived {
+            violations.push(format!(
+                "execution {} ended {:?}: {}",
+                view.id, view.state, view.summary
+            ));
+            continue;
+        }
+        report.archived += 1;
+        let (Some(instance), Some(archive)) = (&view.instance_id, &view.archive) else {
+            violations.push(format!(
+                "execution {} archived without its archive",
+                view.id
+            ));
+            continue;
+        };
+        match results.get(instance.as_str()) {
+            Some((sha256, size)) => {
+                if &archive.sha256 != sha256 || archive.bytes as u64 != *size {
+                    violations.push(format!(
+                        "execution {}: archived {} ({} bytes), Mint's file is {sha256} ({size} bytes)",
+                        view.id, archive.sha256, archive.bytes
+                    ));
+                }
+                match mintgate::archive::hash_file(Path::new(&archive.path)).await {
+                    Ok((on_disk, len)) if on_disk == *sha256 && len == *size => {}
+                    Ok((on_disk, len)) => violations.push(format!(
+                        "{}: on disk {on_disk} ({len} bytes), Mint's file is {sha256}",
+                        archive.path
+                    )),
+                    Err(e) => violations.push(format!("{}: {e:#}", archive.path)),
+                }
+            }
+            None => violations.push(format!(
+                "execution {}: instance {instance} is not a finished instance in Mint",
+                view.id
+            )),
+        }
+        let path = PathBuf::from(&archive.path);
+        expected_files.insert(path.with_extension("json"));
+        expected_files.insert(path);
+    }
+    for file in walk(&archive_dir) {
+        if !expected_files.contains(&file) {
+            violations.push(format!(
+                "in the archive but no execution's: {}",
+                file.display()
+            ));
+        }
+    }
+    if results.len() != ids.len() {
+        violations.push(format!(
+            "Mint has {} finished instances for {} executions",
+            results.len(),
+            ids.len()
+        ));
+    }
+    let client = usage.clients.get("demo").cloned().unwrap_or_default();
+    if client.starts_billed != ids.len() as u64 {
+        violations.push(format!(
+            "Mint billed {} starts for {} executions",
+            client.starts_billed,
+            ids.len()
+        ));
+    }
+    report.starts_billed = client.starts_billed;
+    report.cents_owed = client.cents_owed;
+    report.result_file_requests = client
+        .requests_by_endpoint
+        .get("result_file")
+        .copied()
+        .unwrap_or(0);
+    report.downloads_billed = client.downloads_billed;
+    report.server_errors_injected = usage.faults.server_errors;
+    report.lost_starts = usage.faults.lost_starts;
+    report.cut_bodies = usage.faults.cut_bodies;
+    report.webhooks_dropped = usage.webhooks.dropped;
+    report.webhooks_duplicated = usage.webhooks.duplicated;
+    report.violations = violations;
+    report.elapsed = run_started.elapsed();
+    sim.shutdown().await;
+    Ok(report)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
