@@ -10,6 +10,7 @@ mod budget;
 mod config;
 mod contract;
 mod download;
+mod fuzz;
 mod ids_and_models;
 mod observability;
 mod pagination;

@@ -186,12 +186,11 @@ async fn the_retry_quota_stops_a_brown_out_from_multiplying_load() {
 #[tokio::test]
 async fn a_refused_connection_means_not_sent_so_even_a_start_may_be_retried() {
     let sim = helpers::sim().await;
-    // A port with nothing listening: bind, note the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port bound but not listening, held for the whole test: connecting is refused, and no
+    // other test can start listening on it meanwhile.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let mut cfg = helpers::config(&sim, "demo");
     cfg.api_base = format!("http://127.0.0.1:{port}/mint");
     let client = MintClient::new(cfg).unwrap();

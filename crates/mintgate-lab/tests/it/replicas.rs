@@ -13,7 +13,8 @@ use mintgate_lab::bench::fleet::{Fleet, FleetOptions, automatic_flow};
 use uuid::Uuid;
 
 use crate::support::{
-    drop_postgres_schema, fresh_postgres_schema, postgres_server, redis_server, tune_mint_for_tests,
+    drop_postgres_schema, fresh_postgres_schema, ping_redis, postgres_server, redis_server,
+    tune_mint_for_tests,
 };
 
 /// Simulated time runs this much faster than real time: Mint's 100 units a minute become 100
@@ -27,11 +28,62 @@ struct Servers {
 
 async fn servers(test: &str) -> Option<Servers> {
     let postgres = postgres_server(test)?;
-    let redis_url = redis_server(test)?;
+    // A configured server that does not answer fails the test here (see `redis_server`).
+    let redis_url = redis_server(test).await?;
     Some(Servers {
         database_url: fresh_postgres_schema(&postgres).await,
         redis_url,
     })
+}
+
+/// The Prometheus text of replica `i`.
+async fn scrape(fleet: &Fleet, i: usize) -> String {
+    let url = format!("http://{}/metrics", fleet.addresses[i]);
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    response.text().await.unwrap()
+}
+
+/// The sum of the series of `name` in a Prometheus text (0 when there is none).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, number) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name)
+                .then(|| number.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// Waits (up to `deadline`) for `check` to hold, polling every 50 ms.
+async fn wait_for<F, Fut>(deadline: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts billed in the simulator's truth.
+async fn starts_billed(fleet: &Fleet) -> u64 {
+    fleet
+        .admin
+        .usage()
+        .await
+        .unwrap()
+        .clients
+        .get("demo")
+        .map_or(0, |c| c.starts_billed)
 }
 
 async fn start_fleet(
@@ -179,21 +231,22 @@ async fn three_replicas_drain_a_burst_without_429s_duplicate_starts_or_downloads
         usage.clients["demo"].tokens_issued, 1,
         "the replicas share one token"
     );
-    // Work was spread: every replica's workers claimed something.
-    let store = fleet.store();
-    let mut owners = std::collections::BTreeSet::new();
-    for id in &ids {
-        for job in store.jobs_for(*id).await.unwrap() {
-            owners.extend(job.lease_owner);
-        }
-    }
-    let events = store.events_for(ids[0]).await.unwrap();
+    let events = fleet.store().events_for(ids[0]).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "requested"));
+    // Work was spread: every replica's own metrics (a registry per replica) show jobs it ran;
+    // and Redis was used throughout: no replica fell back to its local share.
+    for i in 0..fleet.addresses.len() {
+        let text = scrape(&fleet, i).await;
+        let jobs = metric(&text, "mintgate_jobs_total");
+        assert!(jobs >= 1.0, "replica {i} ran no job:\n{text}");
+        assert_eq!(
+            metric(&text, "mintgate_budget_fallbacks_total"),
+            0.0,
+            "replica {i} fell back to its local budget share"
+        );
+    }
     fleet.shutdown().await;
     drop_postgres_schema(&servers.database_url).await;
-    // Done jobs clear their owner, so owners is only a hint; the claims themselves are covered by
-    // the store contract's concurrent-claim case.
-    let _ = owners;
 }
 
 #[tokio::test]
@@ -203,12 +256,14 @@ async fn a_download_abandoned_by_a_killed_replica_is_finished_by_another_after_i
     };
     let dir = tempfile::tempdir().unwrap();
     let mut fleet = start_fleet(&servers, &servers.redis_url, &dir, 2 * 1024 * 1024).await;
-    // Every result file trickles (about 3 s), so the download is surely in flight when killed.
+    // Every result file trickles (2 MiB at 64 KiB/s: 32 s), so the download is surely in flight
+    // when the replica is killed; the faults are cleared then, so the second transfer is quick.
+    let size = 2 * 1024 * 1024;
     fleet
         .admin
         .set_faults(Faults {
             slow_body_rate: 1.0,
-            slow_body_bytes_per_sec: 700 * 1024,
+            slow_body_bytes_per_sec: 64 * 1024,
             ..Faults::default()
         })
         .await
@@ -223,21 +278,33 @@ async fn a_download_abandoned_by_a_killed_replica_is_finished_by_another_after_i
             "never downloading"
         );
         let execution = store.execution(id).await.unwrap().unwrap();
-        if execution.state == ExecutionState::Downloading {
-            let job = store
+        if execution.state == ExecutionState::Downloading
+            && let Some(job) = store
                 .jobs_for(id)
                 .await
                 .unwrap()
                 .into_iter()
                 .find(|j| j.kind == JobKind::Download && j.lease_owner.is_some())
-                .expect("a leased download job");
+        {
             break job.lease_owner.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let victim: usize = owner.trim_start_matches("replica-").parse().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The simulator's truth that the body is flowing: bytes handed to the connection.
+    let admin = fleet.admin.clone();
+    wait_for(Duration::from_secs(30), "the download has begun", || {
+        let admin = admin.clone();
+        async move { admin.usage().await.unwrap().clients["demo"].bytes_served > 0 }
+    })
+    .await;
     fleet.kill(victim).await;
+    let served = fleet.admin.usage().await.unwrap().clients["demo"].bytes_served;
+    assert!(
+        served < size,
+        "the first transfer must be cut by the kill, {served} of {size} bytes were served"
+    );
+    fleet.admin.set_faults(Faults::default()).await.unwrap();
     let store = fleet.store();
     wait_until_archived(&fleet, &ids, Duration::from_secs(60)).await;
     let execution = store.execution(id).await.unwrap().unwrap();
@@ -269,30 +336,59 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
-    async fn start(port: u16) -> Self {
+    /// On a port found free (another one if that one is taken before `redis-server` binds it).
+    async fn start_anywhere() -> Self {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if let Some(redis) = Self::try_start(port).await {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// On `port` again (after a stop): fails the test if it cannot.
+    async fn restart(port: u16) -> Self {
+        for _ in 0..5 {
+            if let Some(redis) = Self::try_start(port).await {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start again on port {port}");
+    }
+
+    /// `None` when `redis-server` exits (the port was taken) or never answers.
+    async fn try_start(port: u16) -> Option<Self> {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is installed");
-        let redis = Self {
+        let mut redis = Self {
             port,
             child: Some(child),
         };
-        let client = redis::Client::open(redis.url()).unwrap();
-        for _ in 0..100 {
-            if let Ok(mut connection) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut connection)
-                    .await
-                    .is_ok()
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if redis
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some())
             {
-                return redis;
+                redis.child = None;
+                return None;
+            }
+            if ping_redis(&redis.url()).await.is_ok() {
+                return Some(redis);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("redis-server did not start on port {port}");
+        None
     }
 
     fn url(&self) -> String {
@@ -313,28 +409,72 @@ impl Drop for OwnRedis {
     }
 }
 
+/// Sums a metric over the replicas still running.
+async fn fleet_metric(fleet: &Fleet, name: &str) -> Vec<f64> {
+    let mut values = Vec::new();
+    for i in 0..fleet.addresses.len() {
+        if fleet.replicas[i].is_some() {
+            values.push(metric(&scrape(fleet, i).await, name));
+        }
+    }
+    values
+}
+
 #[tokio::test]
 async fn redis_stopped_and_restarted_during_the_run_loses_nothing() {
     let Some(servers) = servers("replicas::redis_stopped_and_restarted").await else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = OwnRedis::start(port).await;
+    let mut redis = OwnRedis::start_anywhere().await;
+    let port = redis.port;
     let dir = tempfile::tempdir().unwrap();
     let fleet = start_fleet(&servers, &redis.url(), &dir, 64 * 1024).await;
     let mut ids = burst(&fleet, 8).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Work is under way on the shared budget before Redis goes away.
+    wait_for(Duration::from_secs(60), "a start billed", || async {
+        starts_billed(&fleet).await >= 1
+    })
+    .await;
     redis.stop();
-    // Requests keep being accepted and worked on while Redis is away.
+    let before = starts_billed(&fleet).await;
+    // Requests keep being accepted and worked on while Redis is away: the replicas fall back to
+    // their local shares and Mint still sees starts.
     ids.extend(burst(&fleet, 8).await);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut redis = OwnRedis::start(port).await;
+    wait_for(
+        Duration::from_secs(60),
+        "a fallback to the local share, and starts billed meanwhile",
+        || async {
+            let fallbacks: f64 = fleet_metric(&fleet, "mintgate_budget_fallbacks_total")
+                .await
+                .iter()
+                .sum();
+            fallbacks >= 1.0 && starts_billed(&fleet).await > before
+        },
+    )
+    .await;
+    let mut redis = OwnRedis::restart(port).await;
+    // Back on the shared budget: every replica that fell back leaves its local share at its next
+    // request for units (each replica is given work until then).
+    let started = Instant::now();
+    loop {
+        let active: f64 = fleet_metric(&fleet, "mintgate_budget_fallback_active")
+            .await
+            .iter()
+            .sum();
+        if active == 0.0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "replicas still on their local share a minute after Redis returned"
+        );
+        ids.extend(burst(&fleet, fleet.addresses.len()).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     ids.extend(burst(&fleet, 4).await);
     wait_until_archived(&fleet, &ids, Duration::from_secs(120)).await;
+    // No 429 in the simulator's truth: what was spent locally during the outage was repaid to the
+    // shared limiter, or the fleet would have overspent the window on recovery.
     assert_ground_truth(&fleet, &ids, ids.len() as u64).await;
     fleet.shutdown().await;
     redis.stop();

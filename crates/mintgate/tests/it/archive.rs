@@ -36,7 +36,7 @@ async fn manifest_of(app: &TestApp, location: &str) -> mintgate::archive::Manife
 
 #[tokio::test]
 async fn a_result_streams_into_s3_with_its_sha256_in_the_manifest_and_the_object_tags() {
-    let Some(server) = s3_server("a_result_streams_into_s3…") else {
+    let Some(server) = s3_server("archive::a_result_streams_into_s3…") else {
         return;
     };
     let mut setup = Setup::default();
@@ -116,7 +116,7 @@ fn folder_and(view: &mintgate::view::ExecutionView, instance: &str) -> String {
 
 #[tokio::test]
 async fn server_side_encryption_is_requested_and_recorded_as_the_store_reports_it() {
-    let Some(server) = s3_server("server_side_encryption_is_requested…") else {
+    let Some(server) = s3_server("archive::server_side_encryption_is_requested…") else {
         return;
     };
     let mut archive = fresh_bucket(&server, false).await;
@@ -142,7 +142,7 @@ async fn server_side_encryption_is_requested_and_recorded_as_the_store_reports_i
 
 #[tokio::test]
 async fn client_side_encryption_round_trips_through_s3_and_a_wrong_key_is_named() {
-    let Some(server) = s3_server("client_side_encryption_round_trips…") else {
+    let Some(server) = s3_server("archive::client_side_encryption_round_trips…") else {
         return;
     };
     let mut settings = fresh_bucket(&server, false).await;
@@ -217,7 +217,7 @@ async fn client_side_encryption_round_trips_through_s3_and_a_wrong_key_is_named(
 
 #[tokio::test]
 async fn object_lock_is_set_on_upload_and_removal_is_refused_until_the_date() {
-    let Some(server) = s3_server("object_lock_is_set_on_upload…") else {
+    let Some(server) = s3_server("archive::object_lock_is_set_on_upload…") else {
         return;
     };
     let mut settings = fresh_bucket(&server, true).await;
@@ -276,7 +276,7 @@ async fn object_lock_is_set_on_upload_and_removal_is_refused_until_the_date() {
 
 #[tokio::test]
 async fn a_kill_mid_upload_leaves_no_visible_object_and_the_restart_archives_exactly_once() {
-    let Some(server) = s3_server("a_kill_mid_upload…") else {
+    let Some(server) = s3_server("archive::a_kill_mid_upload…") else {
         return;
     };
     let mut setup = Setup::default();
@@ -383,7 +383,7 @@ async fn folder_and_prefix(app: &TestApp, id: uuid::Uuid) -> String {
 
 #[tokio::test]
 async fn erasure_under_an_object_lock_is_refused_saying_until_when_and_audited() {
-    let Some(server) = s3_server("erasure_under_an_object_lock…") else {
+    let Some(server) = s3_server("archive::erasure_under_an_object_lock…") else {
         return;
     };
     let mut settings = fresh_bucket(&server, true).await;

@@ -422,7 +422,7 @@ async fn requests_beyond_the_in_flight_limit_wait_and_time_out_with_503() {
         async move { http.get(&url).send().await.unwrap().status() }
     });
     let mut answered = false;
-    for _ in 0..100 {
+    for _ in 0..500 {
         gate.notify_waiters();
         if third.is_finished() {
             answered = true;

@@ -82,6 +82,10 @@ pub struct TestApp {
     pub clock: Clock,
     pub config: Config,
     pub http: reqwest::Client,
+    /// The public listener, held for the whole test: each start of the service serves a clone of
+    /// it, so a restart never binds the port again (another test could have taken it meanwhile)
+    /// and requests sent while the service is down wait in its backlog.
+    listener: std::net::TcpListener,
     /// Held so the temporary database and archive live as long as the test.
     #[allow(dead_code)]
     pub dir: TempDir,
@@ -238,18 +242,18 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         clock,
         config,
         http: reqwest::Client::new(),
+        listener,
         dir,
         token_gate,
         background_workers: setup.background_workers,
     };
-    app.start(Some(listener)).await;
+    app.start().await;
     app
 }
 
 impl TestApp {
-    async fn start(&mut self, listener: Option<std::net::TcpListener>) {
-        let listener =
-            listener.unwrap_or_else(|| std::net::TcpListener::bind(self.address).unwrap());
+    async fn start(&mut self) {
+        let listener = self.listener.try_clone().unwrap();
         let app = Application::build(
             self.config.clone(),
             BuildOptions {
@@ -271,7 +275,7 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.kill().await;
         }
-        self.start(None).await;
+        self.start().await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -353,23 +357,44 @@ impl TestApp {
             .to_string()
     }
 
-    /// Completes every waiting user step of an instance (one at a time) until it is not waiting.
+    /// Plays the end user of an instance until the simulator says it is no longer running:
+    /// completes each waiting user step, lets simulated time pass while an automatic step runs,
+    /// and waits (real time) while the flow's webhook POST is in flight (the simulator finishes
+    /// that step only once the POST was answered). Fails the test if the instance does not end.
     pub async fn complete_user_steps(&self, instance: &str) {
-        for _ in 0..5 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut advances = 0;
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "instance {instance} still running after 30 s: {:?}",
+                self.admin.instance(instance).await
+            );
             let state = self.admin.instance(instance).await.unwrap();
-            let waiting = state.activities.iter().any(|a| a.status == "Suspended");
-            if !waiting {
-                // Automatic steps may still be running: let simulated time pass.
-                if state.status != "Running" {
-                    return;
-                }
-                self.advance(Duration::from_secs(60)).await;
+            if state.status != "Running" {
+                return;
+            }
+            if state.activities.iter().any(|a| a.status == "Suspended") {
+                self.admin
+                    .user_step(instance, UserStepAction::Complete)
+                    .await
+                    .unwrap();
                 continue;
             }
-            self.admin
-                .user_step(instance, UserStepAction::Complete)
-                .await
-                .unwrap();
+            let posting = state
+                .activities
+                .iter()
+                .any(|a| a.status == "Executing" && a.activity_type == "httpRequest");
+            if posting {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            advances += 1;
+            assert!(
+                advances <= 60,
+                "instance {instance} still running after an hour of simulated time: {state:?}"
+            );
+            self.advance(Duration::from_secs(60)).await;
         }
     }
 

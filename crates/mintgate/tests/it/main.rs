@@ -6,6 +6,7 @@ mod architecture;
 mod archive;
 mod cli;
 mod edge;
+mod fuzz;
 mod helpers;
 mod monitoring;
 mod pipeline;

@@ -283,6 +283,20 @@ async fn a_download_that_keeps_failing_ends_as_a_dead_letter() {
     }
     let text = scrape(&app).await;
     assert_eq!(value(&text, "mintgate_dead_letter_jobs", &[]), 1.0);
+    // The operator's listing shows it, for this execution.
+    let listing: serde_json::Value = app
+        .http
+        .get(app.operator_url("/v1/dead-letters"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = listing["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listing}");
+    assert!(items[0].to_string().contains(&id.to_string()), "{listing}");
     assert_eq!(
         value(
             &text,
@@ -481,8 +495,9 @@ async fn chromium_dom(url: String, screenshot: Option<std::path::PathBuf>) -> Op
             std::env::var_os("CI").is_none(),
             "Chromium is not installed, and under CI this test must run (.ci/run installs it)"
         );
-        println!(
-            "skipped: Chromium is not installed (apt-get install chromium); CI runs this test"
+        crate::helpers::skip(
+            "monitoring::the_status_page_renders_in_headless_chromium",
+            "Chromium is not installed (apt-get install chromium); under CI (CI set, as .ci/run does) it must run",
         );
         return None;
     };

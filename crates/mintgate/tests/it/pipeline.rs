@@ -27,9 +27,9 @@ async fn drive_to_the_end(app: &TestApp, ids: &[uuid::Uuid], step: Duration, rou
         if open == 0 {
             return;
         }
+        // `complete_user_steps` returned once each instance ended in the simulator, which ends
+        // its webhook step only after the POST was answered: nothing is in flight here.
         app.advance(step).await;
-        // Webhooks travel over real HTTP: give them a moment to land.
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -422,6 +422,14 @@ async fn background_workers_finish_the_job_on_their_own() {
         ..Setup::default()
     })
     .await;
+    // With its workers running, the replica is ready.
+    let ready = app
+        .http
+        .get(app.operator_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
     let id = app.request("flow-kyc-basic").await;
     app.eventually(
         Duration::from_secs(10),
@@ -430,13 +438,19 @@ async fn background_workers_finish_the_job_on_their_own() {
     )
     .await;
     let instance = app.instance_of(id).await;
+    // Returns once the simulator has the instance finished (and its webhook answered).
     app.complete_user_steps(&instance).await;
-    app.advance(Duration::from_secs(30)).await;
-    app.eventually(
-        Duration::from_secs(10),
-        "the execution is archived",
-        || async { app.execution(id).await.state == ExecutionState::Archived },
-    )
-    .await;
+    // The workers run on the service's clock: a check the webhook brought forward may be held
+    // until poll_interval_min after the last one, so move time along while waiting.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.execution(id).await.state != ExecutionState::Archived {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not archived after 30 s: {:?}",
+            app.execution(id).await
+        );
+        app.advance(Duration::from_secs(15)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_archived_with_the_simulators_hash(&app, id).await;
 }

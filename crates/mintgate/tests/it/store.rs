@@ -1401,7 +1401,7 @@ async fn an_empty_database_is_at_version_zero_and_stays_empty() {
     );
 
     // PostgreSQL: an empty schema.
-    let Some(server) = postgres_server("store::an_empty_database_is_at_version_zero (postgres)")
+    let Some(server) = postgres_server("store::an_empty_database_is_at_version_zero_on_postgres")
     else {
         return;
     };

@@ -19,14 +19,24 @@ pub fn tune_mint_for_tests(mut config: mint_client::MintConfig) -> mint_client::
     })
 }
 
+/// Reports that `test` did not run and why, on the process's stderr itself: `cargo test` shows
+/// it (it keeps only what `println!`/`eprintln!` print in a passing test), and `.ci/run` lists
+/// every such line in its summary. libtest has no run-time "ignored", so the test then returns
+/// and counts as passed: this line is what says it did not run.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {why}");
+}
+
 /// The PostgreSQL server of the tests (`MINTGATE_TEST_POSTGRES_URL`), or `None` (with a note on
 /// stderr) when it is not configured. When it is configured, an unreachable server fails the test.
 pub fn postgres_server(test: &str) -> Option<String> {
     match std::env::var("MINTGATE_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!(
-                "skipped {test}: MINTGATE_TEST_POSTGRES_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
+            skip(
+                test,
+                "MINTGATE_TEST_POSTGRES_URL is not set (e.g. postgres://postgres@127.0.0.1:5432/test)",
             );
             None
         }
@@ -34,17 +44,39 @@ pub fn postgres_server(test: &str) -> Option<String> {
 }
 
 /// The Redis server of the tests (`MINTGATE_TEST_REDIS_URL`), or `None` (with a note on stderr).
-#[allow(dead_code, reason = "only the lab's replica tests use Redis servers")]
-pub fn redis_server(test: &str) -> Option<String> {
+/// When it is configured, a server that does not answer PING fails the test: the service would
+/// fall back to a local budget share without it, and the test would pass without having used it.
+#[allow(dead_code, reason = "only the lab's tests use Redis servers")]
+pub async fn redis_server(test: &str) -> Option<String> {
     match std::env::var("MINTGATE_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
+        Ok(url) if !url.is_empty() => {
+            ping_redis(&url).await.unwrap_or_else(|e| {
+                panic!("MINTGATE_TEST_REDIS_URL is set but {url} does not answer PING: {e:#}")
+            });
+            Some(url)
+        }
         _ => {
-            eprintln!(
-                "skipped {test}: MINTGATE_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)"
+            skip(
+                test,
+                "MINTGATE_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379)",
             );
             None
         }
     }
+}
+
+/// PING, within 5 s.
+#[allow(dead_code, reason = "only the lab's tests use Redis servers")]
+pub async fn ping_redis(url: &str) -> anyhow::Result<()> {
+    let client = redis::Client::open(url)?;
+    let mut connection = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await??;
+    let pong: String = redis::cmd("PING").query_async(&mut connection).await?;
+    anyhow::ensure!(pong == "PONG", "answered {pong}");
+    Ok(())
 }
 
 /// The S3-compatible server of the tests (`MINTGATE_TEST_S3_URL`, e.g. moto on
@@ -54,8 +86,9 @@ pub fn s3_server(test: &str) -> Option<String> {
     match std::env::var("MINTGATE_TEST_S3_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!(
-                "skipped {test}: MINTGATE_TEST_S3_URL is not set (e.g. http://127.0.0.1:5055, moto started by .ci/run)"
+            skip(
+                test,
+                "MINTGATE_TEST_S3_URL is not set (e.g. http://127.0.0.1:5055, moto started by .ci/run)",
             );
             None
         }
