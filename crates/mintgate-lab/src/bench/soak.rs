@@ -494,9 +494,9 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
     admin
         .set_faults(Faults {
             seed: Some(options.seed),
-            server_error_rate: 0.02,
-            lost_start_rate: 0.05,
-            cut_body_rate: 0.1,
+            server_error_rate: 0.05,
+            lost_start_rate: 0.1,
+            cut_body_rate: 0.15,
             cut_body_at_fraction: 0.5,
             webhook_drop_rate: 0.1,
             webhook_duplicate_rate: 0.1,
@@ -552,7 +552,7 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
     let stop = tokio_util_like::Stop::default();
     let players = tokio::spawn(play_end_users(admin.clone(), stop.clone()));
 
-    // Submissions: half at once, the rest one by one while replicas are being killed.
+    // Submissions: a quarter at once, the rest one by one while replicas are being killed.
     let submitter = {
         let replicas = replicas.clone();
         let seen = seen.clone();
@@ -561,8 +561,8 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
         let seed = options.seed;
         tokio::spawn(async move {
             for i in 0..executions {
-                if i >= executions / 2 {
-                    tokio::time::sleep(Duration::from_millis(150)).await;
+                if i >= executions / 4 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 let body = serde_json::json!({
                     "flowId": FLOW,
@@ -602,7 +602,7 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
     let mut rng = Rng(options.seed);
     let mut kills = 0;
     while kills < options.kills {
-        tokio::time::sleep(rng.millis(300, 2500)).await;
+        tokio::time::sleep(rng.millis(200, 1500)).await;
         let victim = rng.below(replica_count as u64) as usize;
         let mut fleet = replicas.lock().await;
         fleet[victim].kill().await;

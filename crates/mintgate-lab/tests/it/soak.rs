@@ -13,11 +13,11 @@ use crate::support::{drop_postgres_schema, fresh_postgres_schema, postgres_serve
 fn options(seed: u64, backend: Backend) -> SoakOptions {
     SoakOptions {
         seed,
-        executions: 16,
-        kills: 4,
+        executions: 32,
+        kills: 8,
         backend,
         service_binary: PathBuf::from(env!("CARGO_BIN_EXE_mintgate-lab")),
-        result_file_bytes: 512 * 1024,
+        result_file_bytes: 1024 * 1024,
         deadline: Duration::from_secs(100),
         verbose: false,
     }
@@ -28,8 +28,8 @@ async fn killed_at_random_on_sqlite_every_execution_is_started_once_and_archived
     let report = soak(options(17, Backend::Sqlite)).await.unwrap();
     println!("{report}");
     assert!(report.violations.is_empty(), "{report}");
-    assert_eq!(report.kills, 4);
-    assert_eq!(report.archived, 16, "{report}");
+    assert_eq!(report.kills, 8);
+    assert_eq!(report.archived, 32, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +54,7 @@ async fn killed_at_random_on_postgres_and_redis_two_replicas_start_once_and_arch
     .unwrap();
     println!("{report}");
     assert!(report.violations.is_empty(), "{report}");
-    assert_eq!(report.kills, 4);
-    assert_eq!(report.archived, 16, "{report}");
+    assert_eq!(report.kills, 8);
+    assert_eq!(report.archived, 32, "{report}");
     drop_postgres_schema(&database_url).await;
 }
