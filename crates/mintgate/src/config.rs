@@ -807,6 +807,25 @@ impl Config {
 
 /// Figment's errors, one per problem, each naming its key and where the value came from, and
 /// never the value itself (figment's own messages quote it, and it may be a secret).
+/// `message` with every double-quoted part replaced by `"…"`.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    let mut inside = true;
+    for part in parts {
+        if inside {
+            out.push_str("\"…\"");
+        } else {
+            out.push_str(part);
+        }
+        inside = !inside;
+    }
+    out
+}
+
 fn describe_figment(error: &figment::Error) -> String {
     use figment::error::{Actual, Kind};
     fn what(actual: &Actual) -> &'static str {
@@ -848,8 +867,11 @@ fn describe_figment(error: &figment::Error) -> String {
                 Kind::InvalidValue(actual, expected) => {
                     format!("invalid {}: expected {expected}", what(actual))
                 }
-                // Messages of the value types (durations, URLs, `values.rs`) never quote the
-                // value; unknown variants and fields are names, not secrets.
+                // The `url` crate's message quotes the value it refused (a URL may carry a
+                // password): anything in double quotes is left out. The other value types'
+                // messages (durations, `values.rs`) never quote it; unknown variants and fields
+                // are names, not secrets.
+                Kind::Message(message) => without_quoted(message),
                 kind => kind.to_string(),
             };
             format!("{key}{problem}{source}")
