@@ -7,7 +7,9 @@
 //! - each execution was started exactly once (`/_sim/starts` by correlation id; no start without
 //!   one), and Mint billed exactly one start per execution;
 //! - every execution is archived with the SHA-256 and size of the simulator's result file
-//!   (`/_sim/results`), and the archive holds nothing else (each result and its manifest);
+//!   (`/_sim/results`), and the archive holds nothing else (each result and its manifest; the
+//!   staging files of uploads a kill abandoned, `<name>#<n>`, are counted: the maintenance removes
+//!   them after `archive.orphan_upload_age`);
 //! - no well-formed request to the service was answered with a 5xx (refused connections while a
 //!   replica is down are expected; the client then tries again with the same idempotency key).
 //!
@@ -80,6 +82,8 @@ pub struct SoakReport {
     pub webhooks_duplicated: u64,
     /// Requests to the service refused or cut by a kill (then sent again).
     pub requests_resent: u64,
+    /// Staging files of uploads abandoned by kills (`<name>#<n>`, left for the maintenance).
+    pub staging_files_left: usize,
     pub elapsed: Duration,
     /// Every broken invariant; empty when the run passed.
     pub violations: Vec<String>,
@@ -108,8 +112,8 @@ impl std::fmt::Display for SoakReport {
         )?;
         writeln!(
             f,
-            "  requests sent again after a kill: {}",
-            self.requests_resent
+            "  requests sent again after a kill: {}; staging files of abandoned uploads left: {}",
+            self.requests_resent, self.staging_files_left
         )?;
         if self.violations.is_empty() {
             write!(f, "  every invariant held")
@@ -158,7 +162,8 @@ impl Replica {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    async fn start(&mut self, binary: &Path, http: &reqwest::Client) -> anyhow::Result<()> {
+    /// Starts the process (it is not ready yet: see [`wait_ready`]).
+    fn spawn(&mut self, binary: &Path) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -183,39 +188,40 @@ impl Replica {
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         self.child = Some(child);
-        let started = Instant::now();
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                self.child = None;
-                anyhow::bail!(
-                    "replica {} exited at start ({status}); its log:\n{}",
-                    self.index,
-                    tail(&self.log)
-                );
-            }
-            let ready = http
-                .get(self.url("/readyz"))
-                .bearer_auth(API_KEY)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return Ok(());
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                anyhow::bail!(
-                    "replica {} not ready after 60 s; its log:\n{}",
-                    self.index,
-                    tail(&self.log)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Ok(())
     }
+}
 
+/// Waits until the replica at `url` answers `/readyz`, without holding the fleet: requests meet
+/// the replica while it starts (refused, then answered).
+async fn wait_ready(
+    index: usize,
+    url: &str,
+    log: &Path,
+    http: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let ready = http
+            .get(format!("{url}/readyz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!(
+                "replica {index} not ready after 60 s; its log:\n{}",
+                tail(log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Replica {
     /// SIGKILL, and wait until it is gone.
     async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -545,7 +551,8 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
     }
     let http = reqwest::Client::new();
     for replica in &mut replicas {
-        replica.start(&options.service_binary, &http).await?;
+        replica.spawn(&options.service_binary)?;
+        wait_ready(replica.index, &replica.url(""), &replica.log, &http).await?;
     }
     let replicas = Arc::new(tokio::sync::Mutex::new(replicas));
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -604,8 +611,7 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
     while kills < options.kills {
         tokio::time::sleep(rng.millis(200, 1500)).await;
         let victim = rng.below(replica_count as u64) as usize;
-        let mut fleet = replicas.lock().await;
-        fleet[victim].kill().await;
+        replicas.lock().await[victim].kill().await;
         kills += 1;
         if options.verbose {
             println!(
@@ -614,13 +620,15 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
                 run_started.elapsed()
             );
         }
-        drop(fleet);
         tokio::time::sleep(rng.millis(0, 500)).await;
-        let mut fleet = replicas.lock().await;
-        fleet[victim]
-            .start(&options.service_binary, &http)
-            .await
-            .with_context(|| format!("restarting replica {victim} after kill {kills}"))?;
+        let (url, log) = {
+            let mut fleet = replicas.lock().await;
+            fleet[victim]
+                .spawn(&options.service_binary)
+                .with_context(|| format!("restarting replica {victim} after kill {kills}"))?;
+            (fleet[victim].url(""), fleet[victim].log.clone())
+        };
+        wait_ready(victim, &url, &log, &http).await?;
     }
     submitter.await.context("the submitter panicked")??;
 
@@ -776,7 +784,16 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
         expected_files.insert(path);
     }
     for file in walk(&archive_dir) {
-        if !expected_files.contains(&file) {
+        // `<name>#<n>`: the local store's staging file of an upload a kill abandoned; invisible
+        // to readers and removed by the maintenance after `archive.orphan_upload_age`.
+        let staging = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit_once('#'))
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if staging {
+            report.staging_files_left += 1;
+        } else if !expected_files.contains(&file) {
             violations.push(format!(
                 "in the archive but no execution's: {}",
                 file.display()
