@@ -161,6 +161,23 @@ impl TokenGate {
     }
 }
 
+/// Sets `subscriber` as this thread's default, reliably while other tests run in parallel.
+///
+/// Why not `tracing::subscriber::set_default` alone: while a single dispatcher is registered,
+/// tracing computes a new callsite's interest from the *registering thread's* subscriber only, so a
+/// test without one that reaches a callsite first (a job span, say) disables it for every thread
+/// ("never", cached). A second, permanent dispatcher (one that wants nothing) makes tracing ask all
+/// of them. (The same as mint-client's test helper.)
+pub fn capture_tracing(
+    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
+) -> tracing::subscriber::DefaultGuard {
+    static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
+    SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
+    let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    guard
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(Setup::default()).await
 }

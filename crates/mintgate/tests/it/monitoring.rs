@@ -612,7 +612,7 @@ async fn logs_are_json_with_job_ids_and_no_secret_reaches_logs_or_metrics() {
         tracing_subscriber::EnvFilter::new("info,mintgate=debug,mint_client=debug"),
     );
     // The test's runtime has one thread: everything the service does logs here.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = crate::helpers::capture_tracing(subscriber);
     let app = spawn_app().await;
     let (id, instance) = started(&app, "flow-kyc-basic").await;
     app.complete_user_steps(&instance).await;
