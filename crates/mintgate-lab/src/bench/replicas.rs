@@ -10,7 +10,8 @@
 //!   budget: the shared GCRA's sustained rate plus its instant capacity over the drain's length
 //!   (the most the limiter may admit in that time; goal at least 0.95), and for reference as a
 //!   fraction of Mint's 100 units a minute;
-//! - 429s served (goal 0).
+//! - 429s served (goal 0), and fallbacks to a local share (goal 0: Redis was used throughout;
+//!   the run fails otherwise).
 
 use std::time::{Duration, Instant};
 
@@ -116,14 +117,29 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
     let client = usage.clients.get("demo").cloned().unwrap_or_default();
     let units = client.units as f64;
 
-    // The fleet's budget as mintgate configures it (90 % of Mint's limit, see app::mint_client).
+    // The fleet's budget as the replicas run it: the limit from replica 0's own gauge
+    // (mintgate_mint_budget_units_limit, 90 % of the profile's), the burst from the profile by the
+    // same rule (app::mint_client), the windows Mint's scaled by the simulator's clock.
+    let metrics = fleet_metrics(fleet).await?;
+    let limit_units = metric(&metrics[0], "mintgate_mint_budget_units_limit") as u32;
+    anyhow::ensure!(limit_units > 0, "replica 0 shows no budget limit");
+    let profile = fleet
+        .config
+        .mint
+        .get(&fleet.config.default_environment)
+        .context("the fleet's Mint profile")?;
     let budget = BudgetConfig {
-        limit_units: 90,
+        limit_units,
         window: Duration::from_secs(60),
-        burst_units: 18,
+        burst_units: (profile.budget_burst_units * 9 / 10).max(5),
         burst_window: Duration::from_secs(1),
         ..BudgetConfig::default()
     };
+    // Redis was used throughout: no replica fell back to its local share.
+    let fallbacks = metrics
+        .iter()
+        .map(|m| metric(m, "mintgate_budget_fallbacks_total"))
+        .sum::<f64>() as u64;
     let params = GcraParams::from_budget(&budget);
     let rate_per_minute = params.units_per_second() * 60.0;
     let admissible = f64::from(params.window_capacity_units) + rate_per_minute * drain_minutes;
@@ -155,8 +171,41 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
         units / (100.0 * drain_minutes)
     );
     println!("  429s served:    {} (goal 0)", client.throttled);
+    println!("  fallbacks to a local share (Redis unreachable): {fallbacks} (goal 0)");
     println!("  tokens issued:  {}", client.tokens_issued);
+    anyhow::ensure!(
+        fallbacks == 0,
+        "a replica fell back to its local share: the figures are not those of the shared budget"
+    );
     Ok(())
+}
+
+/// Each replica's Prometheus text.
+async fn fleet_metrics(fleet: &Fleet) -> anyhow::Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for address in &fleet.addresses {
+        texts.push(
+            reqwest::get(format!("http://{address}/metrics"))
+                .await?
+                .error_for_status()?
+                .text()
+                .await?,
+        );
+    }
+    Ok(texts)
+}
+
+/// The sum of the series of `name` (0 when there is none).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, number) = line.rsplit_once(' ')?;
+            (series.split('{').next()? == name)
+                .then(|| number.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }
 
 pub(crate) async fn create_schema(url: &str, schema: &str) -> anyhow::Result<()> {
