@@ -490,7 +490,7 @@ async fn the_retention_purge_removes_old_results_and_keeps_the_ledger_and_a_tomb
 
 #[tokio::test]
 async fn a_local_archive_migrates_into_s3_verified_and_a_rerun_skips_what_is_there() {
-    let Some(server) = s3_server("a_local_archive_migrates_into_s3…") else {
+    let Some(server) = s3_server("archive::a_local_archive_migrates_into_s3…") else {
         return;
     };
     let app = app_on(mintgate::archive::ArchiveConfig::default()).await;
