@@ -326,3 +326,39 @@ async fn reconciliation_at_100000_instances_with_the_slow_listing_is_bounded() {
     let simulated = latency(&app).await - listed;
     assert!(simulated <= 30 * 10_100_000, "{simulated} µs");
 }
+
+/// The scan's time bound holds too: 10,000 instances at 1 simulated second a page, one page at a
+/// time, against a bound of 20 simulated seconds: held for a decision after about 20 pages.
+#[tokio::test]
+async fn the_scans_time_bound_holds_the_execution_for_a_decision() {
+    let mut setup = Setup {
+        pipeline: PipelineConfig {
+            idle_wait: Duration::from_millis(50),
+            lease: Duration::from_secs(3600),
+            reconcile_max_duration: Duration::from_secs(20),
+            reconcile_concurrency: 1,
+            ..PipelineConfig::default()
+        },
+        time_scale: 1000.0,
+        ..Setup::default()
+    };
+    setup.sim.service.list_delay_micros_per_instance = 100;
+    let app = spawn_with(setup).await;
+    seed_old(&app, 10_000).await;
+    list_behaviours(&app, ListOrder::OldestFirst).await;
+    let id = refused_start(&app).await;
+    let pages = requests(&app, "list_instances").await;
+    reconcile(&app).await;
+    let view = app.execution(id).await;
+    assert_eq!(view.state, ExecutionState::NeedsDecision, "{view:?}");
+    assert!(
+        view.decision_reason
+            .as_deref()
+            .unwrap()
+            .contains("time bound"),
+        "{view:?}"
+    );
+    assert_eq!(starts_of(&app, id).await, 0, "never started on a guess");
+    let walked = requests(&app, "list_instances").await - pages;
+    assert!((1..101).contains(&walked), "{walked} pages of 101");
+}
