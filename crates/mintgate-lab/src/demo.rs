@@ -157,13 +157,14 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: Pat
         archive: mintgate::archive::ArchiveConfig::default(),
         default_environment: "sandbox".to_owned(),
         mint,
+        telemetry: Default::default(),
     }
 }
 
 /// Runs the demo and prints its report; fails if anything was lost or billed twice.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.verbose {
-        mintgate::telemetry::init(LogFormat::Text);
+        mintgate::telemetry::init(LogFormat::Text, None);
     }
     let report = run_demo(&args, true).await?;
     print_report(&report);
@@ -199,6 +200,7 @@ pub async fn run_demo(args: &DemoArgs, live: bool) -> anyhow::Result<DemoReport>
         listener: Some(listener),
         operator_listener: None,
         tune_mint: None,
+        telemetry: None,
     };
     let mut app = Some(Application::build(config.clone(), build(listener)).await?);
     say(

@@ -227,6 +227,8 @@ async fn create_execution(
             flow_id: flow_id.clone(),
             input,
             now: state.clock.now(),
+            // The request's trace context: the execution's jobs continue its trace.
+            traceparent: crate::telemetry::traceparent(&tracing::Span::current()),
         })
         .await
         .map_err(ApiError::internal)?;

@@ -36,6 +36,9 @@ pub struct BuildOptions {
     pub operator_listener: Option<std::net::TcpListener>,
     /// Adjusts each Mint client's configuration before it is built (tests shorten retries).
     pub tune_mint: Option<fn(MintConfig) -> MintConfig>,
+    /// The trace exporter of `[telemetry]`, started with the subscriber whose layer feeds it
+    /// (`mintgate serve` starts both); the service flushes and stops it on a graceful shutdown.
+    pub telemetry: Option<crate::telemetry::Tracing>,
 }
 
 impl Default for BuildOptions {
@@ -47,6 +50,7 @@ impl Default for BuildOptions {
             listener: None,
             operator_listener: None,
             tune_mint: None,
+            telemetry: None,
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct Application {
     maintenance: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
     metrics: Arc<crate::metrics::Registry>,
+    /// Flushed and stopped after the workers and servers on a graceful shutdown.
+    telemetry: Option<crate::telemetry::Tracing>,
 }
 
 /// Builds the Mint client of one profile, its budget windows scaled to the clock's speed. With
@@ -134,7 +140,9 @@ pub fn mint_client_observed(
     )
     .environment(name)
     .budget(budget)
-    .retry(retry);
+    .retry(retry)
+    // `traceparent` on every request while a trace is exported; nothing otherwise.
+    .propagator(Arc::new(crate::telemetry::TraceContext));
     let config = match observer {
         Some(observer) => config.observer(observer),
         None => config,
@@ -204,6 +212,17 @@ impl Application {
             .into());
         }
         tracing::info!(config = %config.redacted(), "effective configuration");
+        match (&options.telemetry, config.telemetry.traces_url()) {
+            (Some(_), Some(url)) => tracing::info!(
+                endpoint = %crate::config::redact_url_password(url.as_str()),
+                sampling_ratio = config.telemetry.sampling_ratio,
+                "exporting traces over OTLP/HTTP"
+            ),
+            (None, Some(_)) => tracing::warn!(
+                "`telemetry.otlp_endpoint` is set but this process started no trace exporter; no trace is exported"
+            ),
+            _ => {}
+        }
         let store = open_store(&config).await?;
         let archive = Arc::new(open_archive(&config)?);
         let redis = match &config.service.redis_url {
@@ -440,6 +459,7 @@ impl Application {
             maintenance,
             grace: config.service.shutdown_grace,
             metrics,
+            telemetry: options.telemetry,
         })
     }
 
@@ -503,6 +523,10 @@ impl Application {
                     server.abort();
                 }
             }
+        }
+        // Last: the spans of the work that just finished are exported too.
+        if let Some(telemetry) = self.telemetry.take() {
+            telemetry.shutdown().await;
         }
     }
 

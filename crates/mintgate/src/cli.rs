@@ -125,8 +125,13 @@ pub async fn run(command: Command, global: &GlobalArgs) -> ExitCode {
 
 async fn serve(config: Option<&Path>) -> Result<(), Failure> {
     let config = Config::load(config).map_err(|e| Failure::user(e.into()))?;
-    crate::telemetry::init(config.service.log_format);
-    let app = crate::app::Application::build(config, crate::app::BuildOptions::default())
+    let tracing = crate::telemetry::Tracing::start(&config.telemetry).map_err(Failure::classify)?;
+    crate::telemetry::init(config.service.log_format, tracing.as_ref());
+    let options = crate::app::BuildOptions {
+        telemetry: tracing,
+        ..crate::app::BuildOptions::default()
+    };
+    let app = crate::app::Application::build(config, options)
         .await
         .map_err(Failure::classify)?;
     app.run_until_signal().await.map_err(Failure::classify)

@@ -72,6 +72,9 @@ pub struct Config {
     /// One Mint profile per environment (`sandbox`, `production`, …), each with its own API client.
     #[serde(default)]
     pub mint: BTreeMap<String, MintProfile>,
+    /// OpenTelemetry traces (`[telemetry]`): off unless `otlp_endpoint` is set.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 fn default_environment() -> String {
@@ -358,6 +361,76 @@ impl Default for WebhookConfig {
             unmatched_retention: Duration::from_secs(24 * 3600),
             prune_interval: Duration::from_secs(3600),
         }
+    }
+}
+
+/// OpenTelemetry traces, exported over OTLP/HTTP (protobuf): the own API's requests, each job step
+/// and each Mint call, one trace per execution; `traceparent` is sent to Mint. Off by default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP receiver, e.g. `http://127.0.0.1:4318`: spans are posted to
+    /// `<url>/v1/traces` (a URL with a path of its own is used as it is). Unset (the default): no
+    /// span is exported and no exporter runs.
+    #[serde(serialize_with = "redacted::optional_url")]
+    pub otlp_endpoint: Option<Url>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// The share of new traces recorded, 0.0 to 1.0. A request that arrives with a `traceparent`
+    /// follows its caller's decision instead.
+    pub sampling_ratio: f64,
+    /// How long one export may take before it is given up (spans are then dropped, never the
+    /// service's work).
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "mintgate".to_owned(),
+            sampling_ratio: 1.0,
+            export_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Checks the values; every error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.otlp_endpoint {
+            if !matches!(url.scheme(), "http" | "https") {
+                invalid!("`telemetry.otlp_endpoint` must be an http:// or https:// URL");
+            }
+            if url.host_str().is_none_or(str::is_empty) {
+                invalid!("`telemetry.otlp_endpoint` has no host");
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                invalid!("`telemetry.otlp_endpoint` may not have a query or a fragment");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.sampling_ratio) {
+            invalid!("`telemetry.sampling_ratio` must be between 0.0 and 1.0");
+        }
+        if self.service_name.trim().is_empty() || self.service_name.len() > 200 {
+            invalid!("`telemetry.service_name` must be 1 to 200 characters");
+        }
+        if self.export_timeout < Duration::from_millis(100)
+            || self.export_timeout > Duration::from_secs(120)
+        {
+            invalid!("`telemetry.export_timeout` must be between 100ms and 2m");
+        }
+        Ok(())
+    }
+
+    /// Where spans are posted: the endpoint with `/v1/traces` when it has no path of its own.
+    pub fn traces_url(&self) -> Option<Url> {
+        let mut url = self.otlp_endpoint.clone()?;
+        if url.path().is_empty() || url.path() == "/" {
+            url.set_path("/v1/traces");
+        }
+        Some(url)
     }
 }
 
@@ -776,6 +849,7 @@ impl Config {
                 self.service.replicas
             );
         }
+        self.telemetry.validate()?;
         if let Err(error) = self.archive.validate() {
             let message = error.to_string();
             return Err(ConfigError::Invalid(
@@ -1334,5 +1408,65 @@ mod tests {
         vars.push(("MINTGATE_ARCHIVE__PART_BYTES", "1000"));
         let error = load(&vars).unwrap_err().to_string();
         assert!(error.contains("archive.part_bytes"), "{error}");
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_set_by_its_section_or_the_environment() {
+        let config = load(&base()).unwrap();
+        assert!(config.telemetry.otlp_endpoint.is_none());
+        assert!(config.telemetry.traces_url().is_none());
+
+        let file =
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nservice_name = \"kyc-gate\"\n";
+        let config = load_in_jail(
+            &with(&[("MINTGATE_TELEMETRY__SAMPLING_RATIO", "0.25")]),
+            Some(file),
+            true,
+        )
+        .unwrap();
+        assert_eq!(config.telemetry.service_name, "kyc-gate");
+        assert!((config.telemetry.sampling_ratio - 0.25).abs() < f64::EPSILON);
+        assert_eq!(
+            config.telemetry.traces_url().unwrap().as_str(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        // A URL with a path of its own is used as it is; a password in it is never shown.
+        let config = load(&with(&[(
+            "MINTGATE_TELEMETRY__OTLP_ENDPOINT",
+            "https://user:collector-password@otel.example/custom/traces",
+        )]))
+        .unwrap();
+        assert_eq!(
+            config.telemetry.traces_url().unwrap().path(),
+            "/custom/traces"
+        );
+        let text = config.redacted().to_string();
+        assert!(!text.contains("collector-password"), "{text}");
+
+        for (key, value, named) in [
+            (
+                "MINTGATE_TELEMETRY__SAMPLING_RATIO",
+                "1.5",
+                "telemetry.sampling_ratio",
+            ),
+            (
+                "MINTGATE_TELEMETRY__OTLP_ENDPOINT",
+                "ftp://collector",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "MINTGATE_TELEMETRY__SERVICE_NAME",
+                " ",
+                "telemetry.service_name",
+            ),
+            (
+                "MINTGATE_TELEMETRY__EXPORT_TIMEOUT",
+                "0s",
+                "telemetry.export_timeout",
+            ),
+        ] {
+            let error = load(&with(&[(key, value)])).unwrap_err().to_string();
+            assert!(error.contains(named), "{key}={value}: {error}");
+        }
     }
 }

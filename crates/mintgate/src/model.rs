@@ -142,6 +142,10 @@ pub struct Execution {
     pub not_found_since: Option<DateTime<Utc>>,
     /// How many `404`s that run holds.
     pub not_found_count: i64,
+    /// The W3C `traceparent` of the request that created the execution (with traces exported):
+    /// the parent of its jobs' spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Execution {

@@ -129,7 +129,10 @@ pub fn with_limits(router: Router, config: &ListenerConfig, sensitive: Vec<Heade
         .layer(CatchPanicLayer::custom(panic_response))
 }
 
-/// Every request's log lines carry its id, method and path (never its headers or body).
+/// Every request's log lines carry its id, method and path (never its headers or body). With
+/// traces exported, the span is the request's server span; an own API request (`/v1/…`) that
+/// carries a W3C `traceparent` continues its caller's trace (webhooks and the operator pages start
+/// their own: an outside sender does not choose what is sampled).
 async fn request_span(request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
@@ -142,8 +145,39 @@ async fn request_span(request: Request, next: Next) -> Response {
         request_id,
         method = %request.method(),
         path = request.uri().path(),
+        otel.kind = "server",
+        otel.name = format!("{} {}", request.method(), span_route(request.uri().path())),
     );
+    if request.uri().path().starts_with("/v1/")
+        && let Some(traceparent) = header_text(&request, "traceparent")
+    {
+        crate::telemetry::set_parent(&span, traceparent, header_text(&request, "tracestate"));
+    }
     tracing::Instrument::instrument(next.run(request), span).await
+}
+
+fn header_text<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A span name for a path: ids (a long segment, or one with a digit other than a version such as
+/// `v1`) become `{id}`, so that the names stay few (`GET /v1/executions/{id}`).
+fn span_route(path: &str) -> String {
+    let segments: Vec<&str> = path
+        .split('/')
+        .take(8)
+        .map(|segment| {
+            let version = segment.len() > 1
+                && segment.starts_with('v')
+                && segment[1..].bytes().all(|b| b.is_ascii_digit());
+            if segment.len() > 24 || (!version && segment.bytes().any(|b| b.is_ascii_digit())) {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    segments.join("/")
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -309,4 +343,23 @@ pub fn spawn(
         }
         Ok(())
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn span_names_keep_routes_and_hide_ids() {
+        assert_eq!(super::span_route("/v1/executions"), "/v1/executions");
+        assert_eq!(
+            super::span_route("/v1/executions/0193a4b2-7c1e-7000-8000-000000000000"),
+            "/v1/executions/{id}"
+        );
+        assert_eq!(
+            super::span_route("/v1/dead-letters/12/retry"),
+            "/v1/dead-letters/{id}/retry"
+        );
+        assert_eq!(super::span_route("/webhooks/mint"), "/webhooks/mint");
+        let long = format!("/{}", "a/".repeat(1000));
+        assert!(super::span_route(&long).len() < 20);
+    }
 }

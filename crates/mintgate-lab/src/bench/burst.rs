@@ -66,6 +66,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         archive: mintgate::archive::ArchiveConfig::default(),
         default_environment: "sandbox".to_owned(),
         mint,
+        telemetry: Default::default(),
     };
     let budget =
         mintgate::app::mint_client("sandbox", &config.mint["sandbox"], &clock, None, None)?

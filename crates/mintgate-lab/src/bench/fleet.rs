@@ -111,6 +111,7 @@ impl Fleet {
             archive: options.archive,
             default_environment: "sandbox".to_owned(),
             mint,
+            telemetry: Default::default(),
         };
         config.validate()?;
         let mut replicas = Vec::new();
@@ -124,6 +125,7 @@ impl Fleet {
                     listener: Some(listener),
                     operator_listener: None,
                     tune_mint: options.tune_mint,
+                    telemetry: None,
                 },
             )
             .await

@@ -152,6 +152,7 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, mode: Mode) 
         archive: mintgate::archive::ArchiveConfig::default(),
         default_environment: "sandbox".to_owned(),
         mint,
+        telemetry: Default::default(),
     }
 }
 
@@ -189,6 +190,7 @@ async fn run_mode(args: &QuotaArgs, mode: Mode) -> anyhow::Result<ModeFigures> {
             listener: Some(listener),
             operator_listener: None,
             tune_mint: None,
+            telemetry: None,
         },
     )
     .await?;

@@ -168,6 +168,7 @@ async fn one_case(
         archive: mintgate::archive::ArchiveConfig::default(),
         default_environment: "sandbox".to_owned(),
         mint: crate::simulator_profiles(&sim, "demo"),
+        telemetry: Default::default(),
     };
     let app = Application::build(
         config,
@@ -190,6 +191,7 @@ async fn one_case(
             flow_id: mint_client::FlowId::new(FLOW)?,
             input: serde_json::json!({"customer": "bench"}),
             now: clock.now(),
+            traceparent: None,
         })
         .await?;
     anyhow::ensure!(

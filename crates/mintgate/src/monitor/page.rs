@@ -434,6 +434,7 @@ mod tests {
             finished_seen_at: None,
             not_found_since: None,
             not_found_count: 0,
+            traceparent: None,
         }
     }
 

@@ -199,23 +199,42 @@ impl Pipeline {
         else {
             return Ok(false);
         };
+        let started = Instant::now();
+        let execution = self.store.execution(job.execution_id).await;
         let span = tracing::info_span!(
             "job",
             job_id = %job.id,
             kind = job.kind.as_str(),
             execution_id = %job.execution_id,
             instance_id = tracing::field::Empty,
+            otel.name = format!("job {}", job.kind.as_str()),
         );
+        // One execution, one trace: each of its jobs is a child of the request that created it.
+        if let Ok(Some(Execution {
+            traceparent: Some(traceparent),
+            ..
+        })) = &execution
+        {
+            crate::telemetry::set_parent(&span, traceparent, None);
+        }
         self.metrics
-            .scope(self.run_job(job, lease).instrument(span))
+            .scope(
+                self.run_job(job, lease, execution, started)
+                    .instrument(span),
+            )
             .await;
         Ok(true)
     }
 
-    async fn run_job(&self, job: Job, lease: Lease) {
-        let started = Instant::now();
+    async fn run_job(
+        &self,
+        job: Job,
+        lease: Lease,
+        execution: anyhow::Result<Option<Execution>>,
+        started: Instant,
+    ) {
         let kind = job.kind.as_str();
-        let execution = match self.store.execution(job.execution_id).await {
+        let execution = match execution {
             Ok(Some(execution)) => execution,
             Ok(None) => {
                 tracing::error!("job names an execution that does not exist");

@@ -33,6 +33,9 @@ pub struct NewExecution {
     pub flow_id: FlowId,
     pub input: serde_json::Value,
     pub now: DateTime<Utc>,
+    /// The W3C `traceparent` of the request's span (with traces exported), stored so that the
+    /// execution's jobs join the request's trace.
+    pub traceparent: Option<String>,
 }
 
 /// The answer to [`Store::create_execution`].

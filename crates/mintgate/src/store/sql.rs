@@ -302,6 +302,7 @@ where
             finished_seen_at: opt_from_ms(row.try_get("finished_seen_at")?),
             not_found_since: opt_from_ms(row.try_get("not_found_since")?),
             not_found_count: row.try_get("not_found_count")?,
+            traceparent: row.try_get("traceparent")?,
         })
     }
 
@@ -584,8 +585,8 @@ where
         // ON CONFLICT rather than look-then-insert: two replicas may take the same retried request
         // at once; the second insert waits for the first to commit, then does nothing.
         let inserted = sqlx::query(
-            "INSERT INTO executions (id, idempotency_key, request_sha256, environment, flow_id, input, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7)
+            "INSERT INTO executions (id, idempotency_key, request_sha256, environment, flow_id, input, state, created_at, updated_at, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7, $8)
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(new.id.to_string())
@@ -595,6 +596,7 @@ where
         .bind(new.flow_id.as_str())
         .bind(new.input.to_string())
         .bind(ms(new.now))
+        .bind(new.traceparent.as_deref())
         .execute(&mut *tx)
         .await
         .context("inserting an execution")?;
@@ -1040,7 +1042,7 @@ where
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
                     billed_count, finished_seen_at, not_found_since, not_found_count,
-                    start_sent_at, workflow_url_unknown, decision_reason
+                    start_sent_at, workflow_url_unknown, decision_reason, traceparent
              FROM executions WHERE ($1 IS NULL OR state = $1)
              ORDER BY created_at DESC, id DESC LIMIT $2",
         )
@@ -1071,7 +1073,7 @@ where
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
                     billed_count, finished_seen_at, not_found_since, not_found_count,
-                    start_sent_at, workflow_url_unknown, decision_reason
+                    start_sent_at, workflow_url_unknown, decision_reason, traceparent
              FROM executions
              WHERE state = 'running' AND progress LIKE '{\"kind\":\"waitingForUser\"%'
              ORDER BY started_at ASC NULLS LAST, id ASC LIMIT $1",
@@ -1090,7 +1092,7 @@ where
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
                     billed_count, finished_seen_at, not_found_since, not_found_count,
-                    start_sent_at, workflow_url_unknown, decision_reason
+                    start_sent_at, workflow_url_unknown, decision_reason, traceparent
              FROM executions WHERE state IN ('finished', 'downloading')
              ORDER BY deadline_at ASC NULLS LAST LIMIT $1",
         )

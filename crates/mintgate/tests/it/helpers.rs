@@ -91,6 +91,8 @@ pub struct TestApp {
     pub dir: TempDir,
     /// In front of the token endpoint, with `Setup::gate_token_endpoint`.
     pub token_gate: Option<TokenGate>,
+    /// The trace exporter the service is started with (a test sets it, then restarts the service).
+    pub telemetry: Option<mintgate::telemetry::Tracing>,
     background_workers: bool,
 }
 
@@ -249,6 +251,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         archive: setup.archive,
         default_environment: "sandbox".to_owned(),
         mint,
+        telemetry: Default::default(),
     };
     (setup.configure)(&mut config);
     let mut app = TestApp {
@@ -262,6 +265,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         listener,
         dir,
         token_gate,
+        telemetry: None,
         background_workers: setup.background_workers,
     };
     app.start().await;
@@ -280,6 +284,7 @@ impl TestApp {
                 listener: Some(listener),
                 operator_listener: None,
                 tune_mint: Some(tune_mint_for_tests),
+                telemetry: self.telemetry.clone(),
             },
         )
         .await

@@ -14,4 +14,5 @@ mod reconcile;
 mod resilience;
 mod store;
 mod support;
+mod traces;
 mod webhooks;

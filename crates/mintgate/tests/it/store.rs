@@ -79,6 +79,7 @@ store_contract!(
     paused_work_is_skipped_by_claims_until_its_pause_is_lifted,
     a_run_of_404s_is_counted_from_its_first_and_ended_by_an_answer,
     ambiguous_starts_findings_and_decisions,
+    an_execution_keeps_the_trace_context_of_its_request,
 );
 
 async fn sqlite_store(dir: &tempfile::TempDir) -> SharedStore {
@@ -111,6 +112,7 @@ async fn create(store: &SharedStore, key: Option<&str>, input: serde_json::Value
             flow_id: flow("flow-kyc-basic"),
             input,
             now: t0(),
+            traceparent: None,
         })
         .await
         .unwrap()
@@ -861,6 +863,7 @@ async fn the_ledger_is_written_with_billed_count_and_summed_by_day_and_flow(stor
                 flow_id: flow(flow_id),
                 input: serde_json::json!({}),
                 now: t0(),
+                traceparent: None,
             })
             .await
             .unwrap();
@@ -1578,4 +1581,56 @@ async fn a_run_of_404s_is_counted_from_its_first_and_ended_by_an_answer(store: S
     let execution = step(t0() + secs(40), ExecutionPatch::default()).await;
     assert_eq!(execution.finished_seen_at, Some(t0() + secs(30)), "kept");
     assert_eq!(execution.not_found_count, 0);
+}
+
+/// The request's `traceparent` is stored with the execution and read back by every way of reading
+/// one (its jobs' spans are its children); without one, none is made up.
+async fn an_execution_keeps_the_trace_context_of_its_request(store: SharedStore) {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = store
+        .create_execution(NewExecution {
+            id: Uuid::now_v7(),
+            idempotency_key: Some("traced".to_owned()),
+            environment: "sandbox".to_owned(),
+            flow_id: flow("flow-kyc-basic"),
+            input: serde_json::json!({}),
+            now: t0(),
+            traceparent: Some(TRACEPARENT.to_owned()),
+        })
+        .await
+        .unwrap();
+    let Created::New(traced) = traced else {
+        panic!("{traced:?}")
+    };
+    assert_eq!(traced.traceparent.as_deref(), Some(TRACEPARENT));
+    let plain = new_execution(&store).await;
+    let read = store.execution(traced.id).await.unwrap().unwrap();
+    assert_eq!(read.traceparent.as_deref(), Some(TRACEPARENT));
+    assert_eq!(
+        store.execution(plain).await.unwrap().unwrap().traceparent,
+        None
+    );
+    let listed = store
+        .executions_without_input(mintgate::store::ExecutionFilter::default())
+        .await
+        .unwrap();
+    let found = listed.iter().find(|e| e.id == traced.id).unwrap();
+    assert_eq!(found.traceparent.as_deref(), Some(TRACEPARENT));
+    // The same request again (same key) answers the stored execution, trace context included.
+    let again = store
+        .create_execution(NewExecution {
+            id: Uuid::now_v7(),
+            idempotency_key: Some("traced".to_owned()),
+            environment: "sandbox".to_owned(),
+            flow_id: flow("flow-kyc-basic"),
+            input: serde_json::json!({}),
+            now: t0(),
+            traceparent: None,
+        })
+        .await
+        .unwrap();
+    let Created::Existing(again) = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(again.traceparent.as_deref(), Some(TRACEPARENT));
 }
