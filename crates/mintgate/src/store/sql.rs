@@ -1466,7 +1466,7 @@ where
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
                     billed_count, finished_seen_at, not_found_since, not_found_count,
-                    start_sent_at, workflow_url_unknown, decision_reason
+                    start_sent_at, workflow_url_unknown, decision_reason, traceparent
              FROM executions
              WHERE start_ambiguous = 1 AND environment = $1 AND flow_id = $2
                AND instance_id IS NULL AND state IN ('queued', 'starting')
