@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::helpers::{API_KEY, Setup, spawn_with};
+use crate::helpers::{API_KEY, Setup, capture_tracing, spawn_with};
 
 /// The caller's trace context on `POST /v1/executions`.
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -131,18 +131,6 @@ async fn recording_proxy(sim_base: &str, seen: Seen) -> String {
     base.to_string().trim_end_matches('/').to_owned()
 }
 
-/// Sets `subscriber` as this thread's default (the test's runtime has one thread: the service's
-/// tasks run on it), reliably beside the other tests: see mint-client's `capture_tracing`.
-fn capture(
-    subscriber: impl tracing::Subscriber + Send + Sync + 'static,
-) -> tracing::subscriber::DefaultGuard {
-    static SECOND: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
-    SECOND.get_or_init(|| tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default()));
-    let guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
-    guard
-}
-
 /// The API requests the simulator served the client (its token endpoint is not behind the proxy).
 fn api_requests(usage: &mint_sim::ClientUsage) -> u64 {
     usage
@@ -198,7 +186,8 @@ async fn one_execution_is_one_trace_from_the_request_through_each_job_to_each_mi
         ..TelemetryConfig::default()
     };
     let tracing = Tracing::start(&config).unwrap().expect("an exporter");
-    let _guard = capture(tracing_subscriber::registry().with(tracing.layer()));
+    // The test's runtime has one thread: the service's tasks report to this subscriber.
+    let _guard = capture_tracing(tracing_subscriber::registry().with(tracing.layer()));
     let seen = Seen::default();
     let mut app = traced_app(Some((config, tracing.clone())), seen.clone()).await;
 
