@@ -48,10 +48,15 @@ use super::SharedRedis;
 /// While Redis is unreachable, try it again at most this often.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The weighted two-rule GCRA. KEYS: window TAT, burst TAT, pause-until. ARGV: window interval,
-/// window tolerance (already shortened by the priority's reserve), burst interval, burst
-/// tolerance (all in ms per unit / ms), cost, debt (units to repay first).
+/// The weighted two-rule GCRA. KEYS: window TAT, burst TAT, pause-until, units used per slot (a
+/// hash). ARGV: window interval, window tolerance (already shortened by the priority's reserve),
+/// burst interval, burst tolerance (all in ms per unit / ms), cost, debt (units to repay first),
+/// slot length and the used-units hash's lifetime (ms).
 /// Answers `{1, 0}` (admitted) or `{0, wait_ms}`.
+///
+/// The GCRA keeps no history, so the units the fleet spent in the last window (what the status
+/// page and `mintgate_mint_budget_units_remaining` show, as for a local budget) are counted beside
+/// it, per slot of a sixtieth of the window.
 const ACQUIRE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -60,9 +65,12 @@ local t2, tau2 = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cost, debt = tonumber(ARGV[5]), tonumber(ARGV[6])
 local tat1 = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat1 < now then tat1 = now end
+local slot = math.floor(now / tonumber(ARGV[7]))
 if debt > 0 then
   tat1 = tat1 + debt * t1
   redis.call('SET', KEYS[1], tat1, 'PX', math.ceil(tat1 - now) + 1000)
+  redis.call('HINCRBY', KEYS[4], slot, debt)
+  redis.call('PEXPIRE', KEYS[4], ARGV[8])
 end
 local tat2 = tonumber(redis.call('GET', KEYS[2]) or now)
 if tat2 < now then tat2 = now end
@@ -76,14 +84,20 @@ if new2 - tau2 - now > wait then wait = new2 - tau2 - now end
 if wait > 0 then return {0, math.ceil(wait)} end
 redis.call('SET', KEYS[1], new1, 'PX', math.ceil(new1 - now) + 1000)
 redis.call('SET', KEYS[2], new2, 'PX', math.ceil(new2 - now) + 1000)
+redis.call('HINCRBY', KEYS[4], slot, cost)
+redis.call('PEXPIRE', KEYS[4], ARGV[8])
 return {1, 0}
 ";
 
-/// Gives back `cost` units (a 429 or 401 consumed none). KEYS and ARGV[1..3] as ACQUIRE's.
+/// Gives back `cost` units (a 429 or 401 consumed none). KEYS: window TAT, burst TAT, units used
+/// per slot. ARGV: window interval, burst interval, cost, slot length (ms).
 const REFUND: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local cost = tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HINCRBY', KEYS[3], math.floor(now / tonumber(ARGV[4])), -cost)
+end
 for i, interval in ipairs({tonumber(ARGV[1]), tonumber(ARGV[2])}) do
   local tat = tonumber(redis.call('GET', KEYS[i]))
   if tat and tat > now then
@@ -105,13 +119,31 @@ if untl > current then redis.call('SET', KEYS[1], untl, 'PX', math.ceil(untl - n
 return 1
 ";
 
-/// Reads the state for a snapshot: `{now, window TAT, burst TAT, pause}` (ms, as strings).
+/// Reads the state for a snapshot: `{now, window TAT, burst TAT, pause, units used in the last
+/// window}` (ms and units, as strings); drops the used-units slots older than the window.
+/// ARGV: slot length (ms), slots per window.
 const STATE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local slot = math.floor(now / tonumber(ARGV[1]))
+local oldest = slot - tonumber(ARGV[2]) + 1
+local used = 0
+local slots = redis.call('HGETALL', KEYS[4])
+for i = 1, #slots, 2 do
+  local s = tonumber(slots[i])
+  if s < oldest then
+    redis.call('HDEL', KEYS[4], slots[i])
+  else
+    used = used + tonumber(slots[i + 1])
+  end
+end
+if used < 0 then used = 0 end
 return {tostring(now), redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or '0',
-        redis.call('GET', KEYS[3]) or '0'}
+        redis.call('GET', KEYS[3]) or '0', tostring(used)}
 ";
+
+/// Slots per window of the fleet's used-units count.
+const USED_SLOTS: u32 = 60;
 
 /// The GCRA's parameters, derived from a budget configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,7 +220,8 @@ fn ms(duration: Duration) -> f64 {
 /// The shared budget of one Mint API client.
 pub struct RedisBudget {
     redis: SharedRedis,
-    keys: [String; 3],
+    /// Window TAT, burst TAT, pause-until, units used per slot.
+    keys: [String; 4],
     name: String,
     cfg: BudgetConfig,
     params: GcraParams,
@@ -247,6 +280,7 @@ impl RedisBudget {
             redis.key("budget", &format!("{name}:window")),
             redis.key("budget", &format!("{name}:burst")),
             redis.key("budget", &format!("{name}:pause")),
+            redis.key("budget", &format!("{name}:used")),
         ];
         crate::metrics::budget_fallback_active(name, false);
         Self {
@@ -260,6 +294,11 @@ impl RedisBudget {
             notify: Notify::new(),
             degraded: AtomicBool::new(false),
         }
+    }
+
+    /// The length of one slot of the used-units count (a sixtieth of the window), in ms.
+    fn slot_ms(&self) -> u64 {
+        ((ms(self.cfg.window) / f64::from(USED_SLOTS)).ceil() as u64).max(1)
     }
 
     /// The GCRA's parameters.
@@ -294,7 +333,9 @@ impl RedisBudget {
             .arg(self.params.burst_interval_ms)
             .arg(self.params.burst_tolerance_ms())
             .arg(units)
-            .arg(debt);
+            .arg(debt)
+            .arg(self.slot_ms())
+            .arg(ms(self.cfg.window).ceil() as u64 * 2);
         let mut connection = self.redis.connection();
         let (admitted, wait_ms): (i64, i64) = self
             .redis
@@ -547,9 +588,11 @@ impl Budget for RedisBudget {
             invocation
                 .key(&self.keys[0])
                 .key(&self.keys[1])
+                .key(&self.keys[3])
                 .arg(self.params.window_interval_ms)
                 .arg(self.params.burst_interval_ms)
-                .arg(units);
+                .arg(units)
+                .arg(self.slot_ms());
             let mut connection = self.redis.connection();
             if let Err(error) = self
                 .redis
@@ -597,6 +640,7 @@ impl Budget for RedisBudget {
             for key in &self.keys {
                 invocation.key(key);
             }
+            invocation.arg(self.slot_ms()).arg(USED_SLOTS);
             let mut connection = self.redis.connection();
             let state: Vec<String> = self
                 .redis
@@ -612,22 +656,23 @@ impl Budget for RedisBudget {
             let now = number(0);
             // Units "in flight" in each GCRA: how far its arrival time is ahead of now.
             let used = |tat: f64, interval: f64| ((tat - now).max(0.0) / interval).ceil() as u32;
-            let window_used = used(number(1), self.params.window_interval_ms);
+            // The fleet's units of the last window (counted beside the GCRA), as a local budget
+            // reports its own; the GCRA's instant capacity is not the window's remainder.
+            let window_used = number(4) as u32;
             let burst_used = used(number(2), self.params.burst_interval_ms);
             let pause = number(3) - now;
+            // This replica's 429s (the local share counts every one it is told of).
+            let throttled_total = self.fallback.snapshot().await.throttled_total;
             BudgetSnapshot {
                 limit_units: self.cfg.limit_units,
                 effective_limit_units: self.cfg.limit_units,
                 used_units: window_used,
-                remaining_units: self
-                    .params
-                    .window_capacity_units
-                    .saturating_sub(window_used),
+                remaining_units: self.cfg.limit_units.saturating_sub(window_used),
                 burst_limit_units: self.cfg.burst_units,
                 burst_used_units: burst_used,
                 waiting,
                 paused_for: (pause > 0.0).then(|| Duration::from_millis(pause as u64)),
-                throttled_total: 0,
+                throttled_total,
                 window: self.cfg.window,
             }
         })
