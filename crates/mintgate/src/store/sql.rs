@@ -153,6 +153,23 @@ fn push_error(errors_json: &str, at: DateTime<Utc>, error: &str) -> String {
     serde_json::to_string(&errors).unwrap_or_else(|_| "[]".to_owned())
 }
 
+/// `SELECT` of every column of an execution but `input` (read as `null`), then `$rest`: for the
+/// status page, the metrics and the scans, which never show an end user's data and must cost the
+/// same whatever the inputs weigh. One list, so a new column cannot be forgotten in one query.
+macro_rules! without_input {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, idempotency_key, request_sha256, environment, flow_id, 'null' AS input,
+                    state, instance_id, workflow_url, mint_status, progress, progress_at,
+                    created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
+                    archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
+                    billed_count, finished_seen_at, not_found_since, not_found_count,
+                    start_sent_at, workflow_url_unknown, decision_reason, traceparent ",
+            $rest
+        )
+    };
+}
+
 const INSERT_JOB: &str = "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
      VALUES ($1, $2, $3, 'ready', $4, $5, $6, $7, $7)
      ON CONFLICT (execution_id, kind) WHERE state IN ('ready', 'running') DO UPDATE SET
@@ -1036,16 +1053,10 @@ where
         filter: ExecutionFilter,
     ) -> anyhow::Result<Vec<Execution>> {
         let limit = if filter.limit <= 0 { 100 } else { filter.limit };
-        let rows = sqlx::query(
-            "SELECT id, idempotency_key, request_sha256, environment, flow_id, 'null' AS input,
-                    state, instance_id, workflow_url, mint_status, progress, progress_at,
-                    created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
-                    archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count, finished_seen_at, not_found_since, not_found_count,
-                    start_sent_at, workflow_url_unknown, decision_reason, traceparent
-             FROM executions WHERE ($1 IS NULL OR state = $1)
-             ORDER BY created_at DESC, id DESC LIMIT $2",
-        )
+        let rows = sqlx::query(without_input!(
+            "FROM executions WHERE ($1 IS NULL OR state = $1)
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        ))
         .bind(filter.state.map(|s| s.as_str()))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -1067,17 +1078,11 @@ where
 
     async fn waiting_for_user(&self, limit: i64) -> anyhow::Result<Vec<Execution>> {
         // `progress` is the JSON of `model::Progress`, its tag first (`{"kind":"waitingForUser",…}`).
-        let rows = sqlx::query(
-            "SELECT id, idempotency_key, request_sha256, environment, flow_id, 'null' AS input,
-                    state, instance_id, workflow_url, mint_status, progress, progress_at,
-                    created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
-                    archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count, finished_seen_at, not_found_since, not_found_count,
-                    start_sent_at, workflow_url_unknown, decision_reason, traceparent
-             FROM executions
+        let rows = sqlx::query(without_input!(
+            "FROM executions
              WHERE state = 'running' AND progress LIKE '{\"kind\":\"waitingForUser\"%'
-             ORDER BY started_at ASC NULLS LAST, id ASC LIMIT $1",
-        )
+             ORDER BY started_at ASC NULLS LAST, id ASC LIMIT $1"
+        ))
         .bind(limit)
         .fetch_all(&self.pool)
         .await
@@ -1086,16 +1091,10 @@ where
     }
 
     async fn unarchived_without_input(&self, limit: i64) -> anyhow::Result<Vec<Execution>> {
-        let rows = sqlx::query(
-            "SELECT id, idempotency_key, request_sha256, environment, flow_id, 'null' AS input,
-                    state, instance_id, workflow_url, mint_status, progress, progress_at,
-                    created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
-                    archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count, finished_seen_at, not_found_since, not_found_count,
-                    start_sent_at, workflow_url_unknown, decision_reason, traceparent
-             FROM executions WHERE state IN ('finished', 'downloading')
-             ORDER BY deadline_at ASC NULLS LAST LIMIT $1",
-        )
+        let rows = sqlx::query(without_input!(
+            "FROM executions WHERE state IN ('finished', 'downloading')
+             ORDER BY deadline_at ASC NULLS LAST LIMIT $1"
+        ))
         .bind(limit)
         .fetch_all(&self.pool)
         .await
@@ -1460,18 +1459,12 @@ where
         environment: &str,
         flow_id: &FlowId,
     ) -> anyhow::Result<Vec<Execution>> {
-        let rows = sqlx::query(
-            "SELECT id, idempotency_key, request_sha256, environment, flow_id, 'null' AS input,
-                    state, instance_id, workflow_url, mint_status, progress, progress_at,
-                    created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
-                    archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
-                    billed_count, finished_seen_at, not_found_since, not_found_count,
-                    start_sent_at, workflow_url_unknown, decision_reason, traceparent
-             FROM executions
+        let rows = sqlx::query(without_input!(
+            "FROM executions
              WHERE start_ambiguous = 1 AND environment = $1 AND flow_id = $2
                AND instance_id IS NULL AND state IN ('queued', 'starting')
-             ORDER BY created_at, id LIMIT 10000",
-        )
+             ORDER BY created_at, id LIMIT 10000"
+        ))
         .bind(environment)
         .bind(flow_id.as_str())
         .fetch_all(&self.pool)
