@@ -38,8 +38,9 @@ pub struct DemoArgs {
     /// Keep the archive folder here instead of a temporary one.
     #[arg(long)]
     pub archive: Option<PathBuf>,
-    /// Log the service's lines (RUST_LOG filters) instead of only the progress lines.
-    #[arg(long)]
+    /// Log the service's lines (RUST_LOG filters) instead of only the progress lines: set by the
+    /// global `-v` (`mintgate-lab demo -v`).
+    #[arg(skip)]
     pub verbose: bool,
 }
 

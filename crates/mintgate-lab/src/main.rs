@@ -39,11 +39,45 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     block_on(async move {
         match cli.command {
-            LabCommand::Demo(args) => exit_code(demo::run(args).await.map_err(Failure::internal)),
+            LabCommand::Demo(mut args) => {
+                args.verbose = cli.global.verbose > 0;
+                exit_code(demo::run(args).await.map_err(Failure::internal))
+            }
             LabCommand::Bench(command) => {
                 exit_code(bench::run(command).await.map_err(Failure::internal))
             }
             LabCommand::Mintgate(command) => mintgate::cli::run(command, &cli.global).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::{Cli, LabCommand};
+
+    /// The lab flattens mintgate's commands and global options beside its own: a name used twice
+    /// (e.g. a command's `--verbose` beside the global `-v`) panics only when parsed.
+    #[test]
+    fn every_command_line_of_the_readme_parses() {
+        Cli::command().debug_assert();
+        for line in [
+            "mintgate-lab demo",
+            "mintgate-lab demo -v",
+            "mintgate-lab -v demo",
+            "mintgate-lab bench edge --json",
+            "mintgate-lab bench archive --size 2GiB",
+            "mintgate-lab bench reconcile",
+            "mintgate-lab doctor --all",
+            "mintgate-lab -vv doctor --contract --json",
+            "mintgate-lab webhook step --url https://kyc.example.com/webhooks/mint",
+        ] {
+            let parsed = Cli::try_parse_from(line.split(' '));
+            assert!(parsed.is_ok(), "{line}: {:?}", parsed.err());
+        }
+        let cli = Cli::try_parse_from(["mintgate-lab", "demo", "-v"]).unwrap();
+        assert_eq!(cli.global.verbose, 1);
+        assert!(matches!(cli.command, LabCommand::Demo(_)));
+    }
 }

@@ -136,3 +136,30 @@ async fn serve(config: Option<&Path>) -> Result<(), Failure> {
         .map_err(Failure::classify)?;
     app.run_until_signal().await.map_err(Failure::classify)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::Cli;
+
+    /// Every command's definition is consistent (names used once, globals compatible) and the
+    /// README's command lines parse.
+    #[test]
+    fn the_command_line_is_consistent_and_the_readme_lines_parse() {
+        Cli::command().debug_assert();
+        for line in [
+            "mintgate serve --config mintgate.toml",
+            "mintgate doctor --all",
+            "mintgate -v doctor --contract --result-file skip --json",
+            "mintgate doctor --e2e flow-kyc-basic --yes",
+            "mintgate webhook test https://kyc.example.com/webhooks/mint -vv",
+            "mintgate decide --execution 0190e6d4-0000-7000-8000-000000000001 --not-started",
+            "mintgate inspect 0190e6d4-0000-7000-8000-000000000001 --json",
+        ] {
+            let parsed = Cli::try_parse_from(line.split(' '));
+            assert!(parsed.is_ok(), "{line}: {:?}", parsed.err());
+        }
+        assert!(Cli::try_parse_from(["mintgate", "doctor", "--e2e", "f", "--all"]).is_err());
+    }
+}
