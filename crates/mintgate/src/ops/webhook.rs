@@ -197,39 +197,33 @@ async fn test(args: TestArgs, config: &Config) -> CliResult {
     // An instance id that is no instance of ours: recorded as unknown, no Mint call.
     let instance = format!("mintgate-webhook-test-{}", uuid::Uuid::new_v4().simple());
     let body = json!({"instanceId": instance, "status": "Finished", "test": true}).to_string();
-    let authentic = |request: reqwest::RequestBuilder| match webhook.auth {
+    // The sample carries the configured secret (or is signed with it), the forgery another one.
+    let sign = |request: reqwest::RequestBuilder, secret: &[u8]| match webhook.auth {
         WebhookAuth::Hmac => {
             let now = Utc::now().timestamp();
             request
                 .header(crate::webhook::TIMESTAMP_HEADER, now.to_string())
                 .header(
                     crate::webhook::SIGNATURE_HEADER,
-                    crate::webhook::sign(secret.expose_secret().as_bytes(), now, body.as_bytes()),
+                    crate::webhook::sign(secret, now, body.as_bytes()),
                 )
         }
-        _ => request.header(webhook.secret_header.as_str(), secret.expose_secret()),
-    };
-    let forged = |request: reqwest::RequestBuilder| match webhook.auth {
-        WebhookAuth::Hmac => {
-            let now = Utc::now().timestamp();
-            request
-                .header(crate::webhook::TIMESTAMP_HEADER, now.to_string())
-                .header(
-                    crate::webhook::SIGNATURE_HEADER,
-                    crate::webhook::sign(b"not-the-secret", now, body.as_bytes()),
-                )
-        }
-        _ => request.header(webhook.secret_header.as_str(), "not-the-secret"),
+        _ => request.header(webhook.secret_header.as_str(), secret),
     };
     let mut sent = Vec::new();
-    for (name, expected, sign) in [
-        ("authentic", "200, recorded", &authentic as &dyn Fn(_) -> _),
-        ("forged", "401, refused", &forged),
+    for (name, expected, secret) in [
+        (
+            "authentic",
+            "200, recorded",
+            secret.expose_secret().as_bytes(),
+        ),
+        ("forged", "401, refused", b"not-the-secret".as_slice()),
     ] {
         let request = sign(
             http.post(parsed.clone())
                 .header("content-type", "application/json")
                 .body(body.clone()),
+            secret,
         );
         let (status, answer) = match request.send().await {
             Ok(response) => {

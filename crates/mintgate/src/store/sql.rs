@@ -410,6 +410,26 @@ where
         Ok(())
     }
 
+    async fn insert_audit(
+        tx: &mut Transaction<'static, D>,
+        record: &AuditRecord,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, operator, action, target, outcome, detail)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(ms(record.at))
+        .bind(record.operator.as_str())
+        .bind(record.action.as_str())
+        .bind(record.target.as_str())
+        .bind(record.outcome.as_str())
+        .bind(record.detail.to_string())
+        .execute(&mut **tx)
+        .await
+        .context("writing the audit log")?;
+        Ok(())
+    }
+
     async fn patch_execution(
         tx: &mut Transaction<'static, D>,
         execution_id: Uuid,
@@ -1413,19 +1433,7 @@ where
 
     async fn audit(&self, record: AuditRecord) -> anyhow::Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO audit_log (at, operator, action, target, outcome, detail)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(ms(record.at))
-        .bind(record.operator.as_str())
-        .bind(record.action.as_str())
-        .bind(record.target.as_str())
-        .bind(record.outcome.as_str())
-        .bind(record.detail.to_string())
-        .execute(&mut *tx)
-        .await
-        .context("writing the audit log")?;
+        Self::insert_audit(&mut tx, &record).await?;
         tx.commit().await.context("committing the audit log")?;
         Ok(())
     }
@@ -1615,19 +1623,7 @@ where
         Self::patch_execution(&mut tx, execution_id, &patch, now).await?;
         Self::insert_job(&mut tx, &job, now).await?;
         Self::insert_event(&mut tx, execution_id, now, "decided", &detail).await?;
-        sqlx::query(
-            "INSERT INTO audit_log (at, operator, action, target, outcome, detail)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(ms(audit.at))
-        .bind(audit.operator.as_str())
-        .bind(audit.action.as_str())
-        .bind(audit.target.as_str())
-        .bind(audit.outcome.as_str())
-        .bind(audit.detail.to_string())
-        .execute(&mut *tx)
-        .await
-        .context("writing the audit log")?;
+        Self::insert_audit(&mut tx, &audit).await?;
         tx.commit().await.context("committing a decision")?;
         Ok(true)
     }
