@@ -87,18 +87,14 @@ pub async fn run(
         Ok(response) if response.status().as_u16() == 202 => match response.json().await {
             Ok(view) => view,
             Err(e) => {
-                return finish(
-                    stages_with(
-                        stages,
-                        "accepted",
-                        false,
-                        secs(),
-                        format!("unreadable answer: {e}"),
-                        None,
-                    ),
-                    json_output,
-                    None,
-                );
+                stages.push(Stage {
+                    name: "accepted",
+                    ok: false,
+                    at_secs: secs(),
+                    detail: format!("unreadable answer: {e}"),
+                    hint: None,
+                });
+                return finish(stages, json_output, None);
             }
         },
         Ok(response) => {
@@ -281,24 +277,6 @@ pub async fn run(
         }),
     }
     finish(stages, json_output, Some(id))
-}
-
-fn stages_with(
-    mut stages: Vec<Stage>,
-    name: &'static str,
-    ok: bool,
-    at_secs: f64,
-    detail: String,
-    hint: Option<String>,
-) -> Vec<Stage> {
-    stages.push(Stage {
-        name,
-        ok,
-        at_secs,
-        detail,
-        hint,
-    });
-    stages
 }
 
 fn confirm(flow_id: &str) -> CliResult {
