@@ -136,7 +136,7 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: Pat
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&dir.join("mintgate.db")),
             archive_dir: archive,
-            api_keys: vec![SecretString::from(API_KEY)],
+            api_keys: vec![mintgate::config::ApiKey::admin(API_KEY)],
             shutdown_grace: Duration::from_secs(5),
             log_format: LogFormat::Text,
             ..ServiceConfig::default()

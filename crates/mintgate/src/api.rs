@@ -1,8 +1,11 @@
-//! The service's HTTP surface: the own API (`/v1/…`, bearer API keys), the webhook receiver
-//! (`POST /webhooks/mint`) and the health endpoints.
+//! The service's HTTP surface: the own API (`/v1/…`, bearer API keys with scopes), the webhook
+//! receiver (`POST /webhooks/mint`) and the health endpoints; the archived result's route is
+//! [`result`].
 //!
 //! Architecture invariant: `POST /v1/executions` answers `202` only after the execution and its
 //! start job are committed; `POST /webhooks/mint` answers `2xx` only after the webhook is recorded.
+
+pub mod result;
 
 use std::sync::Arc;
 
@@ -14,14 +17,14 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::Utc;
 use mint_client::FlowId;
-use secrecy::SecretString;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::clock::{Clock, delta};
-use crate::http::{ApiError, authorize_keys};
+use crate::config::{ApiKey, Scope};
+use crate::http::{ApiError, authorize_keys, scoped};
 use crate::model::{CORRELATION_KEY, ExecutionState, Job, WebhookRecord};
 use crate::store::{Created, ExecutionFilter, NewExecution, SharedStore, WebhookRecorded};
 use crate::view::{ExecutionView, view};
@@ -33,7 +36,9 @@ pub struct ApiState {
     pub store: SharedStore,
     pub clock: Clock,
     pub verifier: Verifier,
-    pub api_keys: Arc<Vec<SecretString>>,
+    pub api_keys: Arc<Vec<ApiKey>>,
+    /// Where results are archived (`GET /v1/executions/{id}/result` reads them).
+    pub archive: Arc<crate::archive::Archive>,
     pub environments: Arc<Vec<String>>,
     pub default_environment: String,
     pub webhook_settle: std::time::Duration,
@@ -71,14 +76,32 @@ pub fn public_router(state: ApiState, webhook_body_bytes_max: usize) -> Router {
 /// The operator listener's own API routes (`/v1/…`) and `/readyz`. Bodies are limited
 /// to [`API_BODY_BYTES_MAX`]; the API key is checked by [`require_api_key`] before them.
 pub fn operator_router(state: ApiState) -> Router {
+    let keys = state.api_keys.clone();
     let own_api = Router::new()
         .route(
             "/v1/executions",
-            post(create_execution).get(list_executions),
+            scoped(keys.clone(), Scope::ExecutionsWrite, post(create_execution)).merge(scoped(
+                keys.clone(),
+                Scope::ExecutionsRead,
+                get(list_executions),
+            )),
         )
-        .route("/v1/executions/{id}", get(get_execution))
-        .route("/v1/dead-letters", get(list_dead_letters))
-        .route("/v1/dead-letters/{id}/retry", post(retry_dead_letter))
+        .route(
+            "/v1/executions/{id}",
+            scoped(keys.clone(), Scope::ExecutionsRead, get(get_execution)),
+        )
+        .route(
+            "/v1/executions/{id}/result",
+            scoped(keys.clone(), Scope::ResultsRead, get(result::get_result)),
+        )
+        .route(
+            "/v1/dead-letters",
+            scoped(keys.clone(), Scope::Admin, get(list_dead_letters)),
+        )
+        .route(
+            "/v1/dead-letters/{id}/retry",
+            scoped(keys, Scope::Admin, post(retry_dead_letter)),
+        )
         .route_layer(axum::middleware::from_fn(
             |request: axum::extract::Request, next: axum::middleware::Next| {
                 crate::server::limit_body(API_BODY_BYTES_MAX, request, next)
@@ -91,15 +114,16 @@ pub fn operator_router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Refuses any `/v1/…` request without a valid API key before its body is read (the handlers
-/// check again; this layer is what keeps an unauthenticated upload from being read at all).
+/// Refuses any `/v1/…` request without a valid API key before its body is read, whatever its
+/// route (an unknown path is `401`, not `404`, to a caller without a key). Each route then
+/// requires its scope ([`scoped`]).
 pub async fn require_api_key(
-    api_keys: Arc<Vec<SecretString>>,
+    api_keys: Arc<Vec<ApiKey>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     if request.uri().path().starts_with("/v1/")
-        && let Err(error) = authorize_keys(&api_keys, request.headers())
+        && let Err(error) = authorize_keys(&api_keys, request.headers(), None)
     {
         let mut response = error.into_response();
         response.headers_mut().insert(
@@ -109,10 +133,6 @@ pub async fn require_api_key(
         return response;
     }
     next.run(request).await
-}
-
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
-    authorize_keys(&state.api_keys, headers)
 }
 
 /// Body of `POST /v1/executions`.
@@ -130,10 +150,8 @@ pub struct CreateExecution {
 
 async fn create_execution(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
     let request: CreateExecution = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -260,10 +278,8 @@ async fn create_execution(
 
 async fn get_execution(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<ExecutionView>, ApiError> {
-    authorize(&state, &headers)?;
     let id = Uuid::parse_str(&id).map_err(|_| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -294,10 +310,8 @@ struct ListQuery {
 
 async fn list_executions(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&state, &headers)?;
     let filter_state = match query.state.as_deref() {
         None => None,
         Some(text) => Some(ExecutionState::parse(text).ok_or_else(|| {
@@ -331,9 +345,7 @@ async fn list_executions(
 
 async fn list_dead_letters(
     State(state): State<ApiState>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&state, &headers)?;
     let jobs: Vec<Job> = state
         .store
         .dead_letters()
@@ -344,10 +356,8 @@ async fn list_dead_letters(
 
 async fn retry_dead_letter(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&state, &headers)?;
     let id = Uuid::parse_str(&id).map_err(|_| {
         ApiError::new(
             StatusCode::NOT_FOUND,

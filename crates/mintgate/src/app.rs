@@ -264,7 +264,7 @@ impl Application {
         let pipeline = Arc::new(Pipeline {
             store: store.clone(),
             clients: clients.clone(),
-            archive,
+            archive: archive.clone(),
             clock: options.clock.clone(),
             config: pipeline_config.clone(),
             owner: options.owner.clone(),
@@ -291,6 +291,7 @@ impl Application {
             clock: options.clock.clone(),
             verifier: Verifier::new(&config.webhook),
             api_keys: Arc::new(config.service.api_keys.clone()),
+            archive,
             environments: Arc::new(config.mint.keys().cloned().collect()),
             default_environment: config.default_environment.clone(),
             webhook_settle: config.webhook.settle,

@@ -12,6 +12,7 @@
 //! [`Config::redacted`], which is the `Serialize` impl of the same structs: secret fields serialize
 //! redacted (see `values.rs`).
 
+mod api_keys;
 mod values;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub use api_keys::{ApiKey, Scope, Scopes, key_with};
 use values::redacted;
 pub use values::{DatabaseUrl, LogFormat, REDACTED, RedisUrl, redact_url_password};
 
@@ -249,9 +251,10 @@ pub struct ServiceConfig {
     /// Deprecated: the local archive folder; use `archive.url = "file:///…"`. Used when
     /// `archive.url` is unset.
     pub archive_dir: PathBuf,
-    /// Bearer keys that may call the own API (`/v1/…`). The operator commands use the first.
-    #[serde(serialize_with = "redacted::secrets")]
-    pub api_keys: Vec<SecretString>,
+    /// Bearer keys that may call the own API (`/v1/…`): a bare string has every right (`admin`),
+    /// a table `{ name, key, scopes }` only its scopes (see [`Scope`]). The operator commands use
+    /// the first key that has the scopes they need. Serializes redacted.
+    pub api_keys: Vec<ApiKey>,
     /// Where the operator commands reach this service (`mintgate start`); the operator listener's
     /// address if unset.
     #[serde(serialize_with = "redacted::optional_url")]
@@ -849,6 +852,7 @@ impl Config {
                 self.service.replicas
             );
         }
+        api_keys::validate(&self.service.api_keys)?;
         self.telemetry.validate()?;
         if let Err(error) = self.archive.validate() {
             let message = error.to_string();
@@ -1169,7 +1173,11 @@ mod tests {
         }
         assert_eq!(redacted["mint"]["sandbox"]["client_secret"], REDACTED);
         assert_eq!(redacted["webhook"]["secret"], REDACTED);
-        assert_eq!(redacted["service"]["api_keys"][0], REDACTED);
+        assert_eq!(redacted["service"]["api_keys"][0]["key"], REDACTED);
+        assert_eq!(
+            redacted["service"]["api_keys"][0]["scopes"],
+            serde_json::json!(["admin"])
+        );
         assert_eq!(
             redacted["service"]["database_url"],
             "postgres://mintgate:redacted@db:5432/mintgate"
@@ -1178,6 +1186,81 @@ mod tests {
         assert_eq!(redacted["mint"]["sandbox"]["client_id"], "demo");
         assert_eq!(redacted["service"]["log_format"], "json");
         assert_eq!(redacted["pipeline"]["poll_grace"], "5m");
+    }
+
+    #[test]
+    fn api_keys_are_bare_strings_with_every_right_or_tables_with_scopes() {
+        let file = "[service]\napi_keys = [\n  \"old-full-rights-key\",\n  { name = \"onboarding\", key = \"app-key-123\", scopes = [\"executions:write\", \"executions:read\"] },\n  { key = \"records-key\", scopes = [\"results:read\"] },\n]\n";
+        let config = load_in_jail(&base(), Some(file), true).unwrap();
+        let keys = &config.service.api_keys;
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[0].key.expose_secret(), "old-full-rights-key");
+        assert_eq!(keys[0].scopes, Scopes::ADMIN);
+        assert_eq!(keys[1].name.as_deref(), Some("onboarding"));
+        assert_eq!(
+            keys[1].scopes.list(),
+            [Scope::ExecutionsWrite, Scope::ExecutionsRead]
+        );
+        assert_eq!(keys[2].scopes.list(), [Scope::ResultsRead]);
+        // The array-of-tables form works too, and so does the environment.
+        let file = "[[service.api_keys]]\nkey = \"reader-key\"\nscopes = [\"executions:read\"]\n";
+        let config = load_in_jail(&base(), Some(file), true).unwrap();
+        assert_eq!(
+            config.service.api_keys[0].scopes.list(),
+            [Scope::ExecutionsRead]
+        );
+        let config = load(&with(&[(
+            "MINTGATE_SERVICE__API_KEYS",
+            "[\"env-admin-key\", {key=\"env-reader-key\", scopes=[\"executions:read\"]}]",
+        )]))
+        .unwrap();
+        assert_eq!(config.service.api_keys[0].scopes, Scopes::ADMIN);
+        assert_eq!(
+            config.service.api_keys[1].scopes.list(),
+            [Scope::ExecutionsRead]
+        );
+        let text = config.redacted().to_string();
+        assert!(!text.contains("env-admin-key"), "{text}");
+        assert!(!text.contains("env-reader-key"), "{text}");
+        assert!(text.contains("executions:read"), "{text}");
+    }
+
+    #[test]
+    fn api_key_scopes_are_validated_with_errors_naming_the_entry_and_never_the_key() {
+        for (file, expected) in [
+            (
+                "[service]\napi_keys = [{ key = \"secret-key-one\", scopes = [\"results:write\"] }]\n",
+                "results:read",
+            ),
+            (
+                "[service]\napi_keys = [\"x\", { name = \"app\", key = \"secret-key-one\", scopes = [] }]\n",
+                "`service.api_keys[1]` (\"app\"): `scopes` is empty",
+            ),
+            (
+                "[service]\napi_keys = [\"secret-key-one\", { key = \"secret-key-one\", scopes = [\"admin\"] }]\n",
+                "`service.api_keys[1]` is the same key as `service.api_keys[0]`",
+            ),
+            (
+                "[service]\napi_keys = [{ key = \"secret key one\", scopes = [\"admin\"] }]\n",
+                "`service.api_keys[0]`: the key must be printable ASCII",
+            ),
+            (
+                "[service]\napi_keys = [{ key = \"secret-key-one\", scope = [\"admin\"] }]\n",
+                "scope",
+            ),
+            (
+                "[service]\napi_keys = [{ name = \"no-key\", scopes = [\"admin\"] }]\n",
+                "key",
+            ),
+        ] {
+            let error = load_in_jail(&base(), Some(file), true)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{file}: {error}");
+            assert!(error.contains("service.api_keys"), "{file}: {error}");
+            assert!(!error.contains("secret-key-one"), "{file}: {error}");
+            assert!(!error.contains("secret key one"), "{file}: {error}");
+        }
     }
 
     #[test]

@@ -10,19 +10,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use mint_client::BudgetSnapshot;
-use secrecy::SecretString;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::clock::{Clock, delta};
 use crate::config::PipelineConfig;
-use crate::http::{ApiError, authorize_keys};
+use crate::config::{ApiKey, Scope};
+use crate::http::{ApiError, scoped};
 use crate::metrics::{self as m, Registry};
 use crate::model::{Execution, ExecutionState, Progress, WorkPause};
 use crate::pipeline::Clients;
@@ -57,7 +57,7 @@ pub struct MonitorState {
     pub registry: Arc<Registry>,
     /// The pipeline's configuration (at-risk window, spend threshold and cap, prices).
     pub pipeline: PipelineConfig,
-    pub api_keys: Arc<Vec<SecretString>>,
+    pub api_keys: Arc<Vec<ApiKey>>,
     /// Rung when the cap is raised, so held starts are looked at again.
     pub wake: Arc<Notify>,
     /// The last snapshot and when it was read: `/` and `/metrics` share it for
@@ -86,11 +86,15 @@ pub async fn cached_snapshot(state: &MonitorState) -> anyhow::Result<Arc<Snapsho
 }
 
 pub fn router(state: MonitorState) -> Router {
+    let keys = state.api_keys.clone();
     Router::new()
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
-        .route("/v1/budget", get(budget))
-        .route("/v1/budget/cap", put(set_cap))
+        .route(
+            "/v1/budget",
+            scoped(keys.clone(), Scope::Admin, get(budget)),
+        )
+        .route("/v1/budget/cap", scoped(keys, Scope::Admin, put(set_cap)))
         .with_state(state)
 }
 
@@ -350,11 +354,7 @@ async fn status_page(State(state): State<MonitorState>) -> Result<Html<String>, 
     Ok(Html(html))
 }
 
-async fn budget(
-    State(state): State<MonitorState>,
-    headers: HeaderMap,
-) -> Result<Json<SpendSummary>, ApiError> {
-    authorize_keys(&state.api_keys, &headers)?;
+async fn budget(State(state): State<MonitorState>) -> Result<Json<SpendSummary>, ApiError> {
     let summary = spend::summary(state.store.as_ref(), &state.pipeline, state.clock.now())
         .await
         .map_err(ApiError::internal)?;
@@ -370,10 +370,8 @@ struct SetCap {
 
 async fn set_cap(
     State(state): State<MonitorState>,
-    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<SpendSummary>, ApiError> {
-    authorize_keys(&state.api_keys, &headers)?;
     let request: SetCap = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

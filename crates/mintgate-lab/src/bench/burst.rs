@@ -49,7 +49,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&temp.path().join("mintgate.db")),
             archive_dir: temp.path().join("archive"),
-            api_keys: vec![SecretString::from(API_KEY)],
+            api_keys: vec![mintgate::config::ApiKey::admin(API_KEY)],
             ..ServiceConfig::default()
         },
         webhook: WebhookConfig {

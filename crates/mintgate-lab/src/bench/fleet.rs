@@ -88,7 +88,7 @@ impl Fleet {
                     .parse()
                     .map_err(|e| anyhow::anyhow!("the fleet's database URL {e}"))?,
                 archive_dir: options.archive_dir,
-                api_keys: vec![SecretString::from(API_KEY)],
+                api_keys: vec![mintgate::config::ApiKey::admin(API_KEY)],
                 shutdown_grace: Duration::from_secs(2),
                 log_format: LogFormat::Text,
                 redis_url: Some(

@@ -116,7 +116,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&temp.path().join("mintgate.db")),
             archive_dir: temp.path().join("archive"),
-            api_keys: vec![SecretString::from("bench-api-key-0123456789")],
+            api_keys: vec![mintgate::config::ApiKey::admin("bench-api-key-0123456789")],
             ..ServiceConfig::default()
         },
         webhook: WebhookConfig {

@@ -156,7 +156,7 @@ async fn one_case(
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&temp.path().join("mintgate.db")),
             archive_dir: temp.path().join("archive"),
-            api_keys: vec![SecretString::from("bench-api-key-0123456789")],
+            api_keys: vec![mintgate::config::ApiKey::admin("bench-api-key-0123456789")],
             log_format: LogFormat::Text,
             ..ServiceConfig::default()
         },

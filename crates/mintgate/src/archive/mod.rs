@@ -761,6 +761,77 @@ impl Archive {
             .await
     }
 
+    /// Streams the bytes `range` of an archived result (as Mint served it: decrypted) into
+    /// `writer`. The whole file is hashed on the way and an error ends it if it does not match
+    /// the manifest; a part is read without that check (the manifest's SHA-256 lets the reader
+    /// check the whole). A part of a plain object is a ranged read of the store; a part of an
+    /// encrypted one is decrypted from the start (each segment is authenticated, so damage is an
+    /// error either way) and cut to the range, and the read stops once the range is written.
+    pub async fn copy_result_range<W: AsyncWrite + Unpin + Send>(
+        &self,
+        manifest: &Manifest,
+        range: std::ops::Range<u64>,
+        writer: &mut W,
+    ) -> anyhow::Result<()> {
+        if range == (0..manifest.bytes) {
+            let (sha256, bytes) = self.copy_result(manifest, writer).await?;
+            anyhow::ensure!(
+                sha256 == manifest.sha256 && bytes == manifest.bytes,
+                "the archived copy of {} reads as {bytes} bytes with SHA-256 {sha256}, but {} bytes with SHA-256 {} were archived: it is damaged",
+                manifest.location,
+                manifest.bytes,
+                manifest.sha256
+            );
+            return Ok(());
+        }
+        anyhow::ensure!(
+            range.start < range.end && range.end <= manifest.bytes,
+            "bytes {range:?} are not in a result of {} bytes",
+            manifest.bytes
+        );
+        let key = self
+            .key_of(&manifest.location)
+            .with_context(|| format!("{} is not in this archive", manifest.location))?;
+        let mut window = Window {
+            inner: writer,
+            skip: 0,
+            left: range.end - range.start,
+        };
+        if manifest.encryption.is_none() {
+            let options = object_store::GetOptions {
+                range: Some(object_store::GetRange::Bounded(range.clone())),
+                ..Default::default()
+            };
+            let result = self
+                .store
+                .get_opts(&Path::from(key.as_str()), options)
+                .await
+                .with_context(|| format!("reading {}", self.location(&key)))?;
+            let mut stream = result.into_stream();
+            while window.left > 0
+                && let Some(chunk) = stream.next().await
+            {
+                let chunk = chunk.with_context(|| format!("reading {}", self.location(&key)))?;
+                window.write_all(&chunk).await?;
+            }
+        } else {
+            window.skip = range.start;
+            if let Err(error) = self.copy_key(&key, true, &mut window).await
+                && window.left > 0
+            {
+                return Err(error);
+            }
+        }
+        anyhow::ensure!(
+            window.left == 0,
+            "{} ended {} bytes before the range {range:?}",
+            self.location(&key),
+            window.left
+        );
+        window.inner.flush().await?;
+        Ok(())
+    }
+
     async fn copy_key<W: AsyncWrite + Unpin + Send>(
         &self,
         key: &str,
@@ -1124,6 +1195,56 @@ pub async fn hash_file(path: &FsPath) -> anyhow::Result<(String, u64)> {
         total += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), total))
+}
+
+/// Passes on the bytes of a window of what is written through it: skips `skip` bytes, then passes
+/// `left`, then refuses more (an error that ends the copy early, once the window is full).
+struct Window<'w, W> {
+    inner: &'w mut W,
+    skip: u64,
+    left: u64,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Window<'_, W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let skipped = this.skip.min(buf.len() as u64) as usize;
+        if skipped == buf.len() {
+            this.skip -= skipped as u64;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        if this.left == 0 {
+            return Poll::Ready(Err(std::io::Error::other("the range is complete")));
+        }
+        let passed = (buf.len() - skipped).min(usize::try_from(this.left).unwrap_or(usize::MAX));
+        match std::pin::Pin::new(&mut *this.inner).poll_write(cx, &buf[skipped..skipped + passed]) {
+            Poll::Ready(Ok(written)) => {
+                this.skip -= skipped as u64;
+                this.left -= written as u64;
+                Poll::Ready(Ok(skipped + written))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

@@ -242,13 +242,6 @@ pub mod redacted {
         secret.as_ref().map(redact).serialize(serializer)
     }
 
-    pub fn secrets<S: Serializer>(
-        secrets: &[SecretString],
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(secrets.iter().map(redact))
-    }
-
     /// A URL, with its password (if any) redacted.
     pub fn url<S: Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&redact_url_password(url.as_str()))

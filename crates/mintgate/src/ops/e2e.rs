@@ -17,7 +17,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::output::{CliError, CliResult, EXIT_USER, print_json};
-use crate::config::Config;
+use crate::config::{Config, Scope, key_with};
 use crate::model::ExecutionState;
 use crate::view::ExecutionView;
 
@@ -52,13 +52,14 @@ pub async fn run(
     environment: Option<&str>,
     json_output: bool,
 ) -> CliResult {
-    let Some(key) = config.service.api_keys.first() else {
-        return Err(
-            CliError::user("no API key to reach the service: `service.api_keys` is empty").hint(
-                "doctor --e2e goes through the running service's own API, like `mintgate start`",
-            ),
-        );
+    let needed = [Scope::ExecutionsWrite, Scope::ExecutionsRead];
+    let Some(key) = key_with(&config.service.api_keys, &needed) else {
+        return Err(CliError::user(
+            "no API key to reach the service: no key of `service.api_keys` has both scopes `executions:write` and `executions:read`",
+        )
+        .hint("doctor --e2e goes through the running service's own API, like `mintgate start`; a bare key has every scope"));
     };
+    let key = &key.key;
     if !args.yes {
         confirm(flow_id)?;
     }

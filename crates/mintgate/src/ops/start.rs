@@ -9,7 +9,7 @@ use secrecy::ExposeSecret as _;
 use serde_json::json;
 
 use super::output::{CliError, CliResult, dollars, print_json};
-use crate::config::Config;
+use crate::config::{Config, Scope, key_with};
 use crate::view::ExecutionView;
 
 #[derive(Debug, clap::Args)]
@@ -105,11 +105,11 @@ async fn through_service(
     config: &Config,
     input: Option<serde_json::Value>,
 ) -> CliResult {
-    let Some(key) = config.service.api_keys.first() else {
+    let Some(key) = key_with(&config.service.api_keys, &[Scope::ExecutionsWrite]) else {
         return Err(CliError::user(
-            "no API key to reach the service: `service.api_keys` is empty",
+            "no API key to reach the service: no key of `service.api_keys` has the scope `executions:write`",
         )
-        .hint("set MINTGATE_SERVICE__API_KEYS='[\"…\"]' (one of the keys `mintgate serve` accepts)")
+        .hint("set MINTGATE_SERVICE__API_KEYS='[\"…\"]' (one of the keys `mintgate serve` accepts; a bare key has every scope)")
         .hint("or start straight in Mint with --direct (no shared budget, no deduplication)"));
     };
     let base = service_url(config);
@@ -122,7 +122,7 @@ async fn through_service(
     });
     let response = reqwest::Client::new()
         .post(&url)
-        .bearer_auth(key.expose_secret())
+        .bearer_auth(key.key.expose_secret())
         .json(&body)
         .timeout(std::time::Duration::from_secs(30))
         .send()
@@ -167,7 +167,7 @@ async fn through_service(
     };
     let error = match status.as_u16() {
         401 => CliError::user(format!("the service refused the API key: {message}")).hint(
-            "the first of `service.api_keys` is sent; it must be one of the keys `mintgate serve` accepts",
+            "the first key of `service.api_keys` with the scope `executions:write` is sent; it must be one of the keys `mintgate serve` accepts",
         ),
         409 => CliError::user(message).hint(
             "an idempotency key names one request: use a new key for a different request",

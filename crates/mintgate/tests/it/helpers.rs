@@ -234,7 +234,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         service: ServiceConfig {
             database_url: DatabaseUrl::sqlite_file(&dir.path().join("mintgate.db")),
             archive_dir: dir.path().join("archive"),
-            api_keys: vec![SecretString::from(API_KEY)],
+            api_keys: vec![mintgate::config::ApiKey::admin(API_KEY)],
             shutdown_grace: Duration::from_secs(2),
             // Tests look at gauges right after they change.
             status_cache_ttl: Duration::ZERO,

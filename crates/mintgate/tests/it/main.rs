@@ -12,6 +12,7 @@ mod monitoring;
 mod pipeline;
 mod reconcile;
 mod resilience;
+mod results;
 mod shared_budget;
 mod store;
 mod support;
