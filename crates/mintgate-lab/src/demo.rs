@@ -159,6 +159,7 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, archive: Pat
         default_environment: "sandbox".to_owned(),
         mint,
         telemetry: Default::default(),
+        events: Default::default(),
     }
 }
 

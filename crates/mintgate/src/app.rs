@@ -78,6 +78,12 @@ pub struct Application {
     workers_alive: Arc<AtomicBool>,
     /// The archive's purge job and orphaned-upload clean-up.
     maintenance: Option<tokio::task::JoinHandle<()>>,
+    /// Delivers application events to the configured endpoints.
+    dispatcher: Arc<crate::events::Dispatcher>,
+    /// Runs the dispatcher (with the workers).
+    events: Option<tokio::task::JoinHandle<()>>,
+    /// Rings the feed's long polls and the deliveries when another replica commits events.
+    events_listener: Option<tokio::task::JoinHandle<()>>,
     grace: Duration,
     metrics: Arc<crate::metrics::Registry>,
     /// Flushed and stopped after the workers and servers on a graceful shutdown.
@@ -285,6 +291,20 @@ impl Application {
             cache_ttl: config.service.status_cache_ttl,
         };
         let workers_alive = Arc::new(AtomicBool::new(false));
+        let feed = crate::events::feed::FeedState {
+            store: store.clone(),
+            api_keys: Arc::new(config.service.api_keys.clone()),
+            wait_max: config.events.feed_wait_max,
+        };
+        let dispatcher = Arc::new(crate::events::Dispatcher::new(
+            &config.events,
+            config.pipeline.at_risk_window,
+            store.clone(),
+            options.clock.clone(),
+            options.owner.clone(),
+        )?);
+        // Before any worker runs: a new endpoint's deliveries start after the newest event.
+        dispatcher.register().await?;
         let state = ApiState {
             ingest: crate::ingest::Ingest::start(store.clone()),
             store,
@@ -346,6 +366,7 @@ impl Application {
         };
         let public_routes = api::public_router(state.clone(), config.webhook.body_bytes_max);
         let operator_routes = api::operator_router(state)
+            .merge(crate::events::feed::router(feed))
             .merge(crate::monitor::router(monitor))
             .layer(axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
@@ -422,6 +443,10 @@ impl Application {
         } else {
             None
         };
+        let events_listener = pipeline.store.spawn_outbox_listener(shutdown.clone());
+        let events = options
+            .run_workers
+            .then(|| tokio::spawn(metrics.scope(dispatcher.clone().run(shutdown.clone()))));
         let maintenance = options.run_workers.then(|| {
             tokio::spawn(archive_maintenance(
                 pipeline.store.clone(),
@@ -458,6 +483,9 @@ impl Application {
             listener,
             workers_alive,
             maintenance,
+            dispatcher,
+            events,
+            events_listener,
             grace: config.service.shutdown_grace,
             metrics,
             telemetry: options.telemetry,
@@ -481,6 +509,11 @@ impl Application {
 
     pub fn pipeline(&self) -> &Arc<Pipeline> {
         &self.pipeline
+    }
+
+    /// The event deliveries (tests and the bench drive them step by step without workers).
+    pub fn events(&self) -> &Arc<crate::events::Dispatcher> {
+        &self.dispatcher
     }
 
     /// A token that stops the service when cancelled.
@@ -511,6 +544,14 @@ impl Application {
         if let Some(maintenance) = self.maintenance.take() {
             maintenance.abort();
             let _ = maintenance.await;
+        }
+        if let Some(events) = self.events.take()
+            && tokio::time::timeout(grace, events).await.is_err()
+        {
+            tracing::warn!("event deliveries did not stop within the grace period");
+        }
+        if let Some(listener) = self.events_listener.take() {
+            let _ = listener.await;
         }
         for server in &mut self.servers {
             match tokio::time::timeout(grace, &mut *server).await {
@@ -552,6 +593,13 @@ impl Application {
         if let Some(maintenance) = self.maintenance.take() {
             maintenance.abort();
             let _ = maintenance.await;
+        }
+        for task in [self.events.take(), self.events_listener.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+            let _ = task.await;
         }
         for server in &mut self.servers {
             server.abort();

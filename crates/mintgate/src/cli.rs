@@ -156,10 +156,19 @@ mod tests {
             "mintgate webhook test https://kyc.example.com/webhooks/mint -vv",
             "mintgate decide --execution 0190e6d4-0000-7000-8000-000000000001 --not-started",
             "mintgate inspect 0190e6d4-0000-7000-8000-000000000001 --json",
+            "mintgate events list --state dead",
+            "mintgate events --json",
+            "mintgate events redeliver msg_0190e6d4000070008000000000000001",
+            "mintgate events redeliver --since 2h --json",
         ] {
             let parsed = Cli::try_parse_from(line.split(' '));
             assert!(parsed.is_ok(), "{line}: {:?}", parsed.err());
         }
         assert!(Cli::try_parse_from(["mintgate", "doctor", "--e2e", "f", "--all"]).is_err());
+        assert!(Cli::try_parse_from(["mintgate", "events", "redeliver"]).is_err());
+        assert!(
+            Cli::try_parse_from(["mintgate", "events", "redeliver", "msg_1", "--since", "2h"])
+                .is_err()
+        );
     }
 }

@@ -77,6 +77,9 @@ pub struct Config {
     /// OpenTelemetry traces (`[telemetry]`): off unless `otlp_endpoint` is set.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Application events (`[events]`): signed deliveries to `[[events.endpoints]]` and the feed.
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 fn default_environment() -> String {
@@ -434,6 +437,167 @@ impl TelemetryConfig {
             url.set_path("/v1/traces");
         }
         Some(url)
+    }
+}
+
+/// Application events: deliveries to endpoints per the Standard Webhooks specification, retried
+/// over about three days, and the feed (`GET /v1/events`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Where events are delivered (none: only the feed serves them).
+    pub endpoints: Vec<EventEndpoint>,
+    /// The waits between a failed attempt and the next one (each jittered by up to ±10 %); an
+    /// event is a dead letter after the last. The default spans about three days.
+    pub retry_schedule: Vec<humantime_serde::Serde<Duration>>,
+    /// How long one attempt may take (connect, send, answer).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts in flight at once, per replica.
+    pub concurrency: usize,
+    /// How long a replica holds a claimed delivery before another may take it over.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often executions at risk of Mint's deletion are looked for (`execution.at_risk`).
+    #[serde(with = "humantime_serde")]
+    pub at_risk_scan_interval: Duration,
+    /// The longest `wait` a feed request may ask for.
+    #[serde(with = "humantime_serde")]
+    pub feed_wait_max: Duration,
+}
+
+/// One endpoint (`[[events.endpoints]]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventEndpoint {
+    /// A stable name (`[a-z0-9_-]`, up to 64): deliveries are kept under it, so renaming an
+    /// endpoint starts it afresh.
+    pub name: String,
+    /// `https://…` (or `http://…` on a private network).
+    #[serde(serialize_with = "redacted::url")]
+    pub url: Url,
+    /// `whsec_<base64>`: the signing key (Standard Webhooks), at least 24 bytes once decoded.
+    #[serde(serialize_with = "redacted::secret")]
+    pub secret: SecretString,
+    /// The key being replaced: events are signed with both while a rotation is under way.
+    #[serde(default, serialize_with = "redacted::optional_secret")]
+    pub previous_secret: Option<SecretString>,
+    /// The event types this endpoint takes (`execution.archived`, …); all when empty.
+    #[serde(default)]
+    pub types: Vec<String>,
+}
+
+/// Waits of the default retry schedule, in seconds: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h,
+/// 20 h, 20 h (Svix's, stretched to about three days).
+pub const EVENTS_RETRY_SCHEDULE_SECS: [u64; 9] = [
+    5,
+    5 * 60,
+    30 * 60,
+    2 * 3600,
+    5 * 3600,
+    10 * 3600,
+    14 * 3600,
+    20 * 3600,
+    20 * 3600,
+];
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            retry_schedule: EVENTS_RETRY_SCHEDULE_SECS
+                .iter()
+                .map(|s| Duration::from_secs(*s).into())
+                .collect(),
+            timeout: Duration::from_secs(10),
+            concurrency: 32,
+            lease: Duration::from_secs(60),
+            at_risk_scan_interval: Duration::from_secs(60),
+            feed_wait_max: Duration::from_secs(25),
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The retry schedule as plain durations.
+    pub fn retry_waits(&self) -> Vec<Duration> {
+        self.retry_schedule.iter().map(|d| **d).collect()
+    }
+
+    /// Checks the values; every error names the key, never a secret.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            let key = format!("events.endpoints[{i}]");
+            let name = &endpoint.name;
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                invalid!("`{key}.name` must be 1 to 64 of a-z, 0-9, '_' and '-'");
+            }
+            if !names.insert(name.clone()) {
+                invalid!("`{key}.name` {name:?} is the name of another endpoint");
+            }
+            if !matches!(endpoint.url.scheme(), "http" | "https")
+                || endpoint.url.host_str().is_none_or(str::is_empty)
+            {
+                invalid!("`{key}.url` must be an http:// or https:// URL with a host");
+            }
+            if !endpoint.url.username().is_empty() || endpoint.url.password().is_some() {
+                invalid!("`{key}.url` may not carry a user or password (events are signed)");
+            }
+            for (field, secret) in [
+                ("secret", Some(&endpoint.secret)),
+                ("previous_secret", endpoint.previous_secret.as_ref()),
+            ] {
+                if let Some(secret) = secret
+                    && let Err(why) = crate::signing::SigningKey::parse(secret)
+                {
+                    invalid!("`{key}.{field}` {why}");
+                }
+            }
+            for event_type in &endpoint.types {
+                if crate::store::EventType::parse(event_type).is_none() {
+                    invalid!(
+                        "`{key}.types` names {event_type:?}, which is none of {}",
+                        crate::store::EventType::ALL
+                            .iter()
+                            .map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+            }
+        }
+        if self.retry_schedule.is_empty() || self.retry_schedule.len() > 30 {
+            invalid!("`events.retry_schedule` must have 1 to 30 waits");
+        }
+        if self
+            .retry_waits()
+            .iter()
+            .any(|w| *w > Duration::from_secs(7 * 24 * 3600))
+        {
+            invalid!("`events.retry_schedule` waits must be at most 7days each");
+        }
+        if self.timeout < Duration::from_millis(100) || self.timeout > Duration::from_secs(60) {
+            invalid!("`events.timeout` must be between 100ms and 1m");
+        }
+        if self.concurrency == 0 || self.concurrency > 256 {
+            invalid!("`events.concurrency` must be between 1 and 256");
+        }
+        if self.lease < self.timeout * 2 {
+            invalid!("`events.lease` must be at least twice `events.timeout`");
+        }
+        if self.at_risk_scan_interval < Duration::from_secs(1) {
+            invalid!("`events.at_risk_scan_interval` must be at least 1s");
+        }
+        if self.feed_wait_max > Duration::from_secs(300) {
+            invalid!("`events.feed_wait_max` must be at most 5m");
+        }
+        Ok(())
     }
 }
 
@@ -854,6 +1018,18 @@ impl Config {
         }
         api_keys::validate(&self.service.api_keys)?;
         self.telemetry.validate()?;
+        self.events.validate()?;
+        let feed_listener = if self.listeners.combined {
+            ("public", &self.listeners.public)
+        } else {
+            ("operator", &self.listeners.operator)
+        };
+        if self.events.feed_wait_max >= feed_listener.1.request_timeout {
+            invalid!(
+                "`events.feed_wait_max` must be below `listeners.{}.request_timeout`: a long poll would be cut",
+                feed_listener.0
+            );
+        }
         if let Err(error) = self.archive.validate() {
             let message = error.to_string();
             return Err(ConfigError::Invalid(

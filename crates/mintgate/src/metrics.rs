@@ -55,6 +55,32 @@ pub fn reconcile_scan(units: u64, took_ms: i64) {
     metrics::histogram!(RECONCILE_DURATION_SECONDS).record(took_ms.max(0) as f64 / 1000.0);
 }
 
+/// Application events (`events.rs`), by endpoint: delivered (answered `2xx`), attempts that
+/// failed, deliveries dead-lettered after the last attempt, and the delivery lag (from the change
+/// to the `2xx`).
+pub const EVENTS_DELIVERED_TOTAL: &str = "mintgate_events_delivered_total";
+pub const EVENTS_FAILED_TOTAL: &str = "mintgate_events_failed_total";
+pub const EVENTS_DEAD_TOTAL: &str = "mintgate_events_dead_total";
+pub const EVENTS_DELIVERY_LAG_SECONDS: &str = "mintgate_events_delivery_lag_seconds";
+/// Deliveries not yet delivered nor dead (all endpoints), and how long the oldest one's event has
+/// waited: set at scrape time.
+pub const EVENTS_PENDING: &str = "mintgate_events_pending";
+pub const EVENTS_OLDEST_PENDING_AGE_SECONDS: &str = "mintgate_events_oldest_pending_age_seconds";
+
+pub fn event_delivered(endpoint: String, lag: Duration) {
+    metrics::counter!(EVENTS_DELIVERED_TOTAL, "endpoint" => endpoint.clone()).increment(1);
+    metrics::histogram!(EVENTS_DELIVERY_LAG_SECONDS, "endpoint" => endpoint)
+        .record(lag.as_secs_f64());
+}
+
+pub fn event_attempt_failed(endpoint: String) {
+    metrics::counter!(EVENTS_FAILED_TOTAL, "endpoint" => endpoint).increment(1);
+}
+
+pub fn event_dead(endpoint: String) {
+    metrics::counter!(EVENTS_DEAD_TOTAL, "endpoint" => endpoint).increment(1);
+}
+
 pub fn reconciled(outcome: &'static str) {
     metrics::counter!(RECONCILED_TOTAL, "outcome" => outcome).increment(1);
 }

@@ -139,6 +139,8 @@ pub struct Snapshot {
     pub failures: Vec<Execution>,
     /// Work paused because the API client lacks a role.
     pub pauses: Vec<WorkPause>,
+    /// Event deliveries pending (all endpoints), and when the oldest one's event was written.
+    pub events_pending: (i64, Option<DateTime<Utc>>),
 }
 
 impl Snapshot {
@@ -253,6 +255,7 @@ pub async fn snapshot(state: &MonitorState) -> anyhow::Result<Snapshot> {
         failures,
         spend,
         pauses: store.work_pauses().await?,
+        events_pending: store.delivery_backlog().await?,
     };
     if !snapshot.spend.cap_allows(cheapest) {
         snapshot.held = snapshot.count(ExecutionState::Queued);
@@ -308,6 +311,11 @@ pub fn publish(snapshot: &Snapshot, registry: &Registry) {
         metrics::gauge!(m::QUEUE_JOBS, "kind" => "all", "state" => "running")
             .set(snapshot.overview.jobs_running as f64);
         metrics::gauge!(m::DEAD_LETTER_JOBS).set(snapshot.overview.dead_letters as f64);
+        let (pending, oldest) = snapshot.events_pending;
+        metrics::gauge!(m::EVENTS_PENDING).set(pending as f64);
+        metrics::gauge!(m::EVENTS_OLDEST_PENDING_AGE_SECONDS).set(
+            oldest.map_or(0.0, |at| (snapshot.now - at).num_seconds().max(0) as f64),
+        );
         metrics::gauge!(m::EXECUTIONS_NEEDING_DECISION)
             .set(snapshot.count(ExecutionState::NeedsDecision) as f64);
         let spend = &snapshot.spend;

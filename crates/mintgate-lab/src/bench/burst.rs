@@ -67,6 +67,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         default_environment: "sandbox".to_owned(),
         mint,
         telemetry: Default::default(),
+        events: Default::default(),
     };
     let budget =
         mintgate::app::mint_client("sandbox", &config.mint["sandbox"], &clock, None, None)?

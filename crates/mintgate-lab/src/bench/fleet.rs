@@ -112,6 +112,7 @@ impl Fleet {
             default_environment: "sandbox".to_owned(),
             mint,
             telemetry: Default::default(),
+            events: Default::default(),
         };
         config.validate()?;
         let mut replicas = Vec::new();

@@ -129,6 +129,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         default_environment: "sandbox".to_owned(),
         mint,
         telemetry: Default::default(),
+        events: Default::default(),
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let app = Application::build(

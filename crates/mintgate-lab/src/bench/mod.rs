@@ -5,6 +5,7 @@ pub mod archive;
 pub mod burst;
 pub mod download;
 pub mod edge;
+pub mod events;
 pub mod fleet;
 pub mod ingest;
 pub mod quota;
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     /// The public listener under attack (slowloris, oversized, forged, signature lists): authentic
     /// webhooks acknowledged per second and p99 beside the same without the attack; RSS and fds.
     Edge(edge::EdgeArgs),
+    /// Application events while the pipeline runs a burst: events delivered per second and the
+    /// delivery lag p50/p99 at a local receiver that checks every signature.
+    Events(events::EventsBenchArgs),
     /// Durable webhook ingest under load (wrk), optionally beside the Express + BullMQ peer.
     Ingest(ingest::IngestArgs),
     /// A burst of executions against a scaled budget: acceptance time, start rate, 429s.
@@ -181,6 +185,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Edge(args) => edge::run(args).await,
         BenchCommand::Burst(args) => burst::run(args).await,
+        BenchCommand::Events(args) => events::run(args).await,
         BenchCommand::Download { size, dir } => {
             let temp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| temp.path().to_path_buf());

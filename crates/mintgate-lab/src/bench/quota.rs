@@ -153,6 +153,7 @@ fn service_config(sim: &mint_sim::Simulator, dir: &std::path::Path, mode: Mode) 
         default_environment: "sandbox".to_owned(),
         mint,
         telemetry: Default::default(),
+        events: Default::default(),
     }
 }
 

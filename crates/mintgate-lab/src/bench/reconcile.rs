@@ -169,6 +169,7 @@ async fn one_case(
         default_environment: "sandbox".to_owned(),
         mint: crate::simulator_profiles(&sim, "demo"),
         telemetry: Default::default(),
+        events: Default::default(),
     };
     let app = Application::build(
         config,

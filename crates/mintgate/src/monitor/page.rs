@@ -514,6 +514,7 @@ mod tests {
                 probed_at: None,
                 next_probe_at: now + chrono::TimeDelta::minutes(3),
             }],
+            events_pending: (0, None),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Operator commands: `doctor`, `flows`, `start`, `status`, `download`, `inspect`, `dead-letters`,
-//! `decide`, `erase`, `archive`.
+//! `decide`, `erase`, `archive`, `webhook`, `events`.
 //!
 //! They read the same configuration as `mintgate serve` (file, `MINTGATE_…` and `MINT_…`
 //! variables) and check only what they use, so `doctor` works with nothing but Mint credentials.
@@ -14,6 +14,7 @@ mod doctor;
 mod download;
 mod e2e;
 mod erase;
+mod events;
 mod flows;
 mod inspect;
 mod output;
@@ -92,6 +93,11 @@ pub enum OpsCommand {
     /// The webhook: the flow step that sends it, and a test of the public endpoint.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// Application events: their deliveries to the configured endpoints, and redelivery.
+    #[command(
+        after_help = "Examples:\n  mintgate events                              # list deliveries\n  mintgate events list --state dead\n  mintgate events redeliver msg_0190…           # one event, to every endpoint that takes it\n  mintgate events redeliver --since 2026-12-01T08:00:00Z\n  mintgate events redeliver --since 2h\n\nReads and writes the service's database (`service.database_url`) directly."
+    )]
+    Events(events::EventsArgs),
 }
 
 /// Runs an operator command; answers the process exit code (0 success, 1 user or configuration
@@ -109,6 +115,7 @@ pub async fn run(command: OpsCommand, config: Option<&Path>) -> u8 {
         OpsCommand::Erase(args) => erase::run(args, config).await,
         OpsCommand::Archive(command) => archive::run(command, config).await,
         OpsCommand::Webhook(command) => webhook::run(command, config).await,
+        OpsCommand::Events(args) => events::run(args, config).await,
     };
     match result {
         Ok(()) => EXIT_OK,

@@ -4,11 +4,15 @@
 //! [`Store::finish_step`] (or [`Store::patch_under_lease`]), which first checks the worker's fencing
 //! token, so a worker that lost its lease can never complete, reschedule or record anything.
 
+pub mod outbox;
 pub mod postgres;
 pub mod schema;
 pub mod sql;
 pub mod sqlite;
 
+pub use outbox::{
+    Delivery, DeliveryOutcome, EndpointFilter, EventStore, EventType, OutboxEvent, Redeliver,
+};
 pub use schema::{OpenMode, SchemaMismatch};
 
 use std::sync::Arc;
@@ -319,7 +323,7 @@ pub enum Decision {
 
 /// The durable state of the service. SQLite by default; PostgreSQL for several replicas.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: EventStore + Send + Sync + 'static {
     /// Makes a new execution and its start job durable in one transaction (or finds the earlier one
     /// with the same idempotency key).
     async fn create_execution(&self, new: NewExecution) -> anyhow::Result<Created>;

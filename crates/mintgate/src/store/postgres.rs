@@ -29,6 +29,14 @@ pub type PgStore = SqlStore<Postgres>;
 /// The `LISTEN/NOTIFY` channel on which enqueued work is announced (the payload is the job kind).
 pub const WAKE_CHANNEL: &str = "mintgate_jobs";
 
+/// The channel on which committed events are announced (no payload): the feed's long polls and
+/// the deliveries of every replica wake at once.
+pub const EVENTS_CHANNEL: &str = "mintgate_events";
+
+/// The advisory lock (a transaction-level one) that hands out `outbox.seq` in commit order; the
+/// key is an arbitrary constant of this application's ("mintobx1" in ASCII).
+pub const OUTBOX_LOCK_KEY: i64 = 0x6d69_6e74_6f62_7831;
+
 /// Connections per replica: workers claim and commit on short transactions, downloads hold none
 /// while they stream.
 const POOL_CONNECTIONS_MAX: u32 = 16;
@@ -43,6 +51,11 @@ impl Dialect for Postgres {
     const NOTIFY_WORK: Option<&'static str> = Some("SELECT pg_notify('mintgate_jobs', $1)");
     const MIGRATIONS_TABLE_COUNT: &'static str = "SELECT COUNT(*) FROM pg_catalog.pg_tables
          WHERE schemaname = current_schema() AND tablename = '_sqlx_migrations'";
+    // The key is `OUTBOX_LOCK_KEY`. Held from a transaction's first outbox row through its commit.
+    const LOCK_OUTBOX: Option<&'static str> =
+        Some("SELECT pg_advisory_xact_lock(7883954069052749873)");
+    // The channel is `EVENTS_CHANNEL`.
+    const NOTIFY_EVENTS: Option<&'static str> = Some("SELECT pg_notify('mintgate_events', '')");
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
@@ -57,7 +70,15 @@ impl Dialect for Postgres {
         wake: Arc<Notify>,
         shutdown: CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        Some(listen(pool.clone(), wake, shutdown))
+        Some(listen(pool.clone(), WAKE_CHANNEL, wake, shutdown))
+    }
+
+    fn spawn_events_listener(
+        pool: &PgPool,
+        wake: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(listen(pool.clone(), EVENTS_CHANNEL, wake, shutdown))
     }
 }
 
@@ -92,16 +113,18 @@ impl SqlStore<Postgres> {
         wake: Arc<Notify>,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        listen(self.pool().clone(), wake, shutdown)
+        listen(self.pool().clone(), WAKE_CHANNEL, wake, shutdown)
     }
 }
 
-/// Listens for [`WAKE_CHANNEL`] and rings `wake` at each notification, until `shutdown`.
+/// Listens for `channel` ([`WAKE_CHANNEL`], [`EVENTS_CHANNEL`]) and rings `wake` at each
+/// notification, until `shutdown`.
 ///
 /// A lost connection is re-established (sqlx's listener reconnects on the next receive); while it
 /// is down the workers still find work through their timers (`pipeline.idle_wait`).
 fn listen(
     pool: PgPool,
+    channel: &'static str,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -109,7 +132,7 @@ fn listen(
         let mut listener = loop {
             let attempt = async {
                 let mut listener = PgListener::connect_with(&pool).await?;
-                listener.listen(WAKE_CHANNEL).await?;
+                listener.listen(channel).await?;
                 Ok::<_, sqlx::Error>(listener)
             };
             tokio::select! {
@@ -156,6 +179,16 @@ mod tests {
         let statement = <Postgres as Dialect>::NOTIFY_WORK.unwrap();
         assert!(
             statement.contains(&format!("'{WAKE_CHANNEL}'")),
+            "{statement}"
+        );
+        let statement = <Postgres as Dialect>::NOTIFY_EVENTS.unwrap();
+        assert!(
+            statement.contains(&format!("'{EVENTS_CHANNEL}'")),
+            "{statement}"
+        );
+        let statement = <Postgres as Dialect>::LOCK_OUTBOX.unwrap();
+        assert!(
+            statement.contains(&format!("({OUTBOX_LOCK_KEY})")),
             "{statement}"
         );
     }

@@ -54,6 +54,13 @@ pub trait Dialect: Database {
     /// Counts the tables named `_sqlx_migrations` the connection sees (0 or 1): where sqlx
     /// records the migrations it applied.
     const MIGRATIONS_TABLE_COUNT: &'static str;
+    /// Taken before a transaction's first outbox row and held until it commits, so `outbox.seq`
+    /// is assigned in commit order (see `outbox.rs`). `None` where transactions write one at a
+    /// time.
+    const LOCK_OUTBOX: Option<&'static str> = None;
+    /// Tells the other replicas, on commit, that events were written (`None` where one process
+    /// owns the database).
+    const NOTIFY_EVENTS: Option<&'static str> = None;
 
     /// The migrations of the schema this binary reads and writes.
     fn migrator() -> &'static Migrator;
@@ -63,6 +70,15 @@ pub trait Dialect: Database {
     /// Starts a task that rings `wake` when another replica makes work durable (see
     /// [`Store::spawn_wake_listener`]).
     fn spawn_wake_listener(
+        _pool: &Pool<Self>,
+        _wake: std::sync::Arc<tokio::sync::Notify>,
+        _shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+
+    /// Starts a task that rings `wake` when another replica commits events.
+    fn spawn_events_listener(
         _pool: &Pool<Self>,
         _wake: std::sync::Arc<tokio::sync::Notify>,
         _shutdown: tokio_util::sync::CancellationToken,
@@ -95,12 +111,30 @@ pub fn request_fingerprint(environment: &str, flow_id: &str, input: &serde_json:
 /// The [`Store`] on one database. `SqliteStore` and `PgStore` are its two instances.
 pub struct SqlStore<D: Database> {
     pool: Pool<D>,
+    /// Rung after this process commits events (the feed's long polls and the deliveries wait on
+    /// it); other replicas' commits ring it through `Dialect::spawn_events_listener`.
+    events_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl<D: Database> Clone for SqlStore<D> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            events_wake: self.events_wake.clone(),
+        }
+    }
+}
+
+impl<D: Database> SqlStore<D> {
+    /// See [`super::EventStore::outbox_wake`].
+    pub(super) fn events_wake(&self) -> &std::sync::Arc<tokio::sync::Notify> {
+        &self.events_wake
+    }
+
+    /// Rings the events' waiters if `emitted` (after a commit).
+    fn events_committed(&self, emitted: bool) {
+        if emitted {
+            self.events_wake.notify_waiters();
         }
     }
 }
@@ -169,6 +203,7 @@ macro_rules! without_input {
         )
     };
 }
+pub(super) use without_input as without_input_sql;
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
      VALUES ($1, $2, $3, 'ready', $4, $5, $6, $7, $7)
@@ -236,7 +271,10 @@ where
             }
             OpenMode::ReadWrite | OpenMode::ReadOnly => schema::check_current(&found, &binary)?,
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            events_wake: Default::default(),
+        })
     }
 
     /// The migrations the database records (none if it has no migration table yet).
@@ -271,14 +309,15 @@ where
         &self.pool
     }
 
-    async fn write(&self) -> anyhow::Result<Transaction<'static, D>> {
+    /// Begins a write transaction (the store's own statements, and tests that hold one open).
+    pub async fn write(&self) -> anyhow::Result<Transaction<'static, D>> {
         self.pool
             .begin_with(D::BEGIN_WRITE)
             .await
             .context("beginning a write transaction")
     }
 
-    fn execution_from_row(row: &D::Row) -> anyhow::Result<Execution> {
+    pub(super) fn execution_from_row(row: &D::Row) -> anyhow::Result<Execution> {
         let state: String = row.try_get("state")?;
         let input: String = row.try_get("input")?;
         let progress: Option<String> = row.try_get("progress")?;
@@ -430,12 +469,19 @@ where
         Ok(())
     }
 
-    async fn patch_execution(
+    /// Applies a patch inside `tx`; a change of state or progress writes the events it means to
+    /// the outbox in the same transaction (`outbox.rs`). Answers whether it wrote any.
+    pub async fn patch_execution(
         tx: &mut Transaction<'static, D>,
         execution_id: Uuid,
         patch: &ExecutionPatch,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
+        let before = if patch.state.is_some() || patch.progress.is_some() {
+            Self::state_before(tx, execution_id).await?
+        } else {
+            None
+        };
         let progress = patch
             .progress
             .as_ref()
@@ -489,7 +535,10 @@ where
             .await
             .context("recording a billed start in the cost ledger")?;
         }
-        Ok(())
+        match before {
+            Some(before) => Self::emit_changes(tx, execution_id, before, now).await,
+            None => Ok(false),
+        }
     }
 
     /// Checks that `lease` is still the current one (and, on PostgreSQL, locks the job row until
@@ -773,8 +822,9 @@ where
     ) -> anyhow::Result<()> {
         let mut tx = self.write().await?;
         Self::check_lease(&mut tx, lease).await?;
-        Self::patch_execution(&mut tx, execution_id, &patch, now).await?;
+        let emitted = Self::patch_execution(&mut tx, execution_id, &patch, now).await?;
         tx.commit().await.context("committing a patch")?;
+        self.events_committed(emitted);
         Ok(())
     }
 
@@ -787,9 +837,10 @@ where
     ) -> anyhow::Result<()> {
         let mut tx = self.write().await?;
         let errors = Self::check_lease(&mut tx, lease).await?;
-        if let Some(patch) = &outcome.execution {
-            Self::patch_execution(&mut tx, execution_id, patch, now).await?;
-        }
+        let emitted = match &outcome.execution {
+            Some(patch) => Self::patch_execution(&mut tx, execution_id, patch, now).await?,
+            None => false,
+        };
         match &outcome.job {
             JobDisposition::Done => {
                 sqlx::query(
@@ -848,6 +899,7 @@ where
             Self::insert_event(&mut tx, execution_id, now, kind, detail).await?;
         }
         tx.commit().await.context("committing a step")?;
+        self.events_committed(emitted);
         Ok(())
     }
 
@@ -1337,6 +1389,7 @@ where
             .execute(&mut *tx)
             .await
             .context("erasing an execution's event details")?;
+        Self::erase_events(&mut tx, erasure.execution_id).await?;
         sqlx::query("UPDATE jobs SET errors = '[]' WHERE execution_id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -1620,11 +1673,12 @@ where
                 serde_json::json!({"decision": "not_started", "operator": audit.operator}),
             ),
         };
-        Self::patch_execution(&mut tx, execution_id, &patch, now).await?;
+        let emitted = Self::patch_execution(&mut tx, execution_id, &patch, now).await?;
         Self::insert_job(&mut tx, &job, now).await?;
         Self::insert_event(&mut tx, execution_id, now, "decided", &detail).await?;
         Self::insert_audit(&mut tx, &audit).await?;
         tx.commit().await.context("committing a decision")?;
+        self.events_committed(emitted);
         Ok(true)
     }
 }

@@ -50,18 +50,18 @@ fn profile(sim: &Simulator, name: &str, client_id: &str, secret: &str) -> String
 }
 
 /// A temporary folder holding `mintgate.toml`.
-struct Files {
+pub(crate) struct Files {
     dir: TempDir,
 }
 
 impl Files {
-    fn new(toml: &str) -> Self {
+    pub(crate) fn new(toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("mintgate.toml"), toml).unwrap();
         Self { dir }
     }
 
-    fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.dir.path().join("mintgate.toml")
     }
 
@@ -71,7 +71,7 @@ impl Files {
 }
 
 /// The configuration file of a running service (the same file `mintgate serve` would read).
-fn service_toml(app: &TestApp) -> String {
+pub(crate) fn service_toml(app: &TestApp) -> String {
     let config = &app.config;
     let sandbox = &config.mint["sandbox"];
     format!(
@@ -94,7 +94,7 @@ fn service_toml(app: &TestApp) -> String {
 }
 
 /// `mintgate --config FILE ARGS…` with nothing from the test's own environment.
-fn mintgate(config: &Path, args: &[&str]) -> Command {
+pub(crate) fn mintgate(config: &Path, args: &[&str]) -> Command {
     let mut command = Command::cargo_bin("mintgate").unwrap();
     command
         .env_clear()
@@ -107,7 +107,7 @@ fn mintgate(config: &Path, args: &[&str]) -> Command {
 
 /// Runs the binary off the async runtime (the simulator keeps serving meanwhile) and checks that
 /// its piped output holds no control characters.
-async fn run(mut command: Command) -> Output {
+pub(crate) async fn run(mut command: Command) -> Output {
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();
@@ -121,16 +121,16 @@ async fn run(mut command: Command) -> Output {
     output
 }
 
-fn code(output: &Output) -> i32 {
+pub(crate) fn code(output: &Output) -> i32 {
     output.status.code().expect("exited with a code")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Exit code, stdout and stderr in one text, for a snapshot.
-fn transcript(output: &Output) -> String {
+pub(crate) fn transcript(output: &Output) -> String {
     format!(
         "exit code: {}\n--- stdout\n{}--- stderr\n{}",
         code(output),

@@ -252,6 +252,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         default_environment: "sandbox".to_owned(),
         mint,
         telemetry: Default::default(),
+        events: Default::default(),
     };
     (setup.configure)(&mut config);
     let mut app = TestApp {

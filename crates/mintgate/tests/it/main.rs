@@ -6,6 +6,7 @@ mod architecture;
 mod archive;
 mod cli;
 mod edge;
+mod events;
 mod fuzz;
 mod helpers;
 mod monitoring;
