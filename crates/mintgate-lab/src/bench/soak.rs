@@ -11,7 +11,11 @@
 //!   staging files of uploads a kill abandoned, `<name>#<n>`, are counted: the maintenance removes
 //!   them after `archive.orphan_upload_age`);
 //! - no well-formed request to the service was answered with a 5xx (refused connections while a
-//!   replica is down are expected; the client then tries again with the same idempotency key).
+//!   replica is down are expected; the client then tries again with the same idempotency key);
+//! - application events reached the run's endpoint (which refuses a seeded fifth of them) at
+//!   least once each, signed, every copy of one event with the same `webhook-id` and body: each
+//!   event of the feed (`GET /v1/events`), and `execution.started` and `execution.archived` for
+//!   every execution.
 //!
 //! Used by the lab's `soak` test (bounded: a minute or so) and by `mintgate-lab bench soak` (as
 //! long as asked). The seed decides the kill moments, the victims and the simulator's faults.
@@ -29,6 +33,8 @@ use mintgate::view::ExecutionView;
 const API_KEY: &str = "soak-api-key-0123456789";
 const WEBHOOK_SECRET: &str = "soak-webhook-secret-0123456789";
 const FLOW: &str = "flow-soak";
+/// The run's event endpoint's key (`whsec_` + base64 of 32 bytes).
+const EVENTS_SECRET: &str = "whsec_c29hay1ldmVudHMta2V5LTAxMjM0NTY3ODlhYmNkZWY=";
 
 /// Where the service keeps its state.
 #[derive(Debug, Clone)]
@@ -84,6 +90,14 @@ pub struct SoakReport {
     pub requests_resent: u64,
     /// Staging files of uploads abandoned by kills (`<name>#<n>`, left for the maintenance).
     pub staging_files_left: usize,
+    /// Application events in the feed, and those the endpoint acknowledged.
+    pub events_written: usize,
+    pub events_delivered: usize,
+    /// Requests the endpoint got, those it refused, and events it acknowledged more than once
+    /// (sent again after a kill).
+    pub event_requests: usize,
+    pub event_requests_refused: usize,
+    pub events_delivered_again: usize,
     pub elapsed: Duration,
     /// Every broken invariant; empty when the run passed.
     pub violations: Vec<String>,
@@ -114,6 +128,15 @@ impl std::fmt::Display for SoakReport {
             f,
             "  requests sent again after a kill: {}; staging files of abandoned uploads left: {}",
             self.requests_resent, self.staging_files_left
+        )?;
+        writeln!(
+            f,
+            "  events: {} written, {} delivered ({} requests, {} refused by the endpoint, {} delivered again)",
+            self.events_written,
+            self.events_delivered,
+            self.event_requests,
+            self.event_requests_refused,
+            self.events_delivered_again
         )?;
         if self.violations.is_empty() {
             write!(f, "  every invariant held")
@@ -307,6 +330,7 @@ fn service_config(
     replicas: usize,
     archive_dir: &Path,
     sim: &Simulator,
+    events_url: &str,
 ) -> String {
     let redis = redis.map_or(String::new(), |(url, prefix)| {
         format!(
@@ -353,6 +377,16 @@ client_id = "demo"
 client_secret = "demo-secret"
 budget_units_per_minute = 6000
 budget_burst_units = 200
+
+[events]
+retry_schedule = ["100ms", "200ms", "500ms", "1s", "1s", "2s", "2s", "2s", "2s", "2s", "2s", "2s", "2s", "2s", "2s", "2s", "2s", "2s", "2s", "2s"]
+timeout = "2s"
+lease = "4s"
+
+[[events.endpoints]]
+name = "soak"
+url = {events_url}
+secret = {events_secret}
 "#,
         database_url = toml_string(database_url),
         archive_dir = toml_string(&archive_dir.display().to_string()),
@@ -360,7 +394,99 @@ budget_burst_units = 200
         webhook_secret = toml_string(WEBHOOK_SECRET),
         api_base = toml_string(&sim.base_url()),
         token_url = toml_string(&sim.token_url()),
+        events_url = toml_string(events_url),
+        events_secret = toml_string(EVENTS_SECRET),
     )
+}
+
+/// One request the run's event endpoint got.
+#[derive(Debug, Clone)]
+struct EventReceived {
+    id: String,
+    body: String,
+    signed: bool,
+    acknowledged: bool,
+}
+
+/// The run's event endpoint: refuses a seeded fifth of the requests (`503`), acknowledges the
+/// rest, records all of them with whether their signature verifies.
+async fn event_endpoint(seed: u64) -> anyhow::Result<(String, Arc<Mutex<Vec<EventReceived>>>)> {
+    let key = mintgate::signing::SigningKey::parse(&secrecy::SecretString::from(EVENTS_SECRET))
+        .map_err(anyhow::Error::msg)?;
+    let log: Arc<Mutex<Vec<EventReceived>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/events", listener.local_addr()?);
+    let rng = Arc::new(Mutex::new(Rng(seed ^ 0x6576_656e_7473)));
+    let handler_log = log.clone();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (log, key, rng) = (handler_log.clone(), key.clone(), rng.clone());
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let id = header("webhook-id");
+                let timestamp = header("webhook-timestamp").parse::<i64>().unwrap_or(0);
+                let expected = key.sign(&id, timestamp, body.as_bytes());
+                let signed = header("webhook-signature")
+                    .split(' ')
+                    .any(|s| s == expected);
+                let acknowledged = rng.lock().unwrap_or_else(|e| e.into_inner()).below(5) != 0;
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(EventReceived {
+                        id,
+                        body,
+                        signed,
+                        acknowledged,
+                    });
+                if acknowledged {
+                    axum::http::StatusCode::NO_CONTENT
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, log))
+}
+
+/// Every event of the feed, read from `base` (`(id, type, executionId)`).
+async fn read_feed(
+    http: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    let mut cursor = "0".to_owned();
+    let mut events = Vec::new();
+    loop {
+        let page: serde_json::Value = http
+            .get(format!("{base}/v1/events?after={cursor}&limit=1000"))
+            .bearer_auth(API_KEY)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let items = page["events"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            return Ok(events);
+        }
+        for item in &items {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            events.push((
+                text(&item["id"]),
+                text(&item["type"]),
+                text(&item["data"]["executionId"]),
+            ));
+        }
+        cursor = page["nextCursor"].as_str().unwrap_or("0").to_owned();
+    }
 }
 
 /// What the run's clients saw of the service.
@@ -527,6 +653,7 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
             )),
         ),
     };
+    let (events_url, events_log) = event_endpoint(options.seed).await?;
     let mut replicas = Vec::new();
     for (index, port) in ports.iter().enumerate() {
         let config = dir.path().join(format!("replica-{index}.toml"));
@@ -539,6 +666,7 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
                 replica_count,
                 &archive_dir,
                 &sim,
+                &events_url,
             ),
         )?;
         replicas.push(Replica {
@@ -686,6 +814,21 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
     }
     stop.set();
     let _ = players.await;
+    // Every event of the feed acknowledged by the endpoint (retries after refusals and kills).
+    let feed = read_feed(&http, &replicas.lock().await[0].url("")).await?;
+    loop {
+        let acknowledged: BTreeSet<String> = events_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|r| r.acknowledged)
+            .map(|r| r.id.clone())
+            .collect();
+        if feed.iter().all(|(id, _, _)| acknowledged.contains(id)) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for replica in replicas.lock().await.iter_mut() {
         replica.kill().await;
     }
@@ -828,6 +971,53 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
     report.cut_bodies = usage.faults.cut_bodies;
     report.webhooks_dropped = usage.webhooks.dropped;
     report.webhooks_duplicated = usage.webhooks.duplicated;
+    // Events: each one in the feed acknowledged, signed, one body per id; each execution told.
+    let received = events_log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut bodies: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut acknowledged: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &received {
+        bodies.entry(&r.id).or_default().insert(&r.body);
+        if r.acknowledged {
+            *acknowledged.entry(&r.id).or_default() += 1;
+        }
+        if !r.signed {
+            violations.push(format!(
+                "event {} arrived with a signature that does not verify",
+                r.id
+            ));
+        }
+    }
+    for (id, variants) in &bodies {
+        if variants.len() > 1 {
+            violations.push(format!(
+                "event {id} arrived with {} different bodies",
+                variants.len()
+            ));
+        }
+    }
+    for (id, event_type, execution) in &feed {
+        if !acknowledged.contains_key(id.as_str()) {
+            violations.push(format!(
+                "event {id} ({event_type} of {execution}) was never delivered"
+            ));
+        }
+    }
+    for id in &ids {
+        for wanted in ["execution.started", "execution.archived"] {
+            let count = feed
+                .iter()
+                .filter(|(_, t, e)| t == wanted && *e == id.to_string())
+                .count();
+            if count != 1 {
+                violations.push(format!("execution {id} has {count} {wanted} events"));
+            }
+        }
+    }
+    report.events_written = feed.len();
+    report.events_delivered = acknowledged.len();
+    report.event_requests = received.len();
+    report.event_requests_refused = received.iter().filter(|r| !r.acknowledged).count();
+    report.events_delivered_again = acknowledged.values().map(|n| n.saturating_sub(1)).sum();
     report.violations = violations;
     report.elapsed = run_started.elapsed();
     sim.shutdown().await;

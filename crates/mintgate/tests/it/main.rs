@@ -15,7 +15,6 @@ mod reconcile;
 mod resilience;
 mod results;
 mod shared_budget;
-mod shipped_client;
 mod store;
 mod support;
 mod traces;
