@@ -40,6 +40,9 @@ pub struct Setup {
     /// Simulated seconds per real second, for the simulator and the service's clock alike
     /// (default 1; a test of Mint's slow listing at scale runs them faster together).
     pub time_scale: f64,
+    /// mint-client's shipped settings (the adaptive budget on, retries and pauses as by default)
+    /// instead of the tests' short ones ([`tune_mint_for_tests`]).
+    pub shipped_client: bool,
 }
 
 impl Default for Setup {
@@ -68,6 +71,7 @@ impl Default for Setup {
             archive: mintgate::archive::ArchiveConfig::default(),
             gate_token_endpoint: false,
             time_scale: 1.0,
+            shipped_client: false,
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct TestApp {
     pub token_gate: Option<TokenGate>,
     /// The trace exporter the service is started with (a test sets it, then restarts the service).
     pub telemetry: Option<mintgate::telemetry::Tracing>,
+    /// See [`Setup::shipped_client`].
+    shipped_client: bool,
     background_workers: bool,
 }
 
@@ -268,6 +274,7 @@ pub async fn spawn_with(mut setup: Setup) -> TestApp {
         token_gate,
         telemetry: None,
         background_workers: setup.background_workers,
+        shipped_client: setup.shipped_client,
     };
     app.start().await;
     app
@@ -284,7 +291,9 @@ impl TestApp {
                 run_workers: self.background_workers,
                 listener: Some(listener),
                 operator_listener: None,
-                tune_mint: Some(tune_mint_for_tests),
+                tune_mint: (!self.shipped_client).then_some(
+                    tune_mint_for_tests as fn(mint_client::MintConfig) -> mint_client::MintConfig,
+                ),
                 telemetry: self.telemetry.clone(),
             },
         )

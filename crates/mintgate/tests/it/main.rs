@@ -15,6 +15,7 @@ mod reconcile;
 mod resilience;
 mod results;
 mod shared_budget;
+mod shipped_client;
 mod store;
 mod support;
 mod traces;

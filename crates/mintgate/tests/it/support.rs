@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 /// The pipeline retries on its own (advanced) clock, but the client's own retries and its
-/// adaptive slow-down run in real time: keep them short here (mint-client's own tests cover them).
+/// adaptive slow-down run in real time: keep them short here (mint-client's own tests cover them,
+/// and `shipped_client.rs` runs the service with the shipped settings through Mint's faults).
 pub fn tune_mint_for_tests(mut config: mint_client::MintConfig) -> mint_client::MintConfig {
     config.budget.adaptive.enabled = false;
     config.budget.adaptive.default_pause = Duration::from_millis(10);
