@@ -24,8 +24,31 @@ use secrecy::SecretString;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Runs the benchmark for one file size, writing into `dir`.
-pub async fn run(size_bytes: u64, dir: &Path) -> anyhow::Result<()> {
+/// The figures of one run (`--json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DownloadFigures {
+    pub bytes: u64,
+    pub rounds: usize,
+    pub client_secs: f64,
+    pub client_mib_per_sec: f64,
+    pub curl_secs: f64,
+    pub curl_mib_per_sec: f64,
+    pub curl_fsync_secs: f64,
+    pub curl_fsync_mib_per_sec: f64,
+    /// The client's speed as a fraction of `curl -o` + fsync (the same durability; goal >= 0.8).
+    pub ratio_to_curl_fsync: f64,
+    pub ratio_to_curl: f64,
+    pub client_cpu_secs: f64,
+    pub curl_phase_sim_cpu_secs: f64,
+    pub curl_cpu_secs: f64,
+    /// The client's share of the peak resident memory, bytes (goal < 64 MiB); `None` off Linux.
+    pub client_rss_growth_bytes: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Runs the benchmark for one file size, writing into `dir`; prints the figures (as JSON with
+/// `json`).
+pub async fn run(size_bytes: u64, dir: &Path, json: bool) -> anyhow::Result<()> {
     let mut cfg = mint_sim::SimConfig {
         limits: mint_sim::Limits::unlimited(),
         ..mint_sim::SimConfig::default()
@@ -46,12 +69,21 @@ pub async fn run(size_bytes: u64, dir: &Path) -> anyhow::Result<()> {
         .start()
         .await
         .context("starting the simulator")?;
-    let result = bench(&sim, size_bytes, dir).await;
+    let result = bench(&sim, size_bytes, dir, json).await;
     sim.shutdown().await;
-    result
+    let figures = result?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    }
+    Ok(())
 }
 
-async fn bench(sim: &mint_sim::Simulator, size_bytes: u64, dir: &Path) -> anyhow::Result<()> {
+async fn bench(
+    sim: &mint_sim::Simulator,
+    size_bytes: u64,
+    dir: &Path,
+    json: bool,
+) -> anyhow::Result<DownloadFigures> {
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("creating {}", dir.display()))?;
@@ -76,7 +108,7 @@ async fn bench(sim: &mint_sim::Simulator, size_bytes: u64, dir: &Path) -> anyhow
     }
     let (expected_sha, expected_len) = mint_sim::result_file_sha256(0, id.as_str(), size_bytes);
 
-    println!(
+    eprintln!(
         "download benchmark: {} ({:.0} MiB), into {}",
         id,
         size_bytes as f64 / MIB,
@@ -142,6 +174,30 @@ async fn bench(sim: &mint_sim::Simulator, size_bytes: u64, dir: &Path) -> anyhow
 
     let mb = size_bytes as f64 / MIB;
     let rate = |secs: f64| mb / secs;
+    let client_growth = client_best.peak_growth_kib();
+    let sim_growth = curl_best.peak_growth_kib();
+    let figures = DownloadFigures {
+        bytes: size_bytes,
+        rounds: ROUNDS,
+        client_secs: client_best.secs,
+        client_mib_per_sec: rate(client_best.secs),
+        curl_secs: curl_best.secs,
+        curl_mib_per_sec: rate(curl_best.secs),
+        curl_fsync_secs,
+        curl_fsync_mib_per_sec: rate(curl_fsync_secs),
+        ratio_to_curl_fsync: curl_fsync_secs / client_best.secs,
+        ratio_to_curl: curl_best.secs / client_best.secs,
+        client_cpu_secs: client_best.cpu_self,
+        curl_phase_sim_cpu_secs: curl_best.cpu_self,
+        curl_cpu_secs: curl_best.cpu_children,
+        client_rss_growth_bytes: client_best
+            .peak_kib
+            .map(|_| client_growth.saturating_sub(sim_growth) * 1024),
+        peak_rss_bytes: client_best.peak_kib.map(|k| k * 1024),
+    };
+    if json {
+        return Ok(figures);
+    }
     println!(
         "  mint-client        {:7.2} s {:8.1} MiB/s   (SHA-256, .part, fsync, rename; best of {ROUNDS})",
         client_best.secs,
@@ -167,8 +223,6 @@ async fn bench(sim: &mint_sim::Simulator, size_bytes: u64, dir: &Path) -> anyhow
         "  CPU seconds        client phase {:.2} (simulator + client); curl phase {:.2} simulator + {:.2} curl",
         client_best.cpu_self, curl_best.cpu_self, curl_best.cpu_children
     );
-    let client_growth = client_best.peak_growth_kib();
-    let sim_growth = curl_best.peak_growth_kib();
     println!(
         "  memory             peak RSS during the client download {} (baseline {}, growth {}); \
          the simulator alone grows {} serving curl; client share ≈ {} (goal < 64 MiB)",
@@ -178,7 +232,7 @@ async fn bench(sim: &mint_sim::Simulator, size_bytes: u64, dir: &Path) -> anyhow
         fmt_kib(Some(sim_growth)),
         fmt_kib(Some(client_growth.saturating_sub(sim_growth))),
     );
-    Ok(())
+    Ok(figures)
 }
 
 /// Transfers timed per size: the best of this many (alternating client and curl).

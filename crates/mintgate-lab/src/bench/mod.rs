@@ -11,10 +11,12 @@ pub mod ingest;
 pub mod quota;
 pub mod reconcile;
 pub mod replicas;
+pub mod report;
 pub mod sim;
 pub mod soak;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Subcommand;
 
@@ -25,7 +27,7 @@ pub enum BenchCommand {
     /// beside curl to disk followed by a boto3 upload; peak RSS.
     Archive(archive::ArchiveBenchArgs),
     /// The simulator's serving rate: a 2 GiB result file over loopback, and small requests.
-    Sim,
+    Sim(mint_sim::bench::BenchArgs),
     /// The public listener under attack (slowloris, oversized, forged, signature lists): authentic
     /// webhooks acknowledged per second and p99 beside the same without the attack; RSS and fds.
     Edge(edge::EdgeArgs),
@@ -44,6 +46,9 @@ pub enum BenchCommand {
         /// Where to write (a temporary folder by default).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Print the figures as JSON (for `bench report`).
+        #[arg(long)]
+        json: bool,
     },
     /// Several replicas on PostgreSQL and Redis drain a burst of starts through one shared budget.
     Replicas {
@@ -67,6 +72,9 @@ pub enum BenchCommand {
         /// How much faster than real time the simulator and the replicas run.
         #[arg(long, default_value_t = 10.0)]
         time_scale: f64,
+        /// Print the figures as JSON (for `bench report`).
+        #[arg(long)]
+        json: bool,
     },
     /// API units per archived execution: webhooks + fallback poller vs polling every 30 s and 2 s.
     Quota(quota::QuotaArgs),
@@ -77,6 +85,9 @@ pub enum BenchCommand {
     /// then checked against its truth (one start each, archived with Mint's SHA-256, nothing else
     /// in the archive, no 5xx). The lab's `soak` test runs a short one.
     Soak(SoakArgs),
+    /// One Markdown page (with SVG charts) of every benchmark's figures beside its goal and its
+    /// peer, from the `--json` output of the benchmarks saved as `<DIR>/<bench>.json`.
+    Report(report::ReportArgs),
 }
 
 /// `bench soak`'s arguments.
@@ -109,6 +120,9 @@ pub struct SoakArgs {
     /// The run fails if not done within this many minutes.
     #[arg(long, default_value_t = 30)]
     minutes: u64,
+    /// Print the report as JSON (for `bench report`); progress goes to stderr either way.
+    #[arg(long)]
+    json: bool,
 }
 
 async fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
@@ -144,7 +158,11 @@ async fn run_soak(args: SoakArgs) -> anyhow::Result<()> {
         replicas::drop_schema(url, &schema).await;
     }
     let report = report?;
-    println!("mintgate-lab bench soak (seed {})\n{report}", args.seed);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("mintgate-lab bench soak (seed {})\n{report}", args.seed);
+    }
     anyhow::ensure!(
         report.violations.is_empty(),
         "the soak broke {} invariant(s)",
@@ -181,15 +199,15 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Runs one benchmark.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Sim => sim::run().await,
+        BenchCommand::Sim(args) => sim::run(args).await,
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Edge(args) => edge::run(args).await,
         BenchCommand::Burst(args) => burst::run(args).await,
         BenchCommand::Events(args) => events::run(args).await,
-        BenchCommand::Download { size, dir } => {
+        BenchCommand::Download { size, dir, json } => {
             let temp = tempfile::tempdir()?;
             let dir = dir.unwrap_or_else(|| temp.path().to_path_buf());
-            download::run(size, &dir).await
+            download::run(size, &dir, json).await
         }
         BenchCommand::Replicas {
             database_url,
@@ -197,6 +215,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             executions,
             replicas,
             time_scale,
+            json,
         } => {
             replicas::run(replicas::ReplicasArgs {
                 database_url,
@@ -204,6 +223,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 executions,
                 replicas,
                 time_scale,
+                json,
             })
             .await
         }
@@ -211,7 +231,13 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Reconcile(args) => reconcile::run(args).await,
         BenchCommand::Archive(args) => archive::run(args).await,
         BenchCommand::Soak(args) => run_soak(args).await,
+        BenchCommand::Report(args) => report::run(&args),
     }
+}
+
+/// Serializes a duration as seconds (a float), as the figures' JSON does.
+pub fn as_secs<S: serde::Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(duration.as_secs_f64())
 }
 
 #[cfg(test)]

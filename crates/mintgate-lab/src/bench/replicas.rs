@@ -30,6 +30,32 @@ pub struct ReplicasArgs {
     pub executions: usize,
     pub replicas: usize,
     pub time_scale: f64,
+    /// Print the figures as JSON (for `bench report`).
+    pub json: bool,
+}
+
+/// The figures of one run (`--json`), in simulated minutes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplicasFigures {
+    pub replicas: usize,
+    pub executions: usize,
+    pub time_scale: f64,
+    pub accepted_real_secs: f64,
+    pub drained_real_secs: f64,
+    pub drain_simulated_minutes: f64,
+    pub started_per_minute: f64,
+    pub units: f64,
+    pub units_per_minute: f64,
+    pub fleet_rate_units_per_minute: f64,
+    pub fleet_instant_capacity_units: u32,
+    pub admissible_units: f64,
+    /// Units spent / units the fleet's budget admits in the drain (goal >= 0.95).
+    pub fleet_budget_fraction: f64,
+    /// Units spent / Mint's 100 units a minute over the drain.
+    pub mint_budget_fraction: f64,
+    pub throttled: u64,
+    pub fallbacks: u64,
+    pub tokens_issued: u64,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -144,35 +170,58 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
     let rate_per_minute = params.units_per_second() * 60.0;
     let admissible = f64::from(params.window_capacity_units) + rate_per_minute * drain_minutes;
     let started = instances.len() as f64;
-    println!("mintgate-lab bench replicas");
-    println!(
-        "  {} replicas, {} executions, time scale {}x (simulated minutes below)",
-        args.replicas, args.executions, args.time_scale
-    );
-    println!(
-        "  accepted in {:.2?} real; all started after {:.2?} real ({drain_minutes:.2} simulated min)",
-        accepted, drained
-    );
-    println!(
-        "  started:        {:.1} executions/min ({units:.0} units spent, {:.1} units/min)",
-        started / drain_minutes,
-        units / drain_minutes
-    );
-    println!(
-        "  fleet budget:   {:.1} units/min sustained + {} at once → {admissible:.1} units admissible in the drain",
-        rate_per_minute, params.window_capacity_units
-    );
-    println!(
-        "  fraction of the fleet budget used: {:.3} (goal ≥ 0.95)",
-        units / admissible
-    );
-    println!(
-        "  fraction of Mint's 100 units/min:  {:.3}",
-        units / (100.0 * drain_minutes)
-    );
-    println!("  429s served:    {} (goal 0)", client.throttled);
-    println!("  fallbacks to a local share (Redis unreachable): {fallbacks} (goal 0)");
-    println!("  tokens issued:  {}", client.tokens_issued);
+    let figures = ReplicasFigures {
+        replicas: args.replicas,
+        executions: args.executions,
+        time_scale: args.time_scale,
+        accepted_real_secs: accepted.as_secs_f64(),
+        drained_real_secs: drained.as_secs_f64(),
+        drain_simulated_minutes: drain_minutes,
+        started_per_minute: started / drain_minutes,
+        units,
+        units_per_minute: units / drain_minutes,
+        fleet_rate_units_per_minute: rate_per_minute,
+        fleet_instant_capacity_units: params.window_capacity_units,
+        admissible_units: admissible,
+        fleet_budget_fraction: units / admissible,
+        mint_budget_fraction: units / (100.0 * drain_minutes),
+        throttled: client.throttled,
+        fallbacks,
+        tokens_issued: client.tokens_issued,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        println!("mintgate-lab bench replicas");
+        println!(
+            "  {} replicas, {} executions, time scale {}x (simulated minutes below)",
+            args.replicas, args.executions, args.time_scale
+        );
+        println!(
+            "  accepted in {:.2?} real; all started after {:.2?} real ({drain_minutes:.2} simulated min)",
+            accepted, drained
+        );
+        println!(
+            "  started:        {:.1} executions/min ({units:.0} units spent, {:.1} units/min)",
+            started / drain_minutes,
+            units / drain_minutes
+        );
+        println!(
+            "  fleet budget:   {:.1} units/min sustained + {} at once → {admissible:.1} units admissible in the drain",
+            rate_per_minute, params.window_capacity_units
+        );
+        println!(
+            "  fraction of the fleet budget used: {:.3} (goal ≥ 0.95)",
+            units / admissible
+        );
+        println!(
+            "  fraction of Mint's 100 units/min:  {:.3}",
+            units / (100.0 * drain_minutes)
+        );
+        println!("  429s served:    {} (goal 0)", client.throttled);
+        println!("  fallbacks to a local share (Redis unreachable): {fallbacks} (goal 0)");
+        println!("  tokens issued:  {}", client.tokens_issued);
+    }
     anyhow::ensure!(
         fallbacks == 0,
         "a replica fell back to its local share: the figures are not those of the shared budget"

@@ -71,7 +71,7 @@ pub struct SoakOptions {
 }
 
 /// What happened, from the simulator's records and the run's own counts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SoakReport {
     pub executions: usize,
     pub replicas: usize,
@@ -98,6 +98,7 @@ pub struct SoakReport {
     pub event_requests: usize,
     pub event_requests_refused: usize,
     pub events_delivered_again: usize,
+    #[serde(rename = "elapsed_secs", serialize_with = "super::as_secs")]
     pub elapsed: Duration,
     /// Every broken invariant; empty when the run passed.
     pub violations: Vec<String>,
@@ -742,7 +743,7 @@ pub async fn soak(options: SoakOptions) -> anyhow::Result<SoakReport> {
         replicas.lock().await[victim].kill().await;
         kills += 1;
         if options.verbose {
-            println!(
+            eprintln!(
                 "  kill {kills}/{}: replica {victim} at {:.1?}",
                 options.kills,
                 run_started.elapsed()

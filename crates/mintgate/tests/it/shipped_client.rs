@@ -118,8 +118,7 @@ async fn with_the_shipped_client_settings_a_faulty_mint_bills_each_start_once_an
     let client = app.pipeline().clients.get("sandbox").unwrap();
     let snapshot = client.budget().snapshot().await;
     assert_eq!(
-        snapshot.throttled_total,
-        demo.throttled,
+        snapshot.throttled_total, demo.throttled,
         "the client's adaptive budget saw each of Mint's 429s: {snapshot:?}"
     );
 }
