@@ -564,9 +564,12 @@ fn xml(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Horizontal bars: `(label, bars of (value, colour, caption))`, on a scale from 0 to `max`, with
-/// a dashed line at `line`.
-fn bar_chart(title: &str, groups: &[(String, Vec<(f64, &str, String)>)], line: f64) -> String {
+/// One bar: its length, colour and caption.
+type Bar = (f64, &'static str, String);
+
+/// Horizontal bars: `(label, bars)` groups, on a scale from 0 to a little past the longest bar (at
+/// most four times `line`), with a dashed line at `line`.
+fn bar_chart(title: &str, groups: &[(String, Vec<Bar>)], line: f64) -> String {
     const LABEL_W: f64 = 430.0;
     const PLOT_W: f64 = 380.0;
     const BAR_H: f64 = 16.0;
