@@ -605,15 +605,28 @@ impl EventsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// An execution with no webhook is first polled this long after it started.
+    /// An execution with no webhook is first polled this long after it started (webhooks come
+    /// first: this first look is the fallback's, and it costs two units while the instance runs).
     #[serde(with = "humantime_serde")]
     pub poll_grace: Duration,
     /// Never poll one instance more often than this (Mint's guidance: 30 s).
     #[serde(with = "humantime_serde")]
     pub poll_interval_min: Duration,
-    /// Polls back off up to this interval for instances that wait long for their end user.
+    /// Polls back off up to this interval for instances that wait long for their end user: no
+    /// running instance goes unpolled longer (a lost webhook is caught within it).
     #[serde(with = "humantime_serde")]
     pub poll_interval_max: Duration,
+    /// An instance Mint says waits for its end user is polled no more often than this (a webhook
+    /// brings the check forward when the person is done; the poll only catches a lost one). Its
+    /// polls then back off to as long again as it has waited. Within `poll_interval_min` and
+    /// `poll_interval_max` whatever it is set to.
+    #[serde(with = "humantime_serde")]
+    pub user_poll_interval_min: Duration,
+    /// Read the activities on every check of a running instance. Off (the default), they are read
+    /// only when Mint's `updatedAt` differs from the one the known progress was read at; turn it on
+    /// if Mint's `updatedAt` turns out not to move when an instance changes step (it is a [model]
+    /// assumption).
+    pub activities_every_check: bool,
     /// A worker's hold on a job; renewed while the work goes on. A dead worker's job is taken over
     /// after it lapses.
     #[serde(with = "humantime_serde")]
@@ -676,9 +689,11 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
-            poll_grace: Duration::from_secs(5 * 60),
+            poll_grace: Duration::from_secs(10 * 60),
             poll_interval_min: Duration::from_secs(30),
             poll_interval_max: Duration::from_secs(30 * 60),
+            user_poll_interval_min: Duration::from_secs(15 * 60),
+            activities_every_check: false,
             lease: Duration::from_secs(5 * 60),
             reconcile_delay: Duration::from_secs(30),
             reconcile_skew: Duration::from_secs(10 * 60),
@@ -954,6 +969,14 @@ impl Config {
         }
         if p.poll_interval_max < p.poll_interval_min {
             invalid!("`pipeline.poll_interval_max` must not be below `pipeline.poll_interval_min`");
+        }
+        if p.user_poll_interval_min < Duration::from_secs(1) {
+            invalid!("`pipeline.user_poll_interval_min` must be at least 1s");
+        }
+        if p.poll_interval_max > Duration::from_secs(24 * 3600) {
+            invalid!(
+                "`pipeline.poll_interval_max` must be at most 1day: it bounds how late a lost webhook is caught (Mint deletes 30 days after the end)"
+            );
         }
         if p.lease < Duration::from_secs(1) {
             invalid!("`pipeline.lease` must be at least 1s");
@@ -1361,7 +1384,7 @@ mod tests {
         // Everything else is shown as configured.
         assert_eq!(redacted["mint"]["sandbox"]["client_id"], "demo");
         assert_eq!(redacted["service"]["log_format"], "json");
-        assert_eq!(redacted["pipeline"]["poll_grace"], "5m");
+        assert_eq!(redacted["pipeline"]["poll_grace"], "10m");
     }
 
     #[test]

@@ -146,6 +146,10 @@ pub struct Execution {
     /// the parent of its jobs' spans.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// The instance's `updatedAt`, as Mint spelt it, when `progress` was read from its
+    /// activities: a check that gets the same answer reads no activities.
+    #[serde(skip)]
+    pub progress_mint_updated_at: Option<String>,
 }
 
 impl Execution {

@@ -435,6 +435,7 @@ mod tests {
             not_found_since: None,
             not_found_count: 0,
             traceparent: None,
+            progress_mint_updated_at: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The checker's step: read an instance's state from Mint and act on it. The poller is this step on
 //! its schedule; a webhook only brings the schedule forward.
 
-use mint_client::Progress as MintProgress;
+use mint_client::{InstanceStatus, Progress as MintProgress};
 
 use super::{MINT_RETENTION, Pipeline, StepResult, classify, on_not_found};
 use crate::clock::delta;
@@ -31,8 +31,11 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
         }
     }
     let client = pipeline.client_for(execution)?.at(job.priority.to_client());
-    let progress = match client.instance_progress(instance_id).await {
-        Ok(progress) => progress,
+    // One `GET` of the instance; its activities only when they can tell something new: the
+    // instance runs and Mint's `updatedAt` differs from the one its progress was read at (or
+    // there is none). An instance known to wait for its end user costs one unit a check.
+    let instance = match client.get_instance(instance_id).await {
+        Ok(instance) => instance,
         // A 404 is not the end by itself: Mint may answer one spuriously.
         Err(error @ (mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. })) => {
             return Ok(on_not_found(pipeline, execution, &error));
@@ -44,8 +47,42 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
     } else {
         "poll"
     };
+    let updated_at = instance.updated_at.as_ref().map(|t| t.raw().to_owned());
+    let unchanged = match (&execution.progress, &execution.progress_mint_updated_at) {
+        (Some(known), Some(seen))
+            if updated_at.as_ref() == Some(seen) && !pipeline.config.activities_every_check =>
+        {
+            Some(known.clone())
+        }
+        _ => None,
+    };
+    let progress = if instance.status != InstanceStatus::Running {
+        MintProgress::classify(&instance, &[])
+    } else if let Some(known) = unchanged {
+        tracing::debug!(
+            ?known,
+            via,
+            "instance checked; unchanged since its activities were read"
+        );
+        let since = match &known {
+            Progress::WaitingForUser { since, .. } => *since,
+            _ => None,
+        };
+        let outcome = still_running(pipeline, execution, known, since, via, updated_at);
+        return Ok(answered(execution, outcome));
+    } else {
+        match client.activities(instance_id).await {
+            Ok(activities) => MintProgress::classify(&instance, &activities),
+            Err(
+                error @ (mint_client::Error::Expired { .. } | mint_client::Error::NotFound { .. }),
+            ) => {
+                return Ok(on_not_found(pipeline, execution, &error));
+            }
+            Err(error) => return Err(classify(&error, job.attempts).into()),
+        }
+    };
     tracing::debug!(?progress, via, "instance checked");
-    let mut outcome = match progress {
+    let outcome = match progress {
         MintProgress::Finished { at } => {
             // Mint's finishedAt is used only when plausible (not in the future, not before the
             // execution was created, parseable); else our own observation time. Logged once: the
@@ -88,6 +125,7 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
             Progress::Processing { step },
             None,
             via,
+            updated_at,
         ),
         MintProgress::WaitingForUser { step, since } => {
             let since = since.and_then(|t| t.plausible(now, execution.created_at));
@@ -97,6 +135,7 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
                 Progress::WaitingForUser { step, since },
                 since,
                 via,
+                updated_at,
             )
         }
         MintProgress::Faulted { message } => {
@@ -136,7 +175,14 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
         MintProgress::Unknown { status } => {
             // A status this version does not know: keep watching, and say so.
             tracing::warn!(status, "Mint reports a status this version does not know");
-            let mut outcome = still_running(pipeline, execution, Progress::Unknown, None, via);
+            let mut outcome = still_running(
+                pipeline,
+                execution,
+                Progress::Unknown,
+                None,
+                via,
+                updated_at,
+            );
             if let Some(patch) = outcome.execution.as_mut() {
                 patch.mint_status = Some(status);
             }
@@ -144,37 +190,53 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
         }
         other => {
             tracing::warn!(?other, "unexpected progress");
-            still_running(pipeline, execution, Progress::Unknown, None, via)
+            still_running(
+                pipeline,
+                execution,
+                Progress::Unknown,
+                None,
+                via,
+                updated_at,
+            )
         }
     };
+    Ok(answered(execution, outcome))
+}
+
+/// Mint answered: a run of 404s is over.
+fn answered(execution: &Execution, mut outcome: StepOutcome) -> StepOutcome {
     if execution.not_found_since.is_some() {
-        // Mint answered: a run of 404s is over.
         outcome
             .execution
             .get_or_insert_with(ExecutionPatch::default)
             .not_found = Some(NotFound::Answered);
     }
-    Ok(outcome)
+    outcome
 }
 
+/// The instance still runs: record what it does (with Mint's `updatedAt` it was read at) and
+/// poll it again at its pace ([`Pipeline::next_poll`]).
 fn still_running(
     pipeline: &Pipeline,
     execution: &Execution,
     progress: Progress,
     waiting_since: Option<chrono::DateTime<chrono::Utc>>,
     via: &str,
+    mint_updated_at: Option<String>,
 ) -> StepOutcome {
     let now = pipeline.clock.now();
     let since = waiting_since.or(execution.started_at);
+    let waiting = matches!(progress, Progress::WaitingForUser { .. });
     StepOutcome::done()
         .with_patch(ExecutionPatch {
             mint_status: Some("Running".to_owned()),
             progress: Some(progress.clone()),
             progress_at: Some(now),
+            progress_mint_updated_at: mint_updated_at,
             ..ExecutionPatch::default()
         })
         .with_job(JobDisposition::Retry {
-            run_at: pipeline.next_poll(now, since),
+            run_at: pipeline.next_poll(now, since, waiting),
             error: None,
             counts: false,
             priority: Some(JobPriority::Background),

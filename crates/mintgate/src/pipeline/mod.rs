@@ -460,19 +460,44 @@ impl Pipeline {
         }
     }
 
-    /// When to poll an instance next: never sooner than the minimum interval, later the longer it
-    /// has been waiting (a quarter of the wait so far), never later than the maximum.
+    /// When to poll a running instance next. Webhooks bring a check forward when something
+    /// happens; the poll only catches what a lost webhook would miss, so it follows the instance's
+    /// pace, as Mint describes it, and backs off:
+    ///
+    /// - waiting for its end user (`waiting`): after as long again as it has waited so far (a
+    ///   person who has not acted in ten minutes is not expected within the next thirty seconds),
+    ///   never sooner than `pipeline.user_poll_interval_min`;
+    /// - Mint working on it: after a quarter of the time it has run, never sooner than
+    ///   `pipeline.poll_interval_min`;
+    ///
+    /// and never later than `pipeline.poll_interval_max`: no instance goes unpolled longer, so a
+    /// lost webhook is caught at most that long (plus jitter) after the instance finished, days
+    /// before Mint's deletion.
     pub fn next_poll(
         &self,
         now: DateTime<Utc>,
-        waiting_since: Option<DateTime<Utc>>,
+        since: Option<DateTime<Utc>>,
+        waiting: bool,
     ) -> DateTime<Utc> {
-        let waited = waiting_since
+        let waited = since
             .and_then(|since| (now - since).to_std().ok())
             .unwrap_or(Duration::ZERO);
-        let interval =
-            (waited / 4).clamp(self.config.poll_interval_min, self.config.poll_interval_max);
-        now + delta(interval)
+        let (pace, floor) = if waiting {
+            (
+                waited,
+                self.config
+                    .user_poll_interval_min
+                    .max(self.config.poll_interval_min),
+            )
+        } else {
+            (waited / 4, self.config.poll_interval_min)
+        };
+        // `max` then `min`, not `clamp`: a configuration built in code (not validated) with a
+        // floor above the ceiling must not panic; the ceiling wins. Jittered down (instances
+        // started together spread out), never below the floor, never above the ceiling.
+        let ceiling = self.config.poll_interval_max;
+        let interval = pace.max(floor).min(ceiling);
+        now + delta(jitter(interval).max(floor.min(ceiling)))
     }
 
     pub(crate) fn client_for(&self, execution: &Execution) -> anyhow::Result<&MintClient> {

@@ -62,6 +62,9 @@ pub struct ExecutionPatch {
     pub mint_status: Option<String>,
     pub progress: Option<Progress>,
     pub progress_at: Option<DateTime<Utc>>,
+    /// Mint's `updatedAt` when `progress` was read (kept with it: written, or cleared, whenever
+    /// `progress` is written).
+    pub progress_mint_updated_at: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub deadline_at: Option<DateTime<Utc>>,

@@ -198,7 +198,8 @@ macro_rules! without_input {
                     created_at, updated_at, started_at, finished_at, deadline_at, archived_at,
                     archive_path, sha256, bytes, failure_reason, start_ambiguous, start_attempts,
                     billed_count, finished_seen_at, not_found_since, not_found_count,
-                    start_sent_at, workflow_url_unknown, decision_reason, traceparent ",
+                    start_sent_at, workflow_url_unknown, decision_reason, traceparent,
+                    progress_mint_updated_at ",
             $rest
         )
     };
@@ -237,7 +238,8 @@ const PATCH_EXECUTION: &str = "UPDATE executions SET
        start_sent_at = COALESCE($22, start_sent_at),
        workflow_url_unknown = COALESCE($23, workflow_url_unknown),
        decision_reason = CASE WHEN $2 IS NOT NULL AND $2 <> 'needs_decision' THEN NULL
-                              ELSE COALESCE($24, decision_reason) END
+                              ELSE COALESCE($24, decision_reason) END,
+       progress_mint_updated_at = CASE WHEN $6 IS NULL THEN progress_mint_updated_at ELSE $25 END
      WHERE id = $1";
 
 impl<D> SqlStore<D>
@@ -359,6 +361,7 @@ where
             not_found_since: opt_from_ms(row.try_get("not_found_since")?),
             not_found_count: row.try_get("not_found_count")?,
             traceparent: row.try_get("traceparent")?,
+            progress_mint_updated_at: row.try_get("progress_mint_updated_at")?,
         })
     }
 
@@ -516,6 +519,7 @@ where
             .bind(opt_ms(patch.start_sent_at))
             .bind(patch.workflow_url_unknown.map(i64::from))
             .bind(patch.decision_reason.as_deref())
+            .bind(patch.progress_mint_updated_at.as_deref())
             .execute(&mut **tx)
             .await
             .context("updating an execution")?;

@@ -11,6 +11,7 @@ mod fuzz;
 mod helpers;
 mod monitoring;
 mod pipeline;
+mod polling;
 mod reconcile;
 mod resilience;
 mod results;

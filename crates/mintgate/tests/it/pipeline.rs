@@ -387,7 +387,8 @@ async fn abandoned_onboardings_fail_with_mints_generic_reason() {
         .user_step(&instance, mint_sim::UserStepAction::Abandon)
         .await
         .unwrap();
-    app.advance(Duration::from_secs(6 * 60)).await;
+    app.advance(app.config.pipeline.poll_grace + Duration::from_secs(60))
+        .await;
     app.run_until_idle().await;
     let view = app.execution(id).await;
     assert_eq!(view.state, ExecutionState::Failed);
@@ -403,7 +404,8 @@ async fn a_running_instance_is_shown_waiting_for_its_end_user() {
     let app = spawn_app().await;
     let id = app.request("flow-kyc-video").await;
     app.run_until_idle().await;
-    app.advance(Duration::from_secs(6 * 60)).await;
+    app.advance(app.config.pipeline.poll_grace + Duration::from_secs(60))
+        .await;
     app.run_until_idle().await;
     let view = app.execution(id).await;
     assert_eq!(view.state, ExecutionState::Running);
