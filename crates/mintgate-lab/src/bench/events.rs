@@ -207,7 +207,17 @@ pub async fn run(args: EventsBenchArgs) -> anyhow::Result<()> {
     // Done when every execution's `execution.started` arrived and the outbox is all delivered.
     let deadline = Instant::now() + Duration::from_secs(1800);
     let written = loop {
-        let written = store.outbox_after(0, 1_000_000).await?;
+        let mut written = Vec::new();
+        loop {
+            let after = written
+                .last()
+                .map_or(0, |e: &mintgate::store::OutboxEvent| e.seq);
+            let page = store.outbox_after(after, 1000).await?;
+            if page.is_empty() {
+                break;
+            }
+            written.extend(page);
+        }
         let delivered: std::collections::BTreeSet<String> = arrivals
             .lock()
             .unwrap()

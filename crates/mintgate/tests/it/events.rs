@@ -467,8 +467,28 @@ async fn read_all(app: &TestApp, base: &str, mut cursor: String) -> (Vec<String>
 
 #[tokio::test]
 async fn the_feed_resumes_by_cursor_across_a_restart_and_long_polls() {
+    use mintgate::config::{ApiKey, Scope};
     let mut app = spawn_app().await;
+    app.config.service.api_keys.extend([
+        ApiKey::scoped("feed-writer-key-0123456789", &[Scope::ExecutionsWrite]),
+        ApiKey::scoped("feed-reader-key-0123456789", &[Scope::ExecutionsRead]),
+    ]);
+    app.crash_and_restart().await;
     let base = app.url("");
+    // The feed tells what became of executions: `executions:read`.
+    for (key, status) in [
+        ("feed-writer-key-0123456789", 403),
+        ("feed-reader-key-0123456789", 200),
+    ] {
+        let response = app
+            .http
+            .get(app.url("/v1/events"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status);
+    }
     let (status, _) = feed(&app, &base, "after=zero").await;
     assert_eq!(status, 400);
     let (status, _) = feed(&app, &base, "wait=100000").await;
