@@ -224,6 +224,20 @@ pub const FIGURES: &[Figure] = &[
         "polling every 2 s",
         At("/poll_2s/units_per_archived"),
     ),
+    figure(
+        "quota",
+        "units saved against polling every 30 s",
+        At("/savings/0/saving_percent"),
+        "%",
+        AtLeast(75.0),
+    ),
+    figure(
+        "quota",
+        "units saved against polling every 2 s",
+        At("/savings/1/saving_percent"),
+        "%",
+        AtLeast(98.0),
+    ),
     // The archive (issue 12): Mint → store streamed and verified, beside curl to disk.
     with_peer(
         figure(
@@ -457,7 +471,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 fn unit_suffix(unit: &str) -> String {
     match unit {
         "" => String::new(),
-        "×" | "/s" => unit.to_owned(),
+        "×" | "/s" | "%" => unit.to_owned(),
         _ => format!(" {unit}"),
     }
 }
