@@ -236,8 +236,10 @@ async fn create_execution(
             }
         }
     }
+    // Through the group-commit writer: answered once the execution and its start job are
+    // committed, in a transaction shared with the requests that arrived meanwhile.
     let created = state
-        .store
+        .ingest
         .create_execution(NewExecution {
             id: Uuid::now_v7(),
             idempotency_key: request.idempotency_key,
@@ -426,7 +428,7 @@ async fn receive_webhook(
     };
     let recorded = state
         .ingest
-        .record(record, now + delta(state.webhook_settle))
+        .record_webhook(record, now + delta(state.webhook_settle))
         .await
         .map_err(ApiError::internal)?;
     crate::metrics::webhook_received(match recorded {

@@ -1,78 +1,99 @@
-//! Durable webhook ingest with group commit: webhooks that arrive together are recorded in one
-//! transaction, so one fsync acknowledges many of them. Each request is answered only after the
-//! transaction holding its webhook has committed.
+//! Durable intake with group commit: the accepted requests (new executions from `POST
+//! /v1/executions`, webhooks from `POST /webhooks/mint`) that arrive together are made durable in
+//! one transaction, so one fsync acknowledges many of them. Each request is answered only after
+//! the transaction holding its write has committed.
+//!
+//! One writer task takes whatever is waiting when it is free (at most [`BATCH_MAX`]) and hands it
+//! to [`crate::store::Store::write_batch`]: under light load a batch is one request and costs what
+//! a transaction of its own would; under a burst, the requests that arrive while one batch
+//! commits form the next. A write that fails fails alone (the store writes the batch again one by
+//! one), and its request alone is answered with an error.
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::WebhookRecord;
-use crate::store::{SharedStore, WebhookRecorded};
+use crate::store::{Created, NewExecution, SharedStore, WebhookRecorded, Write, Written};
 
-type Reply = oneshot::Sender<Result<WebhookRecorded, String>>;
+type Reply = oneshot::Sender<anyhow::Result<Written>>;
 
-/// The handle the webhook receiver records through.
+/// The handle the API and the webhook receiver write through.
 #[derive(Clone)]
 pub struct Ingest {
-    queue: mpsc::Sender<(WebhookRecord, DateTime<Utc>, Reply)>,
+    queue: mpsc::Sender<(Write, Reply)>,
 }
 
-/// Webhooks waiting for the writer, at most (back-pressure beyond it).
-const QUEUE_MAX: usize = 4096;
-/// Webhooks committed together, at most.
-const BATCH_MAX: usize = 256;
+/// Writes waiting for the writer, at most (back-pressure beyond it).
+const QUEUE_MAX: usize = 8192;
+/// Writes committed together, at most.
+pub const BATCH_MAX: usize = 512;
 
 impl Ingest {
     /// Starts the writer task; it ends when every handle is dropped.
     pub fn start(store: SharedStore) -> Self {
-        let (queue, mut receiver) =
-            mpsc::channel::<(WebhookRecord, DateTime<Utc>, Reply)>(QUEUE_MAX);
+        let (queue, mut receiver) = mpsc::channel::<(Write, Reply)>(QUEUE_MAX);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH_MAX);
-            while let Some(first) = receiver.recv().await {
-                batch.push(first);
-                while batch.len() < BATCH_MAX {
-                    match receiver.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+            while receiver.recv_many(&mut batch, BATCH_MAX).await > 0 {
+                let (writes, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                let outcomes = store.write_batch(writes).await;
+                if outcomes.len() != replies.len() {
+                    // A store that answers a batch with the wrong count is a bug: answer every
+                    // request with an error rather than a wrong outcome.
+                    tracing::error!(
+                        writes = replies.len(),
+                        outcomes = outcomes.len(),
+                        "the store answered a batch with the wrong number of outcomes"
+                    );
+                    for reply in replies {
+                        let _ = reply.send(Err(anyhow::anyhow!("the batch was not recorded")));
                     }
+                    continue;
                 }
-                let (records, replies): (Vec<_>, Vec<_>) = batch
-                    .drain(..)
-                    .map(|(record, check_at, reply)| ((record, check_at), reply))
-                    .unzip();
-                match store.record_webhooks(records).await {
-                    Ok(outcomes) => {
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            let _ = reply.send(Ok(outcome));
-                        }
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    if let Err(error) = &outcome {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "an accepted request could not be recorded"
+                        );
                     }
-                    Err(error) => {
-                        let text = format!("{error:#}");
-                        tracing::error!(error = text, "recording webhooks failed");
-                        for reply in replies {
-                            let _ = reply.send(Err(text.clone()));
-                        }
-                    }
+                    let _ = reply.send(outcome);
                 }
             }
         });
         Self { queue }
     }
 
+    async fn write(&self, write: Write) -> anyhow::Result<Written> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((write, reply))
+            .await
+            .map_err(|_| anyhow::anyhow!("the writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the writer has stopped"))?
+    }
+
+    /// Creates an execution and its start job; answers once they are committed.
+    pub async fn create_execution(&self, new: NewExecution) -> anyhow::Result<Created> {
+        match self.write(Write::Execution(new)).await? {
+            Written::Execution(created) => Ok(*created),
+            Written::Webhook(_) => anyhow::bail!("the writer answered a webhook for an execution"),
+        }
+    }
+
     /// Records one webhook; answers once it is committed.
-    pub async fn record(
+    pub async fn record_webhook(
         &self,
         record: WebhookRecord,
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((record, check_at, reply))
-            .await
-            .map_err(|_| anyhow::anyhow!("the webhook writer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| anyhow::anyhow!("the webhook writer has stopped"))?
-            .map_err(|e| anyhow::anyhow!(e))
+        match self.write(Write::Webhook { record, check_at }).await? {
+            Written::Webhook(recorded) => Ok(recorded),
+            Written::Execution(_) => {
+                anyhow::bail!("the writer answered an execution for a webhook")
+            }
+        }
     }
 }

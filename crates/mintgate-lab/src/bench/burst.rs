@@ -1,6 +1,7 @@
-//! A burst of executions against a scaled budget: how fast they are all accepted (durably), and how
-//! close the executor's start rate comes to what the budget allows, with 429s from the simulator's
-//! ground truth.
+//! A burst of executions against a scaled budget: how fast they are all accepted (durably: each
+//! `202` after its commit) with the acceptance latency's percentiles, and how close the
+//! executor's start rate comes to what the budget allows, with 429s from the simulator's ground
+//! truth. On SQLite, or on PostgreSQL with `--database-url` (one replica, a schema of its own).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -28,11 +29,104 @@ pub struct BurstArgs {
     /// Concurrent requests of the client that submits the burst.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// PostgreSQL server (a schema of its own is made and dropped); without it, SQLite.
+    #[arg(long, env = "MINTGATE_BENCH_POSTGRES_URL")]
+    pub database_url: Option<String>,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub database: &'static str,
+    pub executions: u32,
+    pub concurrency: usize,
+    pub time_scale: f64,
+    pub accepted: usize,
+    pub accept_seconds: f64,
+    pub accepted_per_second: f64,
+    pub accept_p50_ms: f64,
+    pub accept_p99_ms: f64,
+    pub accept_max_ms: f64,
+    pub started: usize,
+    /// Real seconds from the first start to the last.
+    pub start_seconds: f64,
+    pub starts_per_second: f64,
+    /// The budget's sustained rate (units per real second).
+    pub budget_per_second: f64,
+    /// `starts_per_second / budget_per_second` (goal >= 0.95).
+    pub budget_fraction: f64,
+    pub mint_limit_fraction: f64,
+    pub throttled_429: u64,
+    pub duplicate_starts: u32,
+    pub units_used: u64,
 }
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
+    let Some(server) = args.database_url.clone() else {
+        let temp = tempfile::tempdir()?;
+        let url = DatabaseUrl::sqlite_file(&temp.path().join("mintgate.db"));
+        let report = bench(&args, "sqlite", url, temp.path()).await?;
+        return print(&args, &report);
+    };
+    let schema = format!("burst_{}", uuid::Uuid::new_v4().simple());
+    super::replicas::create_schema(&server, &schema).await?;
+    let separator = if server.contains('?') { '&' } else { '?' };
+    let url = format!("{server}{separator}options[search_path]={schema}");
     let temp = tempfile::tempdir()?;
+    let report = bench(
+        &args,
+        "postgres",
+        DatabaseUrl::Postgres(SecretString::from(url)),
+        temp.path(),
+    )
+    .await;
+    super::replicas::drop_schema(&server, &schema).await;
+    print(&args, &report?)
+}
+
+fn print(args: &BurstArgs, report: &Report) -> anyhow::Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!(
+        "{}: accepted {}/{} executions durably in {:.2} s ({:.0}/s), latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} concurrent requests)",
+        report.database,
+        report.accepted,
+        report.executions,
+        report.accept_seconds,
+        report.accepted_per_second,
+        report.accept_p50_ms,
+        report.accept_p99_ms,
+        report.accept_max_ms,
+        report.concurrency,
+    );
+    println!(
+        "started {} in {:.1} s: {:.1}/s = {:.3} of the budget's {:.1}/s (goal >= 0.95), {:.3} of Mint's limit",
+        report.started,
+        report.start_seconds,
+        report.starts_per_second,
+        report.budget_fraction,
+        report.budget_per_second,
+        report.mint_limit_fraction,
+    );
+    println!(
+        "429s served by the simulator: {}; duplicate starts: {}; units used: {}",
+        report.throttled_429, report.duplicate_starts, report.units_used
+    );
+    Ok(())
+}
+
+async fn bench(
+    args: &BurstArgs,
+    database: &'static str,
+    database_url: DatabaseUrl,
+    dir: &std::path::Path,
+) -> anyhow::Result<Report> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let mut sim_config = mint_sim::SimConfig::fixture();
     sim_config.time_scale = args.time_scale;
@@ -47,8 +141,8 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
     let config = Config {
         listeners: mintgate::config::ListenersConfig::combined(),
         service: ServiceConfig {
-            database_url: DatabaseUrl::sqlite_file(&temp.path().join("mintgate.db")),
-            archive_dir: temp.path().join("archive"),
+            database_url,
+            archive_dir: dir.join("archive"),
             api_keys: vec![mintgate::config::ApiKey::admin(API_KEY)],
             ..ServiceConfig::default()
         },
@@ -86,11 +180,12 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
     let url = format!("http://{}/v1/executions", app.address());
     let http = reqwest::Client::new();
     let accept_start = Instant::now();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..args.executions)
+    let results: Vec<anyhow::Result<Duration>> = futures::stream::iter(0..args.executions)
         .map(|i| {
             let http = http.clone();
             let url = url.clone();
             async move {
+                let sent = Instant::now();
                 let response = http
                     .post(&url)
                     .bearer_auth(API_KEY)
@@ -98,19 +193,30 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
                     .send()
                     .await?;
                 anyhow::ensure!(response.status() == 202, "refused: {}", response.status());
-                Ok(())
+                Ok(sent.elapsed())
             }
         })
         .buffer_unordered(args.concurrency)
         .collect()
         .await;
-    let accepted = results.iter().filter(|r| r.is_ok()).count();
     let accept_secs = accept_start.elapsed().as_secs_f64();
-    println!(
-        "accepted {accepted}/{} executions durably in {accept_secs:.2} s ({:.0}/s)",
-        args.executions,
-        accepted as f64 / accept_secs
-    );
+    let mut latencies: Vec<Duration> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .copied()
+        .collect();
+    latencies.sort();
+    let accepted = latencies.len();
+    if let Some(Err(error)) = results.iter().find(|r| r.is_err()) {
+        eprintln!("a request was not accepted: {error:#}");
+    }
+    let percentile = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1000.0
+    };
     // Wait until every execution is started in Mint (ground truth).
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
@@ -120,7 +226,7 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
             .clients
             .get("demo")
             .map_or(0, |c| c.starts_billed);
-        if billed >= u64::from(args.executions) || Instant::now() > deadline {
+        if billed >= accepted as u64 || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -150,19 +256,28 @@ pub async fn run(args: BurstArgs) -> anyhow::Result<()> {
         }
     }
     let duplicates: u32 = per_execution.values().map(|n| n.saturating_sub(1)).sum();
-    println!(
-        "started {} in {real_span:.1} s: {rate:.1}/s = {:.3} of the budget's {allowed:.1}/s ({} units per {:.2} s), {:.3} of Mint's limit {mint_limit:.1}/s",
-        times.len(),
-        rate / allowed,
-        budget.limit_units,
-        window,
-        rate / mint_limit
-    );
-    println!(
-        "429s served by the simulator: {}; duplicate starts: {duplicates}; units used: {}",
-        demo.throttled, demo.units
-    );
+    let report = Report {
+        database,
+        executions: args.executions,
+        concurrency: args.concurrency,
+        time_scale: args.time_scale,
+        accepted,
+        accept_seconds: accept_secs,
+        accepted_per_second: accepted as f64 / accept_secs,
+        accept_p50_ms: percentile(0.50),
+        accept_p99_ms: percentile(0.99),
+        accept_max_ms: percentile(1.0),
+        started: times.len(),
+        start_seconds: real_span,
+        starts_per_second: rate,
+        budget_per_second: allowed,
+        budget_fraction: rate / allowed,
+        mint_limit_fraction: rate / mint_limit,
+        throttled_429: demo.throttled,
+        duplicate_starts: duplicates,
+        units_used: demo.units,
+    };
     app.shutdown().await;
     sim.shutdown().await;
-    Ok(())
+    Ok(report)
 }

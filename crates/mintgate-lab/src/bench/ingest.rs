@@ -1,6 +1,8 @@
 //! Durable webhook ingest: acknowledged webhooks per second and latency, loaded by `wrk` exactly as
 //! the field guide's Express + BullMQ recipe is (`../shared/peers/express-bullmq`), which this
-//! benchmark can run side by side in the same run.
+//! benchmark can run side by side in the same run, with the same `wrk` settings (threads,
+//! connections, seconds) and the peer's own request script, Redis without and with
+//! `appendfsync always`.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +26,33 @@ pub struct IngestArgs {
     /// Also run the Express + BullMQ peer from this folder (e.g. ../shared/peers/express-bullmq).
     #[arg(long)]
     pub peer: Option<PathBuf>,
+    /// Print the figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One system's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Figures {
+    pub system: String,
+    pub acks_per_second: f64,
+    pub p50: String,
+    pub p99: String,
+    pub requests: u64,
+    pub non_2xx: u64,
+    /// Webhooks (mintgate) or jobs (the peer) stored during the run.
+    pub stored: String,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub seconds: u32,
+    pub connections: u32,
+    pub mintgate: Figures,
+    pub peer: Vec<Figures>,
+    /// mintgate's rate over the peer's with `appendfsync always` (goal >= 3).
+    pub ratio_to_peer_fsync: Option<f64>,
 }
 
 struct WrkResult {
@@ -150,22 +179,57 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let after = app.pipeline().store.overview().await?.webhooks_recorded;
     app.shutdown().await;
     sim.shutdown().await;
-    println!(
-        "mintgate sqlite(WAL, synchronous=FULL, group commit) acks_per_s={:.0} p50={} p99={} requests={} non2xx={} webhooks_stored={}",
-        result.requests_per_sec,
-        result.p50,
-        result.p99,
-        result.requests,
-        result.non_2xx,
-        after - before
-    );
-    if let Some(peer) = args.peer {
-        run_peer(&peer, args.seconds).await?;
+    let mintgate = Figures {
+        system: "mintgate sqlite(WAL, synchronous=FULL, group commit)".to_owned(),
+        acks_per_second: result.requests_per_sec,
+        p50: result.p50,
+        p99: result.p99,
+        requests: result.requests,
+        non_2xx: result.non_2xx,
+        stored: (after - before).to_string(),
+    };
+    let peer = match &args.peer {
+        Some(peer) => run_peer(peer, args.seconds, args.connections).await?,
+        None => Vec::new(),
+    };
+    let ratio_to_peer_fsync = peer
+        .iter()
+        .find(|f| f.system.ends_with("always"))
+        .filter(|f| f.acks_per_second > 0.0)
+        .map(|f| mintgate.acks_per_second / f.acks_per_second);
+    let report = Report {
+        seconds: args.seconds,
+        connections: args.connections,
+        mintgate,
+        peer,
+        ratio_to_peer_fsync,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for figures in std::iter::once(&report.mintgate).chain(&report.peer) {
+        println!(
+            "{} connections={} acks_per_s={:.0} p50={} p99={} requests={} non2xx={} stored={}",
+            figures.system,
+            report.connections,
+            figures.acks_per_second,
+            figures.p50,
+            figures.p99,
+            figures.requests,
+            figures.non_2xx,
+            figures.stored
+        );
+    }
+    if let Some(ratio) = report.ratio_to_peer_fsync {
+        println!("mintgate / peer with appendfsync always = {ratio:.2} (goal >= 3)");
     }
     Ok(())
 }
 
-async fn run_peer(peer: &Path, seconds: u32) -> anyhow::Result<()> {
+/// Runs the peer from a writable copy of its folder (its `npm install` there), with the same
+/// `wrk` settings as mintgate: Redis without and with `appendfsync always`.
+async fn run_peer(peer: &Path, seconds: u32, connections: u32) -> anyhow::Result<Vec<Figures>> {
     let work = tempfile::tempdir()?;
     let copy = work.path().join("peer");
     let status = std::process::Command::new("cp")
@@ -189,18 +253,85 @@ async fn run_peer(peer: &Path, seconds: u32) -> anyhow::Result<()> {
     if !install.success() {
         bail!("npm install failed for the peer");
     }
-    let output = std::process::Command::new("bash")
-        .arg(copy.join("bench.sh"))
-        .arg(seconds.to_string())
-        .current_dir(&copy)
-        .output()
-        .context("running the peer's bench.sh")?;
-    print!("{}", String::from_utf8_lossy(&output.stdout));
-    if !output.status.success() {
-        bail!(
-            "the peer's benchmark failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let mut figures = Vec::new();
+    for (mode, durability) in [
+        ("none", vec!["--appendonly", "no"]),
+        (
+            "always",
+            vec!["--appendonly", "yes", "--appendfsync", "always"],
+        ),
+    ] {
+        let data = tempfile::tempdir()?;
+        let redis_port = free_port()?;
+        let http_port = free_port()?;
+        let mut redis = tokio::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &redis_port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(&durability)
+            .arg("--dir")
+            .arg(data.path())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-server for the peer")?;
+        wait_for_port(redis_port).await?;
+        let mut node = tokio::process::Command::new("node")
+            .arg(copy.join("server.js"))
+            .env("PORT", http_port.to_string())
+            .env("REDIS_PORT", redis_port.to_string())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the peer's server.js")?;
+        wait_for_port(http_port).await?;
+        let url = format!("http://127.0.0.1:{http_port}");
+        let script = copy.join("post.lua");
+        run_wrk(&url, &script, 1, connections).await?;
+        let result = run_wrk(&url, &script, seconds, connections).await?;
+        let jobs = std::process::Command::new("redis-cli")
+            .args(["-p", &redis_port.to_string(), "eval"])
+            .arg("return #redis.call('keys','bull:mint-downloads:[0-9]*')")
+            .arg("0")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "?".to_owned());
+        let _ = node.kill().await;
+        let _ = redis.kill().await;
+        figures.push(Figures {
+            system: format!("peer express+bullmq redis_fsync={mode}"),
+            acks_per_second: result.requests_per_sec,
+            p50: result.p50,
+            p99: result.p99,
+            requests: result.requests,
+            non_2xx: result.non_2xx,
+            stored: jobs,
+        });
     }
-    Ok(())
+    Ok(figures)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after 10 s")
 }

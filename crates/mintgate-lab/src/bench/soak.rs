@@ -1039,3 +1039,150 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// What [`kill_during_burst`] found.
+#[derive(Debug)]
+pub struct BurstKill {
+    /// Requests answered `202` before the kill.
+    pub acknowledged: usize,
+    /// Requests that got no answer (cut by the kill) or another one.
+    pub unanswered: usize,
+    /// Acknowledged executions the database does not hold, or holds without their start job.
+    pub lost: Vec<String>,
+    /// Executions the database holds after the kill (acknowledged or not: a commit whose answer
+    /// the kill cut is durable too).
+    pub stored: usize,
+}
+
+/// A burst of `POST /v1/executions` (`concurrency` at a time, each with its own idempotency key)
+/// against the real `serve` process on SQLite, SIGKILLed once `kill_after` requests have been
+/// acknowledged; then the database is opened again and every acknowledged execution looked for,
+/// with its start job. Nothing is acknowledged before it is durable: `lost` must be empty.
+pub async fn kill_during_burst(
+    service_binary: &Path,
+    executions: usize,
+    concurrency: usize,
+    kill_after: usize,
+) -> anyhow::Result<BurstKill> {
+    use futures::StreamExt as _;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let mut sim_config = SimConfig::fixture();
+    sim_config.flows = vec![soak_flow(1024)];
+    let sim = Simulator::builder()
+        .config(sim_config)
+        .start()
+        .await
+        .context("starting the simulator")?;
+    let database_url = format!("sqlite://{}", dir.path().join("mintgate.db").display());
+    let config = dir.path().join("replica.toml");
+    std::fs::write(
+        &config,
+        service_config(
+            port,
+            &database_url,
+            None,
+            1,
+            &dir.path().join("archive"),
+            &sim,
+        ),
+    )?;
+    let mut replica = Replica {
+        index: 0,
+        port,
+        config,
+        log: dir.path().join("replica.log"),
+        child: None,
+    };
+    let http = reqwest::Client::new();
+    replica.spawn(service_binary)?;
+    wait_ready(0, &replica.url(""), &replica.log, &http).await?;
+    let url = replica.url("/v1/executions");
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let burst = {
+        let acknowledged = acknowledged.clone();
+        let reached = reached.clone();
+        let http = http.clone();
+        async move {
+            futures::stream::iter(0..executions)
+                .for_each_concurrent(concurrency, |i| {
+                    let (http, url) = (http.clone(), url.clone());
+                    let (acknowledged, reached) = (acknowledged.clone(), reached.clone());
+                    async move {
+                        let body = serde_json::json!({
+                            "flowId": FLOW,
+                            "input": {"customer": i},
+                            "idempotencyKey": format!("burst-{i}"),
+                        });
+                        let answer = http
+                            .post(&url)
+                            .bearer_auth(API_KEY)
+                            .json(&body)
+                            .timeout(Duration::from_secs(20))
+                            .send()
+                            .await;
+                        let Ok(response) = answer else { return };
+                        if response.status() != reqwest::StatusCode::ACCEPTED {
+                            return;
+                        }
+                        let Ok(view) = response.json::<ExecutionView>().await else {
+                            return;
+                        };
+                        let mut acknowledged =
+                            acknowledged.lock().unwrap_or_else(|e| e.into_inner());
+                        acknowledged.push(view.id.to_string());
+                        if acknowledged.len() >= kill_after {
+                            reached.notify_one();
+                        }
+                    }
+                })
+                .await;
+        }
+    };
+    let burst = tokio::spawn(burst);
+    tokio::select! {
+        () = reached.notified() => {}
+        () = tokio::time::sleep(Duration::from_secs(60)) => anyhow::bail!(
+            "fewer than {kill_after} executions acknowledged in 60 s; the log:\n{}",
+            tail(&replica.log)
+        ),
+    }
+    replica.kill().await;
+    burst.await.context("the burst panicked")?;
+    sim.shutdown().await;
+    let acknowledged = acknowledged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let store = mintgate::store::open(&database_url, mintgate::store::OpenMode::ReadWrite).await?;
+    let mut lost = Vec::new();
+    for id in &acknowledged {
+        let uuid = uuid::Uuid::parse_str(id)?;
+        let held = store.execution(uuid).await?.is_some()
+            && store
+                .jobs_for(uuid)
+                .await?
+                .iter()
+                .any(|job| job.kind == mintgate::model::JobKind::Start);
+        if !held {
+            lost.push(id.clone());
+        }
+    }
+    let stored = usize::try_from(
+        store
+            .overview()
+            .await?
+            .executions_by_state
+            .iter()
+            .map(|(_, n)| *n)
+            .sum::<i64>(),
+    )
+    .unwrap_or(0);
+    Ok(BurstKill {
+        unanswered: executions - acknowledged.len(),
+        acknowledged: acknowledged.len(),
+        lost,
+        stored,
+    })
+}

@@ -58,3 +58,25 @@ async fn killed_at_random_on_postgres_and_redis_two_replicas_start_once_and_arch
     assert_eq!(report.archived, 32, "{report}");
     drop_postgres_schema(&database_url).await;
 }
+
+/// Group commit keeps the promise of one transaction per request: a `serve` process SIGKILLed in
+/// the middle of a burst of `POST /v1/executions` loses none it acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_a_burst_every_acknowledged_execution_is_in_the_database() {
+    let report = mintgate_lab::bench::soak::kill_during_burst(
+        &PathBuf::from(env!("CARGO_BIN_EXE_mintgate-lab")),
+        5000,
+        64,
+        400,
+    )
+    .await
+    .unwrap();
+    println!("{report:?}");
+    assert!(report.lost.is_empty(), "{report:?}");
+    assert!(report.acknowledged >= 400, "{report:?}");
+    assert!(
+        report.unanswered > 0,
+        "the kill came after the burst: nothing was in flight ({report:?})"
+    );
+    assert!(report.stored >= report.acknowledged, "{report:?}");
+}

@@ -20,7 +20,7 @@ mod start;
 
 pub use reconcile::{Candidate, ScanReport};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -143,6 +143,77 @@ impl Drop for LiveWorker {
     }
 }
 
+/// What one pool's workers share: the jobs of the pool's last claim not taken yet, and how many
+/// of its workers are idle (the size of its next claim).
+///
+/// Every job here is leased (fenced) to this replica: a job that waited past its lease (this
+/// replica stopped) is taken over like any other, and its late writes are refused.
+#[derive(Default)]
+struct ClaimPool {
+    ready: std::sync::Mutex<VecDeque<(Job, Lease)>>,
+    /// One claim at a time per pool: the idle workers wait for its share, not claim beside it.
+    claiming: tokio::sync::Mutex<()>,
+    idle: AtomicUsize,
+    /// Rung when jobs are handed out, so idle workers waiting for work take them at once.
+    handed: Notify,
+}
+
+impl ClaimPool {
+    fn take(&self) -> Option<(Job, Lease)> {
+        self.ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+    }
+
+    fn hand_out(&self, jobs: impl Iterator<Item = (Job, Lease)>) {
+        let mut ready = self
+            .ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = ready.len();
+        ready.extend(jobs);
+        if ready.len() > before {
+            drop(ready);
+            self.handed.notify_waiters();
+        }
+    }
+
+    /// Counts a worker as idle while it lives, but for its [`ClaimPool::busy`] spells.
+    fn idle_worker(&self) -> PoolCount<'_> {
+        self.idle.fetch_add(1, Ordering::Relaxed);
+        PoolCount {
+            idle: &self.idle,
+            busy: false,
+        }
+    }
+
+    /// Counts a worker as busy (not idle) while it runs a job.
+    fn busy(&self) -> PoolCount<'_> {
+        self.idle.fetch_sub(1, Ordering::Relaxed);
+        PoolCount {
+            idle: &self.idle,
+            busy: true,
+        }
+    }
+}
+
+/// Undoes a [`ClaimPool`] count when dropped (however the worker's step ends).
+struct PoolCount<'a> {
+    idle: &'a AtomicUsize,
+    busy: bool,
+}
+
+impl Drop for PoolCount<'_> {
+    fn drop(&mut self) {
+        if self.busy {
+            self.idle.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.idle.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Faults the integration tests inject to show the workers survive what no Mint answer or
 /// request can cause any more (a bug's panic). Nothing in the configuration sets them.
 #[doc(hidden)]
@@ -199,6 +270,51 @@ impl Pipeline {
         else {
             return Ok(false);
         };
+        self.run_claimed(job, lease).await;
+        Ok(true)
+    }
+
+    /// Claims a due job of `kinds` for one of `pool`'s workers and runs it. Answers whether there
+    /// was one. The jobs come from the pool's share of its last claim, or, when none is left, from
+    /// a claim of one job for each of the pool's idle workers (one transaction for all of them).
+    async fn run_next(&self, kinds: &[JobKind], pool: &ClaimPool) -> anyhow::Result<bool> {
+        let claimed = match pool.take() {
+            Some(claimed) => Some(claimed),
+            None => {
+                let _claiming = pool.claiming.lock().await;
+                match pool.take() {
+                    Some(claimed) => Some(claimed),
+                    None => {
+                        let now = self.clock.now();
+                        let limit = pool.idle.load(Ordering::Relaxed).max(1);
+                        let mut jobs = self
+                            .store
+                            .claim_many(
+                                kinds,
+                                &self.owner,
+                                now,
+                                now + delta(self.config.lease),
+                                limit,
+                            )
+                            .await?
+                            .into_iter();
+                        let first = jobs.next();
+                        pool.hand_out(jobs);
+                        first
+                    }
+                }
+            }
+        };
+        let Some((job, lease)) = claimed else {
+            return Ok(false);
+        };
+        let _busy = pool.busy();
+        self.run_claimed(job, lease).await;
+        Ok(true)
+    }
+
+    /// Runs one claimed job: its step, with its panics caught, and the outcome's commit.
+    async fn run_claimed(&self, job: Job, lease: Lease) {
         let started = Instant::now();
         let execution = self.store.execution(job.execution_id).await;
         let span = tracing::info_span!(
@@ -223,7 +339,6 @@ impl Pipeline {
                     .instrument(span),
             )
             .await;
-        Ok(true)
     }
 
     async fn run_job(
@@ -385,10 +500,12 @@ impl Pipeline {
             (JobKind::Download, self.config.download_workers),
         ];
         for (kind, count) in pools {
+            let pool = Arc::new(ClaimPool::default());
             for _ in 0..count {
                 let pipeline = self.clone();
                 let shutdown = shutdown.clone();
-                tasks.spawn(async move { pipeline.worker(kind, shutdown).await });
+                let pool = pool.clone();
+                tasks.spawn(async move { pipeline.worker(kind, &pool, shutdown).await });
             }
         }
         while let Some(ended) = tasks.join_next().await {
@@ -407,8 +524,9 @@ impl Pipeline {
         }
     }
 
-    async fn worker(&self, kind: JobKind, shutdown: CancellationToken) {
+    async fn worker(&self, kind: JobKind, pool: &ClaimPool, shutdown: CancellationToken) {
         let _live = self.workers.enter(kind);
+        let _idle = pool.idle_worker();
         let kinds = [kind];
         while !shutdown.is_cancelled() {
             if InjectedFaults::take(&self.injected.worker_exits[WorkerPools::index(kind)]) {
@@ -420,8 +538,11 @@ impl Pipeline {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let handed = pool.handed.notified();
+            tokio::pin!(handed);
+            handed.as_mut().enable();
             let ran = tokio::select! {
-                ran = AssertUnwindSafe(self.run_once(&kinds)).catch_unwind() => ran,
+                ran = AssertUnwindSafe(self.run_next(&kinds, pool)).catch_unwind() => ran,
                 () = shutdown.cancelled() => break,
             };
             match ran {
@@ -455,6 +576,7 @@ impl Pipeline {
             tokio::select! {
                 () = sleep => {}
                 () = &mut notified => {}
+                () = &mut handed => {}
                 () = shutdown.cancelled() => break,
             }
         }

@@ -212,6 +212,26 @@ pub enum WebhookRecorded {
     Duplicate,
 }
 
+/// An accepted request to make durable before it is answered: what the group-commit writer
+/// ([`crate::ingest`]) hands to [`Store::write_batch`].
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// `POST /v1/executions`: see [`Store::create_execution`].
+    Execution(NewExecution),
+    /// `POST /webhooks/mint`: see [`Store::record_webhook`].
+    Webhook {
+        record: WebhookRecord,
+        check_at: DateTime<Utc>,
+    },
+}
+
+/// What a [`Write`] came to, once committed.
+#[derive(Debug, Clone)]
+pub enum Written {
+    Execution(Box<Created>),
+    Webhook(WebhookRecorded),
+}
+
 /// One line of the cost ledger: what one flow of one environment cost on one day.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -348,7 +368,25 @@ pub trait Store: EventStore + Send + Sync + 'static {
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> anyhow::Result<Option<(Job, Lease)>>;
+    ) -> anyhow::Result<Option<(Job, Lease)>> {
+        Ok(self
+            .claim_many(kinds, owner, now, lease_until, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Claims up to `limit` due jobs of `kinds` in one transaction, the most urgent first, each
+    /// as [`Store::claim`] would (its own bumped fencing token). Replicas claiming at once never
+    /// get the same job (PostgreSQL skips the rows another transaction is claiming).
+    async fn claim_many(
+        &self,
+        kinds: &[JobKind],
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Job, Lease)>>;
 
     /// Extends a lease; fails with [`LeaseLost`] if it is no longer held.
     async fn renew_lease(&self, lease: &Lease, until: DateTime<Utc>) -> anyhow::Result<()>;
@@ -393,17 +431,31 @@ pub trait Store: EventStore + Send + Sync + 'static {
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded>;
 
-    /// Records several webhooks; a store may commit them together (one fsync for all). The
-    /// default records them one by one.
-    async fn record_webhooks(
-        &self,
-        batch: Vec<(WebhookRecord, DateTime<Utc>)>,
-    ) -> anyhow::Result<Vec<WebhookRecorded>> {
+    /// Makes several accepted requests durable (the group commit of [`crate::ingest`]): a store
+    /// may commit them in one transaction (one fsync for all). Answers one outcome per write, in
+    /// order; a write that fails fails alone, never the others. Within one batch, writes see each
+    /// other as if they had come one after the other (the second of two executions with the same
+    /// idempotency key finds the first). The default makes them durable one by one.
+    async fn write_batch(&self, batch: Vec<Write>) -> Vec<anyhow::Result<Written>> {
         let mut outcomes = Vec::with_capacity(batch.len());
-        for (record, check_at) in batch {
-            outcomes.push(self.record_webhook(record, check_at).await?);
+        for write in batch {
+            outcomes.push(self.write_one(write).await);
         }
-        Ok(outcomes)
+        outcomes
+    }
+
+    /// Makes one accepted request durable in a transaction of its own.
+    async fn write_one(&self, write: Write) -> anyhow::Result<Written> {
+        match write {
+            Write::Execution(new) => self
+                .create_execution(new)
+                .await
+                .map(|created| Written::Execution(Box::new(created))),
+            Write::Webhook { record, check_at } => self
+                .record_webhook(record, check_at)
+                .await
+                .map(Written::Webhook),
+        }
     }
 
     async fn webhooks_for(&self, instance_id: &InstanceId) -> anyhow::Result<Vec<WebhookRecord>>;

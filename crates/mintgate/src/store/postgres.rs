@@ -102,7 +102,7 @@ impl SqlStore<Postgres> {
             .connect_with(options)
             .await
             .context("connecting to PostgreSQL (`service.database_url`)")?;
-        Self::from_pool(pool, mode)
+        Self::from_pools(pool.clone(), pool, mode)
             .await
             .context("opening the PostgreSQL database (`service.database_url`)")
     }

@@ -27,7 +27,8 @@ use uuid::Uuid;
 use super::schema::{self, OpenMode};
 use super::{
     AuditRecord, Created, Erasure, ExecutionFilter, ExecutionPatch, JobDisposition, LeaseLost,
-    NewExecution, NewJob, NotFound, Overview, SpendRow, StepOutcome, Store, WebhookRecorded,
+    NewExecution, NewJob, NotFound, Overview, SpendRow, StepOutcome, Store, WebhookRecorded, Write,
+    Written,
 };
 use crate::model::{
     Event, Execution, ExecutionState, Job, JobError, JobKind, JobPriority, JobState, Lease,
@@ -114,6 +115,10 @@ pub struct SqlStore<D: Database> {
     /// Rung after this process commits events (the feed's long polls and the deliveries wait on
     /// it); other replicas' commits ring it through `Dialect::spawn_events_listener`.
     events_wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Where write transactions run. On SQLite, one connection: SQLite takes one writer at a time,
+    /// and writers that wait for it in SQLite's busy handler sleep in steps of milliseconds, where
+    /// writers queued for the one connection go in turn at once. On PostgreSQL, `pool` itself.
+    writer: Pool<D>,
 }
 
 impl<D: Database> Clone for SqlStore<D> {
@@ -121,6 +126,7 @@ impl<D: Database> Clone for SqlStore<D> {
         Self {
             pool: self.pool.clone(),
             events_wake: self.events_wake.clone(),
+            writer: self.writer.clone(),
         }
     }
 }
@@ -159,6 +165,11 @@ fn uuid(text: &str) -> anyhow::Result<Uuid> {
     Uuid::parse_str(text).with_context(|| format!("a stored id is not a UUID: {text:?}"))
 }
 
+/// Due jobs of each priority a claim considers, the longest-due first: the claim's cost is bounded
+/// by it, not by the queue's length. Mint's deletion deadline orders the jobs within it (for
+/// downloads, due about when their instance finished, the two orders agree but for retries).
+const CLAIM_WINDOW: usize = 128;
+
 /// The kinds as SQL literals (`'start', 'check'`). They are [`JobKind::as_str`]'s fixed words,
 /// never outside input, so they are inlined: one statement for both databases (SQLite cannot bind
 /// a list).
@@ -169,6 +180,21 @@ fn kinds_sql(kinds: &[JobKind]) -> String {
     kinds
         .iter()
         .map(|kind| format!("'{}'", kind.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `count` groups of `width` numbered placeholders (`$1`, `$2`, …, which both databases read as
+/// "argument n"), each group written by `group`, joined by commas: the `VALUES` of a statement
+/// for several rows.
+fn placeholders(count: usize, width: usize, group: impl Fn(&[String]) -> String) -> String {
+    (0..count)
+        .map(|row| {
+            let numbers: Vec<String> = (1..=width)
+                .map(|k| format!("${}", row * width + k))
+                .collect();
+            group(&numbers)
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -260,7 +286,12 @@ where
 {
     /// Checks the schema of a connected database against this binary's and, in
     /// [`OpenMode::Migrate`], brings it up to date.
-    pub(super) async fn from_pool(pool: Pool<D>, mode: OpenMode) -> anyhow::Result<Self> {
+    /// Write transactions run on `writer` (see [`SqlStore`]).
+    pub(super) async fn from_pools(
+        pool: Pool<D>,
+        writer: Pool<D>,
+        mode: OpenMode,
+    ) -> anyhow::Result<Self> {
         let found = Self::applied_migrations(&pool).await?;
         let binary = schema::expected(D::migrator());
         match mode {
@@ -276,6 +307,7 @@ where
         Ok(Self {
             pool,
             events_wake: Default::default(),
+            writer,
         })
     }
 
@@ -313,7 +345,7 @@ where
 
     /// Begins a write transaction (the store's own statements, and tests that hold one open).
     pub async fn write(&self) -> anyhow::Result<Transaction<'static, D>> {
-        self.pool
+        self.writer
             .begin_with(D::BEGIN_WRITE)
             .await
             .context("beginning a write transaction")
@@ -569,69 +601,283 @@ where
         }
     }
 
-    /// Records one webhook inside `tx` (see [`Store::record_webhook`]).
-    async fn record_webhook_in(
+    /// Creates executions and their start jobs inside `tx`, with one statement per table for the
+    /// whole batch (see [`Store::create_execution`] and [`Store::write_batch`]); answers in the
+    /// order of `batch`.
+    ///
+    /// `ON CONFLICT … DO NOTHING` rather than look-then-insert: two replicas may take the same
+    /// retried request at once; the second insert waits for the first to commit, then does
+    /// nothing. Within the batch, a request whose key an earlier one used is not inserted either
+    /// (the statement sees its own rows), and is answered as it would be after that one.
+    async fn create_executions_in(
         tx: &mut Transaction<'static, D>,
-        record: &WebhookRecord,
-        check_at: DateTime<Utc>,
-    ) -> anyhow::Result<WebhookRecorded> {
-        let execution = sqlx::query("SELECT id, state FROM executions WHERE instance_id = $1")
-            .bind(record.instance_id.as_str())
-            .fetch_optional(&mut **tx)
-            .await
-            .context("matching a webhook")?;
-        let (execution_id, state) = match execution {
-            Some(row) => (
-                Some(uuid(&row.try_get::<String, _>("id")?)?),
-                ExecutionState::parse(&row.try_get::<String, _>("state")?),
-            ),
-            None => (None, None),
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO webhooks (id, received_at, instance_id, claimed_status, authentic, body_sha256, execution_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (body_sha256) DO NOTHING",
-        )
-        .bind(record.id.to_string())
-        .bind(ms(record.received_at))
-        .bind(record.instance_id.as_str())
-        .bind(record.claimed_status.as_deref())
-        .bind(i64::from(record.authentic))
-        .bind(&record.body_sha256)
-        .bind(execution_id.map(|id| id.to_string()))
-        .execute(&mut **tx)
-        .await
-        .context("recording a webhook")?;
-        if D::rows_affected(&inserted) == 0 {
-            return Ok(WebhookRecorded::Duplicate);
+        batch: &[&NewExecution],
+    ) -> anyhow::Result<Vec<Created>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
         }
-        let outcome = match (execution_id, state) {
-            (Some(id), Some(ExecutionState::Running)) => {
-                let check = NewJob {
-                    execution_id: id,
-                    kind: JobKind::Check,
-                    run_at: check_at,
-                    priority: JobPriority::Webhook,
-                };
-                Self::insert_job(tx, &check, record.received_at).await?;
-                let detail = serde_json::json!({
-                    "claimedStatus": record.claimed_status,
-                    "authentic": record.authentic,
-                });
-                Self::insert_event(tx, id, record.received_at, "webhook", &detail).await?;
-                WebhookRecorded::Matched
+        let fingerprints: Vec<String> = batch
+            .iter()
+            .map(|new| request_fingerprint(&new.environment, new.flow_id.as_str(), &new.input))
+            .collect();
+        let values = placeholders(batch.len(), 8, |p| {
+            format!(
+                "({}, {}, {}, {}, {}, {}, 'queued', {}, {}, {})",
+                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[6], p[7]
+            )
+        });
+        let statement = format!(
+            "INSERT INTO executions (id, idempotency_key, request_sha256, environment, flow_id, input, state, created_at, updated_at, traceparent)
+             VALUES {values}
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING *"
+        );
+        let inputs: Vec<String> = batch.iter().map(|new| new.input.to_string()).collect();
+        let mut insert = sqlx::query(AssertSqlSafe(statement));
+        for ((new, fingerprint), input) in batch.iter().zip(&fingerprints).zip(&inputs) {
+            insert = insert
+                .bind(new.id.to_string())
+                .bind(new.idempotency_key.as_deref())
+                .bind(fingerprint.as_str())
+                .bind(new.environment.as_str())
+                .bind(new.flow_id.as_str())
+                .bind(input.as_str())
+                .bind(ms(new.now))
+                .bind(new.traceparent.as_deref());
+        }
+        let rows = insert
+            .fetch_all(&mut **tx)
+            .await
+            .context("inserting executions")?;
+        let mut inserted = std::collections::HashMap::new();
+        for row in &rows {
+            let execution = Self::execution_from_row(row)?;
+            inserted.insert(execution.id, execution);
+        }
+        // The others' keys were taken (before, or earlier in the batch): find their executions.
+        let taken: Vec<&str> = batch
+            .iter()
+            .filter(|new| !inserted.contains_key(&new.id))
+            .filter_map(|new| new.idempotency_key.as_deref())
+            .collect();
+        let mut by_key = std::collections::HashMap::new();
+        if !taken.is_empty() {
+            let statement = format!(
+                "SELECT * FROM executions WHERE idempotency_key IN ({})",
+                placeholders(taken.len(), 1, |p| p[0].clone())
+            );
+            let mut lookup = sqlx::query(AssertSqlSafe(statement));
+            for key in &taken {
+                lookup = lookup.bind(*key);
             }
-            (Some(id), _) => {
-                let detail = serde_json::json!({
-                    "claimedStatus": record.claimed_status,
-                    "authentic": record.authentic,
-                    "ignored": "not running",
-                });
-                Self::insert_event(tx, id, record.received_at, "webhook", &detail).await?;
-                WebhookRecorded::Unmatched
+            for row in lookup
+                .fetch_all(&mut **tx)
+                .await
+                .context("looking up idempotency keys")?
+            {
+                let stored: String = row.try_get("request_sha256")?;
+                let execution = Self::execution_from_row(&row)?;
+                if let Some(key) = execution.idempotency_key.clone() {
+                    by_key.insert(key, (stored, execution));
+                }
             }
-            _ => WebhookRecorded::Unmatched,
-        };
-        Ok(outcome)
+        }
+        // The new executions' start jobs and `requested` events.
+        let new: Vec<&&NewExecution> = batch
+            .iter()
+            .filter(|new| inserted.contains_key(&new.id))
+            .collect();
+        if !new.is_empty() {
+            let statement = format!(
+                "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
+                 VALUES {}",
+                placeholders(new.len(), 3, |p| format!(
+                    "({}, {}, 'start', 'ready', {}, {}, {}, {}, {})",
+                    p[0],
+                    p[1],
+                    JobPriority::Interactive as i64,
+                    p[2],
+                    max_attempts(JobKind::Start),
+                    p[2],
+                    p[2]
+                ))
+            );
+            let mut jobs = sqlx::query(AssertSqlSafe(statement));
+            for execution in &new {
+                jobs = jobs
+                    .bind(Uuid::now_v7().to_string())
+                    .bind(execution.id.to_string())
+                    .bind(ms(execution.now));
+            }
+            jobs.execute(&mut **tx)
+                .await
+                .context("enqueueing start jobs")?;
+            Self::notify_work(tx, JobKind::Start).await?;
+            let events: Vec<(Uuid, DateTime<Utc>, &str, serde_json::Value)> = new
+                .iter()
+                .map(|execution| {
+                    (
+                        execution.id,
+                        execution.now,
+                        "requested",
+                        serde_json::json!({
+                            "flowId": execution.flow_id,
+                            "environment": execution.environment,
+                        }),
+                    )
+                })
+                .collect();
+            Self::insert_events(tx, &events).await?;
+        }
+        batch
+            .iter()
+            .zip(&fingerprints)
+            .map(|(new, fingerprint)| {
+                if let Some(execution) = inserted.remove(&new.id) {
+                    return Ok(Created::New(execution));
+                }
+                let key = new.idempotency_key.as_deref().unwrap_or_default();
+                let (stored, execution) = by_key.get(key).with_context(|| {
+                    format!(
+                        "execution {} was neither created nor found by its key",
+                        new.id
+                    )
+                })?;
+                Ok(if stored == fingerprint {
+                    Created::Existing(execution.clone())
+                } else {
+                    Created::KeyConflict(execution.clone())
+                })
+            })
+            .collect()
+    }
+
+    /// Records events inside `tx`, with one statement for all of them.
+    async fn insert_events(
+        tx: &mut Transaction<'static, D>,
+        events: &[(Uuid, DateTime<Utc>, &str, serde_json::Value)],
+    ) -> anyhow::Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let statement = format!(
+            "INSERT INTO events (execution_id, at, kind, detail) VALUES {}",
+            placeholders(events.len(), 4, |p| format!(
+                "({}, {}, {}, {})",
+                p[0], p[1], p[2], p[3]
+            ))
+        );
+        let details: Vec<String> = events.iter().map(|e| e.3.to_string()).collect();
+        let mut query = sqlx::query(AssertSqlSafe(statement));
+        for ((execution_id, at, kind, _), detail) in events.iter().zip(&details) {
+            query = query
+                .bind(execution_id.to_string())
+                .bind(ms(*at))
+                .bind(*kind)
+                .bind(detail.as_str());
+        }
+        query.execute(&mut **tx).await.context("recording events")?;
+        Ok(())
+    }
+
+    /// Records webhooks inside `tx`, with one statement each to match them and to insert them
+    /// whatever their number (see [`Store::record_webhook`] and [`Store::write_batch`]); answers
+    /// in the order of `batch`. A body seen before, or earlier in the batch, is a duplicate.
+    async fn record_webhooks_in(
+        tx: &mut Transaction<'static, D>,
+        batch: &[(&WebhookRecord, DateTime<Utc>)],
+    ) -> anyhow::Result<Vec<WebhookRecorded>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let statement = format!(
+            "SELECT id, state, instance_id FROM executions WHERE instance_id IN ({})",
+            placeholders(batch.len(), 1, |p| p[0].clone())
+        );
+        let mut matching = sqlx::query(AssertSqlSafe(statement));
+        for (record, _) in batch {
+            matching = matching.bind(record.instance_id.as_str());
+        }
+        let mut executions = std::collections::HashMap::new();
+        for row in matching
+            .fetch_all(&mut **tx)
+            .await
+            .context("matching webhooks")?
+        {
+            let instance: String = row.try_get("instance_id")?;
+            let id = uuid(&row.try_get::<String, _>("id")?)?;
+            let state = ExecutionState::parse(&row.try_get::<String, _>("state")?);
+            executions.insert(instance, (id, state));
+        }
+        let statement = format!(
+            "INSERT INTO webhooks (id, received_at, instance_id, claimed_status, authentic, body_sha256, execution_id)
+             VALUES {}
+             ON CONFLICT (body_sha256) DO NOTHING
+             RETURNING id",
+            placeholders(batch.len(), 7, |p| format!(
+                "({}, {}, {}, {}, {}, {}, {})",
+                p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+            ))
+        );
+        let mut insert = sqlx::query(AssertSqlSafe(statement));
+        for (record, _) in batch {
+            let execution_id = executions
+                .get(record.instance_id.as_str())
+                .map(|(id, _)| id.to_string());
+            insert = insert
+                .bind(record.id.to_string())
+                .bind(ms(record.received_at))
+                .bind(record.instance_id.as_str())
+                .bind(record.claimed_status.as_deref())
+                .bind(i64::from(record.authentic))
+                .bind(record.body_sha256.as_str())
+                .bind(execution_id);
+        }
+        let inserted: std::collections::HashSet<String> = insert
+            .fetch_all(&mut **tx)
+            .await
+            .context("recording webhooks")?
+            .iter()
+            .map(|row| row.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        for (record, check_at) in batch {
+            if !inserted.contains(&record.id.to_string()) {
+                outcomes.push(WebhookRecorded::Duplicate);
+                continue;
+            }
+            let outcome = match executions.get(record.instance_id.as_str()) {
+                Some((id, Some(ExecutionState::Running))) => {
+                    let check = NewJob {
+                        execution_id: *id,
+                        kind: JobKind::Check,
+                        run_at: *check_at,
+                        priority: JobPriority::Webhook,
+                    };
+                    Self::insert_job(tx, &check, record.received_at).await?;
+                    let detail = serde_json::json!({
+                        "claimedStatus": record.claimed_status,
+                        "authentic": record.authentic,
+                    });
+                    events.push((*id, record.received_at, "webhook", detail));
+                    WebhookRecorded::Matched
+                }
+                Some((id, _)) => {
+                    let detail = serde_json::json!({
+                        "claimedStatus": record.claimed_status,
+                        "authentic": record.authentic,
+                        "ignored": "not running",
+                    });
+                    events.push((*id, record.received_at, "webhook", detail));
+                    WebhookRecorded::Unmatched
+                }
+                None => WebhookRecorded::Unmatched,
+            };
+            outcomes.push(outcome);
+        }
+        Self::insert_events(tx, &events).await?;
+        Ok(outcomes)
     }
 
     async fn count(&self, statement: &'static str) -> anyhow::Result<i64> {
@@ -670,57 +916,13 @@ where
     for<'r> Vec<u8>: Decode<'r, D> + Type<D>,
 {
     async fn create_execution(&self, new: NewExecution) -> anyhow::Result<Created> {
-        let fingerprint = request_fingerprint(&new.environment, new.flow_id.as_str(), &new.input);
         let mut tx = self.write().await?;
-        // ON CONFLICT rather than look-then-insert: two replicas may take the same retried request
-        // at once; the second insert waits for the first to commit, then does nothing.
-        let inserted = sqlx::query(
-            "INSERT INTO executions (id, idempotency_key, request_sha256, environment, flow_id, input, state, created_at, updated_at, traceparent)
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $7, $8)
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(new.id.to_string())
-        .bind(new.idempotency_key.as_deref())
-        .bind(&fingerprint)
-        .bind(&new.environment)
-        .bind(new.flow_id.as_str())
-        .bind(new.input.to_string())
-        .bind(ms(new.now))
-        .bind(new.traceparent.as_deref())
-        .execute(&mut *tx)
-        .await
-        .context("inserting an execution")?;
-        if D::rows_affected(&inserted) == 0 {
-            tx.rollback().await.ok();
-            let key = new.idempotency_key.as_deref().unwrap_or_default();
-            let row = sqlx::query("SELECT * FROM executions WHERE idempotency_key = $1")
-                .bind(key)
-                .fetch_one(&self.pool)
-                .await
-                .context("looking up an idempotency key")?;
-            let stored: String = row.try_get("request_sha256")?;
-            let execution = Self::execution_from_row(&row)?;
-            return Ok(if stored == fingerprint {
-                Created::Existing(execution)
-            } else {
-                Created::KeyConflict(execution)
-            });
-        }
-        let start = NewJob {
-            execution_id: new.id,
-            kind: JobKind::Start,
-            run_at: new.now,
-            priority: JobPriority::Interactive,
-        };
-        Self::insert_job(&mut tx, &start, new.now).await?;
-        let detail = serde_json::json!({"flowId": new.flow_id, "environment": new.environment});
-        Self::insert_event(&mut tx, new.id, new.now, "requested", &detail).await?;
-        tx.commit().await.context("committing a new execution")?;
-        let execution = self
-            .execution(new.id)
+        let created = Self::create_executions_in(&mut tx, &[&new])
             .await?
-            .context("a committed execution is missing")?;
-        Ok(Created::New(execution))
+            .pop()
+            .context("no answer for a new execution")?;
+        tx.commit().await.context("committing a new execution")?;
+        Ok(created)
     }
 
     async fn execution(&self, id: Uuid) -> anyhow::Result<Option<Execution>> {
@@ -757,46 +959,87 @@ where
         rows.iter().map(Self::execution_from_row).collect()
     }
 
-    async fn claim(
+    async fn claim_many(
         &self,
         kinds: &[JobKind],
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> anyhow::Result<Option<(Job, Lease)>> {
-        let statement = format!(
-            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2,
-                    lease_token = lease_token + 1, updated_at = $3
-             WHERE id = (
-                 SELECT j.id FROM jobs j JOIN executions e ON e.id = j.execution_id
-                 WHERE j.kind IN ({kinds})
-                   AND ((j.state = 'ready' AND j.run_at <= $3)
-                        OR (j.state = 'running' AND j.lease_until < $3))
-                   AND NOT EXISTS (SELECT 1 FROM work_pauses p
-                                   WHERE p.environment = e.environment AND p.kind = j.kind)
-                 ORDER BY j.priority DESC, e.deadline_at ASC NULLS LAST, j.run_at ASC
-                 LIMIT 1 {skip_locked})
-             RETURNING *",
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Job, Lease)>> {
+        // The candidates are read as ranges of an index, however long the queue: for each
+        // priority the longest-due `CLAIM_WINDOW` jobs, and the jobs whose lease lapsed; the most
+        // urgent of them are chosen (priority, then Mint's deletion deadline, then time) and
+        // leased. Each step is materialized, so it is made once (PostgreSQL locks the chosen
+        // rows, skipping those another replica is claiming).
+        let not_paused = "NOT EXISTS (SELECT 1 FROM work_pauses p
+                                      WHERE p.environment = e.environment AND p.kind = j.kind)";
+        let mut windows: Vec<String> = [
+            JobPriority::Interactive,
+            JobPriority::Webhook,
+            JobPriority::Background,
+        ]
+        .into_iter()
+        .map(|priority| {
+            format!(
+                "SELECT id FROM (SELECT j.id FROM jobs j JOIN executions e ON e.id = j.execution_id
+                     WHERE j.state = 'ready' AND j.kind IN ({kinds}) AND j.priority = {priority}
+                       AND j.run_at <= $3 AND {not_paused}
+                     ORDER BY j.run_at LIMIT {CLAIM_WINDOW}) AS due_{priority}",
+                kinds = kinds_sql(kinds),
+                priority = priority as i64,
+            )
+        })
+        .collect();
+        windows.push(format!(
+            "SELECT id FROM (SELECT j.id FROM jobs j JOIN executions e ON e.id = j.execution_id
+                 WHERE j.state = 'running' AND j.kind IN ({kinds}) AND j.lease_until < $3
+                   AND {not_paused}
+                 ORDER BY j.lease_until LIMIT {CLAIM_WINDOW}) AS lapsed",
             kinds = kinds_sql(kinds),
+        ));
+        let statement = format!(
+            "WITH candidates AS MATERIALIZED ({windows}),
+             chosen AS MATERIALIZED (
+                 SELECT j.id FROM candidates c JOIN jobs j ON j.id = c.id
+                     JOIN executions e ON e.id = j.execution_id
+                 WHERE ((j.state = 'ready' AND j.run_at <= $3)
+                        OR (j.state = 'running' AND j.lease_until < $3))
+                 ORDER BY j.priority DESC, e.deadline_at ASC NULLS LAST, j.run_at ASC
+                 LIMIT $4 {skip_locked})
+             UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2,
+                    lease_token = lease_token + 1, updated_at = $3
+             WHERE id IN (SELECT id FROM chosen)
+             RETURNING *",
+            windows = windows.join(" UNION ALL "),
             skip_locked = D::SKIP_LOCKED,
         );
+        let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
         let mut tx = self.write().await?;
-        let row = sqlx::query(AssertSqlSafe(statement))
+        let rows = sqlx::query(AssertSqlSafe(statement))
             .bind(owner)
             .bind(ms(lease_until))
             .bind(ms(now))
-            .fetch_optional(&mut *tx)
+            .bind(limit)
+            .fetch_all(&mut *tx)
             .await
-            .context("claiming a job")?;
+            .context("claiming jobs")?;
         tx.commit().await.context("committing a claim")?;
-        let Some(row) = row else { return Ok(None) };
-        let job = Self::job_from_row(&row)?;
-        let lease = Lease {
-            job_id: job.id,
-            token: job.lease_token,
-            owner: owner.to_owned(),
-        };
-        Ok(Some((job, lease)))
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                let job = Self::job_from_row(row)?;
+                let lease = Lease {
+                    job_id: job.id,
+                    token: job.lease_token,
+                    owner: owner.to_owned(),
+                };
+                Ok((job, lease))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // `RETURNING` keeps no order: the most urgent first, as chosen.
+        claimed.sort_by(|(a, _), (b, _)| b.priority.cmp(&a.priority).then(a.run_at.cmp(&b.run_at)));
+        Ok(claimed)
     }
 
     async fn renew_lease(&self, lease: &Lease, until: DateTime<Utc>) -> anyhow::Result<()> {
@@ -807,7 +1050,7 @@ where
         .bind(lease.token)
         .bind(&lease.owner)
         .bind(ms(until))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .context("renewing a lease")?;
         if D::rows_affected(&done) == 1 {
@@ -915,13 +1158,20 @@ where
     }
 
     async fn next_due(&self, kinds: &[JobKind]) -> anyhow::Result<Option<DateTime<Utc>>> {
+        // The first of each, read in index order (not a minimum over the whole queue).
         let statement = format!(
-            "SELECT MIN(CASE WHEN j.state = 'ready' THEN j.run_at ELSE j.lease_until END)
-             FROM jobs j JOIN executions e ON e.id = j.execution_id
-             WHERE j.state IN ('ready', 'running') AND j.kind IN ({})
-               AND NOT EXISTS (SELECT 1 FROM work_pauses p
-                               WHERE p.environment = e.environment AND p.kind = j.kind)",
-            kinds_sql(kinds)
+            "SELECT MIN(at) FROM (
+                 SELECT at FROM (SELECT j.run_at AS at FROM jobs j JOIN executions e ON e.id = j.execution_id
+                     WHERE j.state = 'ready' AND j.kind IN ({kinds}) AND {not_paused}
+                     ORDER BY j.run_at LIMIT 1) AS ready
+                 UNION ALL
+                 SELECT at FROM (SELECT j.lease_until AS at FROM jobs j JOIN executions e ON e.id = j.execution_id
+                     WHERE j.state = 'running' AND j.kind IN ({kinds}) AND {not_paused}
+                     ORDER BY j.lease_until LIMIT 1) AS running
+             ) AS next",
+            kinds = kinds_sql(kinds),
+            not_paused = "NOT EXISTS (SELECT 1 FROM work_pauses p
+                                      WHERE p.environment = e.environment AND p.kind = j.kind)",
         );
         let next: Option<i64> = sqlx::query_scalar(AssertSqlSafe(statement))
             .fetch_one(&self.pool)
@@ -1010,43 +1260,73 @@ where
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded> {
         let mut tx = self.write().await?;
-        let outcome = Self::record_webhook_in(&mut tx, &record, check_at).await?;
+        let outcome = Self::record_webhooks_in(&mut tx, &[(&record, check_at)])
+            .await?
+            .pop()
+            .context("no answer for a webhook")?;
         tx.commit().await.context("committing a webhook")?;
         Ok(outcome)
     }
 
-    async fn record_webhooks(
-        &self,
-        batch: Vec<(WebhookRecord, DateTime<Utc>)>,
-    ) -> anyhow::Result<Vec<WebhookRecorded>> {
-        // Group commit: one transaction (one fsync) for every webhook that arrived meanwhile.
+    async fn write_batch(&self, batch: Vec<Write>) -> Vec<anyhow::Result<Written>> {
+        // Group commit: one transaction (one fsync) for every request that arrived meanwhile.
         let together = async {
             let mut tx = self.write().await?;
+            let executions: Vec<&NewExecution> = batch
+                .iter()
+                .filter_map(|write| match write {
+                    Write::Execution(new) => Some(new),
+                    Write::Webhook { .. } => None,
+                })
+                .collect();
+            let webhooks: Vec<(&WebhookRecord, DateTime<Utc>)> = batch
+                .iter()
+                .filter_map(|write| match write {
+                    Write::Webhook { record, check_at } => Some((record, *check_at)),
+                    Write::Execution(_) => None,
+                })
+                .collect();
+            // New executions have no instance yet: no webhook of the batch can name one, so the
+            // two kinds are written apart, each with a statement per table for all of them.
+            let mut created = Self::create_executions_in(&mut tx, &executions)
+                .await?
+                .into_iter();
+            let mut recorded = Self::record_webhooks_in(&mut tx, &webhooks)
+                .await?
+                .into_iter();
             let mut outcomes = Vec::with_capacity(batch.len());
-            for (record, check_at) in &batch {
-                outcomes.push(Self::record_webhook_in(&mut tx, record, *check_at).await?);
+            for write in &batch {
+                outcomes.push(
+                    match write {
+                        Write::Execution(_) => created
+                            .next()
+                            .map(|created| Written::Execution(Box::new(created))),
+                        Write::Webhook { .. } => recorded.next().map(Written::Webhook),
+                    }
+                    .context("a write of the batch has no answer")?,
+                );
             }
-            tx.commit().await.context("committing webhooks")?;
+            tx.commit().await.context("committing a batch")?;
             anyhow::Ok(outcomes)
         };
         match together.await {
-            Ok(outcomes) => Ok(outcomes),
-            // One failing webhook must not fail the others, and two replicas' batches may
-            // deadlock on PostgreSQL (each waits for a row the other inserted): record them
-            // one by one, each in its own transaction.
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            // One failing write must not fail the others, and two replicas' batches may deadlock
+            // on PostgreSQL (each waits for a row the other inserted): write them one by one,
+            // each in its own transaction, in the same order.
             Err(error) if batch.len() > 1 => {
                 tracing::warn!(
                     error = format!("{error:#}"),
-                    webhooks = batch.len(),
-                    "recording webhooks together failed; recording them one by one"
+                    writes = batch.len(),
+                    "committing a batch together failed; writing its requests one by one"
                 );
                 let mut outcomes = Vec::with_capacity(batch.len());
-                for (record, check_at) in batch {
-                    outcomes.push(self.record_webhook(record, check_at).await?);
+                for write in batch {
+                    outcomes.push(self.write_one(write).await);
                 }
-                Ok(outcomes)
+                outcomes
             }
-            Err(error) => Err(error),
+            Err(error) => vec![Err(error)],
         }
     }
 

@@ -1,7 +1,9 @@
 //! The embedded default store: one SQLite file in WAL mode.
 //!
 //! Writes run in `BEGIN IMMEDIATE` transactions (a deferred transaction that reads before it writes
-//! can fail with SQLITE_BUSY without waiting), and commits are fully synchronous, so an answer given
+//! can fail with SQLITE_BUSY without waiting) on one connection of their own (the process's
+//! writers queue for it, instead of sleeping in SQLite's busy handler), and commits are fully
+//! synchronous, so an answer given
 //! after a commit survives a crash or a power cut. One process owns the file, so there are no row
 //! locks and no wake-ups to send. The statements are [`super::sql`]'s.
 
@@ -95,10 +97,14 @@ impl SqlStore<Sqlite> {
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("opening the SQLite database {name}"))?;
-        Self::from_pool(pool, mode)
+        // Writes queue for one connection in this process rather than in SQLite's busy handler.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
+        Self::from_pools(pool, writer, mode)
             .await
             .with_context(|| format!("opening the SQLite database {name}"))
     }

@@ -16,7 +16,7 @@ use mintgate::store::sql::Dialect;
 use mintgate::store::sqlite::SqliteStore;
 use mintgate::store::{
     self, Created, ExecutionPatch, JobDisposition, LeaseLost, NewExecution, NewJob, NotFound,
-    OpenMode, SchemaMismatch, SharedStore, SpendRow, StepOutcome, WebhookRecorded,
+    OpenMode, SchemaMismatch, SharedStore, SpendRow, StepOutcome, WebhookRecorded, Write, Written,
 };
 use sqlx::sqlite::SqliteConnectOptions;
 use uuid::Uuid;
@@ -69,8 +69,11 @@ store_contract!(
     a_webhook_body_is_recorded_once_and_brings_the_check_forward,
     a_dead_letter_keeps_its_errors_and_can_be_retried,
     concurrent_claims_never_hand_one_job_to_two_workers,
+    batched_claims_never_hand_one_job_to_two_workers,
     webhooks_recorded_together_are_deduplicated_and_matched_one_by_one,
     a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down,
+    executions_created_together_honour_idempotency_keys_within_the_batch,
+    an_execution_that_cannot_be_created_does_not_take_its_batch_down,
     webhooks_are_pruned_by_age_unmatched_sooner_in_batches,
     unarchived_lists_finished_executions_soonest_deadline_first,
     end_users_waiting_are_counted_and_listed_earliest_started_first,
@@ -529,6 +532,89 @@ async fn concurrent_claims_never_hand_one_job_to_two_workers(store: SharedStore)
     assert_eq!(distinct.len(), JOBS);
 }
 
+/// Workers claiming several jobs at a time, at once (on PostgreSQL each claim is a transaction of
+/// its own on its own connection), never get the same job, and get each job's lease.
+async fn batched_claims_never_hand_one_job_to_two_workers(store: SharedStore) {
+    const JOBS: usize = 60;
+    for _ in 0..JOBS {
+        new_execution(&store).await;
+    }
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..6 {
+        let store = store.clone();
+        workers.spawn(async move {
+            let mut claimed = Vec::new();
+            loop {
+                let batch = store
+                    .claim_many(
+                        &[JobKind::Start],
+                        &format!("w{worker}"),
+                        t0(),
+                        t0() + secs(60),
+                        4,
+                    )
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                assert!(batch.len() <= 4, "{} jobs claimed at most 4", batch.len());
+                for (job, lease) in batch {
+                    assert_eq!(job.state, JobState::Running);
+                    assert_eq!(lease.token, job.lease_token);
+                    claimed.push(job.id);
+                    // Each lease is the job's own: it finishes its job.
+                    store
+                        .finish_step(&lease, job.execution_id, StepOutcome::done(), t0())
+                        .await
+                        .unwrap();
+                }
+            }
+            claimed
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(claimed) = workers.join_next().await {
+        all.extend(claimed.unwrap());
+    }
+    let distinct: BTreeSet<_> = all.iter().collect();
+    assert_eq!(all.len(), JOBS, "every job claimed exactly once");
+    assert_eq!(distinct.len(), JOBS);
+    // A batched claim takes the most urgent first, as one claim does.
+    let urgent = new_execution(&store).await;
+    let background = new_execution(&store).await;
+    store
+        .enqueue(
+            NewJob {
+                execution_id: urgent,
+                kind: JobKind::Check,
+                run_at: t0(),
+                priority: JobPriority::Webhook,
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue(
+            NewJob {
+                execution_id: background,
+                kind: JobKind::Check,
+                run_at: t0() - secs(10),
+                priority: JobPriority::Background,
+            },
+            t0(),
+        )
+        .await
+        .unwrap();
+    let batch = store
+        .claim_many(&[JobKind::Check], "w", t0(), t0() + secs(60), 1)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].0.execution_id, urgent);
+}
+
 fn webhook(body_sha256: &str, instance: &str, received_at: DateTime<Utc>) -> WebhookRecord {
     WebhookRecord {
         id: Uuid::now_v7(),
@@ -560,17 +646,18 @@ async fn webhooks_recorded_together_are_deduplicated_and_matched_one_by_one(stor
     .await;
     let at = t0() + secs(5);
     let check_at = t0() + secs(7);
-    let outcomes = store
-        .record_webhooks(vec![
+    let outcomes = record_together(
+        &store,
+        vec![
             (webhook("sha-a", "inst-running", at), check_at),
             // The same body again in the same batch (Mint sent it twice at once).
             (webhook("sha-a", "inst-running", at), check_at),
             (webhook("sha-b", "inst-running", at), check_at + secs(1)),
             (webhook("sha-c", "inst-unknown", at), check_at),
             (webhook("sha-d", "inst-finished", at), check_at),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(
         outcomes,
         [
@@ -582,13 +669,14 @@ async fn webhooks_recorded_together_are_deduplicated_and_matched_one_by_one(stor
         ]
     );
     // A later batch with a body seen before.
-    let outcomes = store
-        .record_webhooks(vec![
+    let outcomes = record_together(
+        &store,
+        vec![
             (webhook("sha-c", "inst-unknown", at), check_at),
             (webhook("sha-e", "inst-unknown", at), check_at),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(
         outcomes,
         [WebhookRecorded::Duplicate, WebhookRecorded::Unmatched]
@@ -651,7 +739,7 @@ async fn webhooks_are_pruned_by_age_unmatched_sooner_in_batches(store: SharedSto
         batch.push((webhook(&format!("sha-u{n}"), "inst-unknown", t0()), t0()));
     }
     batch.push((webhook("sha-new", "inst-new", t0() + secs(3600)), t0()));
-    store.record_webhooks(batch).await.unwrap();
+    record_together(&store, batch).await;
     let recorded = || async { store.overview().await.unwrap().webhooks_recorded };
     assert_eq!(recorded().await, 7);
 
@@ -724,17 +812,163 @@ async fn a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down(store: S
         body_sha256: "sha-bad".to_owned(),
         ..good.clone()
     };
-    let result = store.record_webhooks(vec![(good, at), (bad, at)]).await;
-    assert!(result.is_err(), "{result:?}");
+    let after = webhook("sha-after", "inst-x", at);
+    let outcomes = store
+        .write_batch(
+            [good, bad, after]
+                .into_iter()
+                .map(|record| Write::Webhook {
+                    record,
+                    check_at: at,
+                })
+                .collect(),
+        )
+        .await;
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(outcomes[1].is_err(), "{:?}", outcomes[1]);
+    assert!(outcomes[2].is_ok(), "{:?}", outcomes[2]);
     let recorded = store.webhooks_for(&inst("inst-x")).await.unwrap();
     assert_eq!(
         recorded
             .iter()
             .map(|w| w.body_sha256.as_str())
             .collect::<Vec<_>>(),
-        ["sha-good"],
-        "the good webhook of the failed batch is durable"
+        ["sha-good", "sha-after"],
+        "the good webhooks of the failed batch, before and after the bad one, are durable"
     );
+}
+
+/// Records webhooks in one batch, as the group-commit writer does; each must be recorded.
+async fn record_together(
+    store: &SharedStore,
+    batch: Vec<(WebhookRecord, DateTime<Utc>)>,
+) -> Vec<WebhookRecorded> {
+    store
+        .write_batch(
+            batch
+                .into_iter()
+                .map(|(record, check_at)| Write::Webhook { record, check_at })
+                .collect(),
+        )
+        .await
+        .into_iter()
+        .map(|outcome| match outcome.unwrap() {
+            Written::Webhook(recorded) => recorded,
+            other => panic!("a webhook was answered {other:?}"),
+        })
+        .collect()
+}
+
+fn new_request(key: Option<&str>, input: serde_json::Value) -> NewExecution {
+    NewExecution {
+        id: Uuid::now_v7(),
+        idempotency_key: key.map(str::to_owned),
+        environment: "sandbox".to_owned(),
+        flow_id: flow("flow-kyc-basic"),
+        input,
+        now: t0(),
+        traceparent: None,
+    }
+}
+
+/// Two requests with the same idempotency key in one batch create one execution: the second finds
+/// the first (the same request) or is refused (another request), as if they had come apart.
+async fn executions_created_together_honour_idempotency_keys_within_the_batch(store: SharedStore) {
+    let first = new_request(Some("key-a"), serde_json::json!({"n": 1}));
+    let again = new_request(Some("key-a"), serde_json::json!({"n": 1}));
+    let other = new_request(Some("key-a"), serde_json::json!({"n": 2}));
+    let plain = new_request(None, serde_json::json!({"n": 3}));
+    let webhook_between = Write::Webhook {
+        record: webhook("sha-between", "inst-none", t0()),
+        check_at: t0(),
+    };
+    let outcomes: Vec<Written> = store
+        .write_batch(vec![
+            Write::Execution(first.clone()),
+            webhook_between,
+            Write::Execution(again),
+            Write::Execution(other),
+            Write::Execution(plain.clone()),
+        ])
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let created = |written: &Written| match written {
+        Written::Execution(created) => (**created).clone(),
+        other => panic!("an execution was answered {other:?}"),
+    };
+    match created(&outcomes[0]) {
+        Created::New(e) => assert_eq!(e.id, first.id),
+        other => panic!("expected a new execution, got {other:?}"),
+    }
+    assert!(matches!(
+        outcomes[1],
+        Written::Webhook(WebhookRecorded::Unmatched)
+    ));
+    match created(&outcomes[2]) {
+        Created::Existing(e) => assert_eq!(e.id, first.id),
+        other => panic!("expected the first execution again, got {other:?}"),
+    }
+    match created(&outcomes[3]) {
+        Created::KeyConflict(e) => assert_eq!(e.id, first.id),
+        other => panic!("expected a key conflict, got {other:?}"),
+    }
+    match created(&outcomes[4]) {
+        Created::New(e) => assert_eq!(e.id, plain.id),
+        other => panic!("expected a new execution, got {other:?}"),
+    }
+    // Two executions, one start job each; nothing for the refused or repeated requests.
+    let all = store
+        .executions(store::ExecutionFilter {
+            state: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    for id in [first.id, plain.id] {
+        let jobs = store.jobs_for(id).await.unwrap();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0].kind, JobKind::Start);
+    }
+}
+
+/// A request the database refuses (here: an id already taken) fails alone; the requests before
+/// and after it in the batch are durable with their start jobs.
+async fn an_execution_that_cannot_be_created_does_not_take_its_batch_down(store: SharedStore) {
+    let before = new_request(Some("before"), serde_json::json!({"n": 1}));
+    let clash = NewExecution {
+        idempotency_key: Some("clash".to_owned()),
+        ..before.clone()
+    };
+    let after = new_request(None, serde_json::json!({"n": 2}));
+    let outcomes = store
+        .write_batch(vec![
+            Write::Execution(before.clone()),
+            Write::Execution(clash),
+            Write::Execution(after.clone()),
+        ])
+        .await;
+    assert_eq!(outcomes.len(), 3);
+    let is_new = |outcome: &anyhow::Result<Written>| matches!(outcome, Ok(Written::Execution(created)) if matches!(**created, Created::New(_)));
+    assert!(is_new(&outcomes[0]), "{:?}", outcomes[0]);
+    assert!(outcomes[1].is_err(), "{:?}", outcomes[1]);
+    assert!(is_new(&outcomes[2]), "{:?}", outcomes[2]);
+    for id in [before.id, after.id] {
+        assert!(store.execution(id).await.unwrap().is_some());
+        let jobs = store.jobs_for(id).await.unwrap();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+    }
+    let all = store
+        .executions(store::ExecutionFilter {
+            state: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
 }
 
 async fn unarchived_lists_finished_executions_soonest_deadline_first(store: SharedStore) {
