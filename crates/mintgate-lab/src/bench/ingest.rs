@@ -20,9 +20,9 @@ pub struct IngestArgs {
     /// Seconds of load per run.
     #[arg(long, default_value_t = 10)]
     pub seconds: u32,
-    /// Concurrent connections (the peer's script uses 32).
-    #[arg(long, default_value_t = 32)]
-    pub connections: u32,
+    /// Concurrent connections, one run for each (the peer's own script uses 32).
+    #[arg(long, value_delimiter = ',', default_value = "32,256")]
+    pub connections: Vec<u32>,
     /// Also run the Express + BullMQ peer from this folder (e.g. ../shared/peers/express-bullmq).
     #[arg(long)]
     pub peer: Option<PathBuf>,
@@ -44,15 +44,25 @@ pub struct Figures {
     pub stored: String,
 }
 
-/// The figures of one run.
+/// The figures at one number of connections.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Run {
+    pub connections: u32,
+    pub mintgate: Figures,
+    /// The peer with Redis's `appendfsync always` (acknowledged durably, as mintgate does).
+    pub peer: Option<Figures>,
+    /// The peer with Redis's persistence off (acknowledged before anything is durable).
+    pub peer_without_fsync: Option<Figures>,
+    /// mintgate's rate over the peer's with `appendfsync always` (goal >= 3).
+    pub ratio: Option<f64>,
+}
+
+/// The figures of one run of the benchmark: `c<connections>` for each number of connections.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
     pub seconds: u32,
-    pub connections: u32,
-    pub mintgate: Figures,
-    pub peer: Vec<Figures>,
-    /// mintgate's rate over the peer's with `appendfsync always` (goal >= 3).
-    pub ratio_to_peer_fsync: Option<f64>,
+    #[serde(flatten)]
+    pub runs: std::collections::BTreeMap<String, Run>,
 }
 
 struct WrkResult {
@@ -172,64 +182,91 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     .await?;
     let url = format!("http://{}", app.address());
     let script = wrk_script(temp.path())?;
-    // Warm up, then measure.
-    run_wrk(&url, &script, 1, args.connections).await?;
-    let before = app.pipeline().store.overview().await?.webhooks_recorded;
-    let result = run_wrk(&url, &script, args.seconds, args.connections).await?;
-    let after = app.pipeline().store.overview().await?.webhooks_recorded;
+    let mut measured = Vec::new();
+    for &connections in &args.connections {
+        // Warm up, then measure.
+        run_wrk(&url, &script, 1, connections).await?;
+        let before = app.pipeline().store.overview().await?.webhooks_recorded;
+        let result = run_wrk(&url, &script, args.seconds, connections).await?;
+        let after = app.pipeline().store.overview().await?.webhooks_recorded;
+        measured.push((
+            connections,
+            Figures {
+                system: "mintgate sqlite(WAL, synchronous=FULL, group commit)".to_owned(),
+                acks_per_second: result.requests_per_sec,
+                p50: result.p50,
+                p99: result.p99,
+                requests: result.requests,
+                non_2xx: result.non_2xx,
+                stored: (after - before).to_string(),
+            },
+        ));
+    }
     app.shutdown().await;
     sim.shutdown().await;
-    let mintgate = Figures {
-        system: "mintgate sqlite(WAL, synchronous=FULL, group commit)".to_owned(),
-        acks_per_second: result.requests_per_sec,
-        p50: result.p50,
-        p99: result.p99,
-        requests: result.requests,
-        non_2xx: result.non_2xx,
-        stored: (after - before).to_string(),
+    let installed = match &args.peer {
+        Some(peer) => Some(install_peer(peer)?),
+        None => None,
     };
-    let peer = match &args.peer {
-        Some(peer) => run_peer(peer, args.seconds, args.connections).await?,
-        None => Vec::new(),
-    };
-    let ratio_to_peer_fsync = peer
-        .iter()
-        .find(|f| f.system.ends_with("always"))
-        .filter(|f| f.acks_per_second > 0.0)
-        .map(|f| mintgate.acks_per_second / f.acks_per_second);
+    let mut runs = std::collections::BTreeMap::new();
+    for (connections, mintgate) in measured {
+        let (peer_without_fsync, peer) = match &installed {
+            Some((_work, copy)) => {
+                let (none, always) = run_peer(copy, args.seconds, connections).await?;
+                (Some(none), Some(always))
+            }
+            None => (None, None),
+        };
+        let ratio = peer
+            .as_ref()
+            .filter(|f| f.acks_per_second > 0.0)
+            .map(|f| mintgate.acks_per_second / f.acks_per_second);
+        runs.insert(
+            format!("c{connections}"),
+            Run {
+                connections,
+                mintgate,
+                peer,
+                peer_without_fsync,
+                ratio,
+            },
+        );
+    }
     let report = Report {
         seconds: args.seconds,
-        connections: args.connections,
-        mintgate,
-        peer,
-        ratio_to_peer_fsync,
+        runs,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    for figures in std::iter::once(&report.mintgate).chain(&report.peer) {
-        println!(
-            "{} connections={} acks_per_s={:.0} p50={} p99={} requests={} non2xx={} stored={}",
-            figures.system,
-            report.connections,
-            figures.acks_per_second,
-            figures.p50,
-            figures.p99,
-            figures.requests,
-            figures.non_2xx,
-            figures.stored
-        );
-    }
-    if let Some(ratio) = report.ratio_to_peer_fsync {
-        println!("mintgate / peer with appendfsync always = {ratio:.2} (goal >= 3)");
+    for run in report.runs.values() {
+        let peers = [&run.peer_without_fsync, &run.peer];
+        for figures in std::iter::once(&run.mintgate).chain(peers.into_iter().flatten()) {
+            println!(
+                "{} connections={} acks_per_s={:.0} p50={} p99={} requests={} non2xx={} stored={}",
+                figures.system,
+                run.connections,
+                figures.acks_per_second,
+                figures.p50,
+                figures.p99,
+                figures.requests,
+                figures.non_2xx,
+                figures.stored
+            );
+        }
+        if let Some(ratio) = run.ratio {
+            println!(
+                "connections={}: mintgate / peer with appendfsync always = {ratio:.2} (goal >= 3)",
+                run.connections
+            );
+        }
     }
     Ok(())
 }
 
-/// Runs the peer from a writable copy of its folder (its `npm install` there), with the same
-/// `wrk` settings as mintgate: Redis without and with `appendfsync always`.
-async fn run_peer(peer: &Path, seconds: u32, connections: u32) -> anyhow::Result<Vec<Figures>> {
+/// A writable copy of the peer's folder (shared/ is read-only) with its `npm install` done.
+fn install_peer(peer: &Path) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
     let work = tempfile::tempdir()?;
     let copy = work.path().join("peer");
     let status = std::process::Command::new("cp")
@@ -253,6 +290,16 @@ async fn run_peer(peer: &Path, seconds: u32, connections: u32) -> anyhow::Result
     if !install.success() {
         bail!("npm install failed for the peer");
     }
+    Ok((work, copy))
+}
+
+/// Runs the installed peer with the same `wrk` settings as mintgate: Redis without, then with
+/// `appendfsync always`.
+async fn run_peer(
+    copy: &Path,
+    seconds: u32,
+    connections: u32,
+) -> anyhow::Result<(Figures, Figures)> {
     let mut figures = Vec::new();
     for (mode, durability) in [
         ("none", vec!["--appendonly", "no"]),
@@ -314,7 +361,11 @@ async fn run_peer(peer: &Path, seconds: u32, connections: u32) -> anyhow::Result
             stored: jobs,
         });
     }
-    Ok(figures)
+    let always = figures
+        .pop()
+        .context("the peer's run with appendfsync always")?;
+    let none = figures.pop().context("the peer's run without fsync")?;
+    Ok((none, always))
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -1085,6 +1085,8 @@ pub async fn kill_during_burst(
             1,
             &dir.path().join("archive"),
             &sim,
+            // No receiver: the events wait in the outbox (this run looks at the executions).
+            "http://127.0.0.1:9/events",
         ),
     )?;
     let mut replica = Replica {
