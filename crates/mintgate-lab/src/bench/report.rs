@@ -312,21 +312,21 @@ pub const FIGURES: &[Figure] = &[
     figure(
         "events",
         "events delivered",
-        At("/delivered_per_second"),
+        At("/deliveredPerSecond"),
         "/s",
         Goal::None,
     ),
     figure(
         "events",
         "delivery lag p99",
-        At("/lag_p99_ms"),
+        At("/lagP99Ms"),
         "ms",
         Goal::None,
     ),
     figure(
         "events",
         "bad signatures",
-        At("/bad_signatures"),
+        At("/badSignatures"),
         "",
         AtMost(0.0),
     ),
@@ -341,7 +341,7 @@ pub const FIGURES: &[Figure] = &[
     figure(
         "reconcile",
         "starts billed for that execution",
-        At("/5/starts_billed"),
+        At("/5/startsBilled"),
         "",
         AtMost(1.0),
     ),
@@ -600,7 +600,7 @@ fn bar_chart(title: &str, groups: &[(String, Vec<Bar>)], line: f64) -> String {
     let _ = writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" font-family="sans-serif" font-size="12">"#,
-        w = LABEL_W + PLOT_W + 120.0
+        w = LABEL_W + PLOT_W + 280.0
     );
     let _ = writeln!(
         svg,
@@ -787,7 +787,7 @@ mod tests {
             ),
             (
                 "events",
-                serde_json::json!({"delivered_per_second": 900.5, "lag_p99_ms": 12.0, "bad_signatures": 0}),
+                serde_json::json!({"deliveredPerSecond": 900.5, "lagP99Ms": 12.0, "badSignatures": 0}),
             ),
         ]);
         let rows = read(dir.path()).unwrap();
