@@ -477,3 +477,17 @@ impl TestApp {
         self.config.service.archive_dir.clone()
     }
 }
+
+/// Every file under `dir`, at any depth (none if `dir` does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mint_sim::Faults;
 use mintgate::model::{ExecutionState, JobKind};
 
-use crate::helpers::{Setup, TestApp, spawn_app, spawn_with};
+use crate::helpers::{Setup, TestApp, files_under, spawn_app, spawn_with};
 
 /// Drives the user steps of every running execution to the end and lets the pipeline catch up,
 /// moving time by `step` each round, until every execution is terminal or `rounds` run out.
@@ -268,26 +268,11 @@ async fn a_crash_mid_download_is_finished_after_the_lease_without_a_second_archi
             .copied(),
         Some(2)
     );
-    let archived: Vec<_> = walk(&app.archive_dir())
+    let archived: Vec<_> = files_under(&app.archive_dir())
         .into_iter()
         .filter(|p| p.ends_with(".zip"))
         .collect();
     assert_eq!(archived.len(), 1, "{archived:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path.display().to_string());
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use mintgate::model::ExecutionState;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::helpers::{API_KEY, Setup, TestApp, spawn_with};
+use crate::helpers::{API_KEY, Setup, TestApp, files_under, spawn_with};
 
 const READER_KEY: &str = "reader-key-0123456789";
 const WRITER_KEY: &str = "writer-key-0123456789";
@@ -150,24 +150,11 @@ async fn an_encrypted_archive_serves_the_result_decrypted_whole_and_by_range() {
     });
     let app = app_with(archive, 700_001).await;
     result_round_trip(&app).await;
-    let listing = walk(&app.archive_dir());
+    let listing = files_under(&app.archive_dir());
     assert!(
         listing.iter().any(|p| p.ends_with(".zip.enc")),
         "the archive holds ciphertext: {listing:?}"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path.display().to_string());
-        }
-    }
-    found
 }
 
 #[tokio::test]
