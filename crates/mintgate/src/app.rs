@@ -466,6 +466,7 @@ impl Application {
             crate::retention::spawn(
                 pipeline.store.clone(),
                 config.webhook.clone(),
+                &config.events,
                 options.clock.clone(),
                 shutdown.clone(),
             )

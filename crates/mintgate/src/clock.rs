@@ -68,6 +68,11 @@ impl Clock {
         clock_time.div_f64(self.inner.scale)
     }
 
+    /// How far this clock moves in `real` time (the inverse of [`Clock::real`]).
+    pub fn clock_time(&self, real: Duration) -> Duration {
+        real.mul_f64(self.inner.scale)
+    }
+
     /// Sleeps until the clock shows `at` (or a little past it), or at most `cap` of real time: a
     /// clock advanced meanwhile is noticed at the next wake-up.
     pub async fn sleep_until(&self, at: DateTime<Utc>, cap: Duration) {

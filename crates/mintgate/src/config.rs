@@ -464,17 +464,27 @@ pub struct EventsConfig {
     /// The longest `wait` a feed request may ask for.
     #[serde(with = "humantime_serde")]
     pub feed_wait_max: Duration,
+    /// How long events (and their deliveries, dead letters included) are kept once every
+    /// configured endpoint has them delivered or dead-lettered; a feed reader whose cursor is
+    /// older is told so (`410 cursor_expired`). Pruned every `webhook.prune_interval`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
-/// One endpoint (`[[events.endpoints]]`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// Default `events.retention`: Mint's own 30 days.
+pub const EVENTS_RETENTION_DEFAULT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// One endpoint (`[[events.endpoints]]`). `Debug` shows what `Serialize` shows: no secret, no
+/// query value.
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventEndpoint {
     /// A stable name (`[a-z0-9_-]`, up to 64): deliveries are kept under it, so renaming an
     /// endpoint starts it afresh.
     pub name: String,
-    /// `https://…` (or `http://…` on a private network).
-    #[serde(serialize_with = "redacted::url")]
+    /// `https://…` (or `http://…` on a private network). Its query is shown without values:
+    /// receivers often take their credential there (`?code=…`).
+    #[serde(serialize_with = "redacted::url_query")]
     pub url: Url,
     /// `whsec_<base64>`: the signing key (Standard Webhooks), at least 24 bytes once decoded.
     #[serde(serialize_with = "redacted::secret")]
@@ -485,6 +495,16 @@ pub struct EventEndpoint {
     /// The event types this endpoint takes (`execution.archived`, …); all when empty.
     #[serde(default)]
     pub types: Vec<String>,
+}
+
+impl std::fmt::Debug for EventEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventEndpoint")
+            .field("name", &self.name)
+            .field("url", &values::redact_url_query(self.url.as_str()))
+            .field("types", &self.types)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Waits of the default retry schedule, in seconds: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h,
@@ -514,6 +534,7 @@ impl Default for EventsConfig {
             lease: Duration::from_secs(60),
             at_risk_scan_interval: Duration::from_secs(60),
             feed_wait_max: Duration::from_secs(25),
+            retention: EVENTS_RETENTION_DEFAULT,
         }
     }
 }
@@ -526,6 +547,11 @@ impl EventsConfig {
 
     /// Checks the values; every error names the key, never a secret.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.retention < Duration::from_secs(24 * 3600) {
+            // A feed reader must have time to come back (a weekend's outage, say); deliveries
+            // still pending are kept whatever the retention.
+            invalid!("`events.retention` must be at least 1d");
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             let key = format!("events.endpoints[{i}]");

@@ -6,6 +6,10 @@
 //! (default 1 day); every other record after `webhook.retention` (default 30 days). A periodic task
 //! deletes them in batches of [`PRUNE_BATCH_MAX`] (short transactions that never hold the writer
 //! long) every `webhook.prune_interval`.
+//!
+//! Application events go after `events.retention` (default 30 days) once every configured
+//! endpoint has them delivered or dead-lettered, oldest first; the feed answers a reader whose
+//! cursor fell behind the pruned part with `410 cursor_expired` instead of skipping silently.
 
 use std::time::Duration;
 
@@ -13,7 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, delta};
-use crate::config::WebhookConfig;
+use crate::config::{EventsConfig, WebhookConfig};
 use crate::store::SharedStore;
 
 /// Webhook records deleted in one transaction, at most.
@@ -41,13 +45,39 @@ pub async fn prune_webhooks(
     }
 }
 
-/// Prunes every `webhook.prune_interval` (real time) until `shutdown`.
+/// Deletes the events older than `retention` at `now` that every endpoint of `endpoints` has
+/// had delivered or dead-lettered (`EventStore::prune_events`); answers how many went.
+pub async fn prune_events(
+    store: &SharedStore,
+    retention: Duration,
+    endpoints: &[String],
+    now: DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let before = now - delta(retention);
+    let mut total = 0;
+    loop {
+        let deleted = store
+            .prune_events(before, endpoints, PRUNE_BATCH_MAX)
+            .await?;
+        total += deleted;
+        if deleted < PRUNE_BATCH_MAX as u64 {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Prunes webhook records and events every `webhook.prune_interval` (real time) until
+/// `shutdown`.
 pub fn spawn(
     store: SharedStore,
     config: WebhookConfig,
+    events: &EventsConfig,
     clock: Clock,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let events_retention = events.retention;
+    let endpoints: Vec<String> = events.endpoints.iter().map(|e| e.name.clone()).collect();
     tokio::spawn(async move {
         let interval = config.prune_interval.max(Duration::from_secs(1));
         loop {
@@ -64,6 +94,16 @@ pub fn spawn(
                 Err(error) => tracing::warn!(
                     error = format!("{error:#}"),
                     "pruning webhook records failed; trying again at the next interval"
+                ),
+            }
+            match prune_events(&store, events_retention, &endpoints, clock.now()).await {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    tracing::info!(deleted, "events past events.retention were pruned");
+                }
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "pruning events failed; trying again at the next interval"
                 ),
             }
         }

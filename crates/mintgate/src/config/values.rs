@@ -212,6 +212,23 @@ pub fn redact_url_password(url: &str) -> String {
     }
 }
 
+/// A URL with its password and every query value replaced by `redacted`: for URLs an outside
+/// party gave, whose query often is the credential under any name (`code=`, `sig=`, …).
+pub fn redact_url_query(url: &str) -> String {
+    let shown = redact_url_password(url);
+    match Url::parse(&shown) {
+        Ok(mut parsed) if parsed.query().is_some() => {
+            let names: Vec<String> = parsed.query_pairs().map(|(k, _)| k.into_owned()).collect();
+            parsed
+                .query_pairs_mut()
+                .clear()
+                .extend_pairs(names.iter().map(|k| (k.as_str(), "redacted")));
+            parsed.to_string()
+        }
+        _ => shown,
+    }
+}
+
 fn is_secret_parameter(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     ["pass", "secret", "token", "key"]
@@ -247,6 +264,11 @@ pub mod redacted {
         serializer.serialize_str(&redact_url_password(url.as_str()))
     }
 
+    /// A URL, with its password and every query value redacted ([`redact_url_query`]).
+    pub fn url_query<S: Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&redact_url_query(url.as_str()))
+    }
+
     pub fn optional_url<S: Serializer>(
         url: &Option<Url>,
         serializer: S,
@@ -259,6 +281,23 @@ pub mod redacted {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_outside_url_shows_its_query_names_but_no_value() {
+        let shown = redact_url_query("https://fn.example/api/hook?code=abc123&sig=s3cr3t&x");
+        assert_eq!(
+            shown,
+            "https://fn.example/api/hook?code=redacted&sig=redacted&x=redacted"
+        );
+        assert_eq!(
+            redact_url_query("https://u:pw@crm.example/h"),
+            "https://u:redacted@crm.example/h"
+        );
+        assert_eq!(
+            redact_url_query("https://crm.example/h"),
+            "https://crm.example/h"
+        );
+    }
     use super::*;
 
     #[test]

@@ -67,18 +67,25 @@ async fn feed(
             "the query takes `after` (a cursor), `limit` and `wait` only".to_owned(),
         )
     })?;
-    let after = match query.after.as_deref() {
-        None | Some("") => 0,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                bad(
-                    "invalid_cursor",
-                    "`after` must be a cursor this feed gave (`nextCursor`)".to_owned(),
-                )
-            })?,
+    // No cursor: from the oldest event kept. A cursor: from just after it, unless events after
+    // it were pruned (checked after each read, so a prune meanwhile is caught too).
+    let cursor = match query.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    bad(
+                        "invalid_cursor",
+                        "`after` must be a cursor this feed gave (`nextCursor`)".to_owned(),
+                    )
+                })?,
+        ),
+    };
+    let after = match cursor {
+        Some(after) => after,
+        None => pruned_through(&state.store).await?,
     };
     let limit = match query.limit.as_deref() {
         None => FEED_LIMIT_DEFAULT,
@@ -119,6 +126,18 @@ async fn feed(
             .outbox_after(after, limit)
             .await
             .map_err(ApiError::internal)?;
+        let pruned = pruned_through(&state.store).await?;
+        if after < pruned {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "cursor_expired",
+                format!(
+                    "events after cursor {after} up to {pruned} were deleted (`events.retention`); \
+                     ask again with after={pruned} to go on from the oldest event kept, \
+                     knowing that the ones between were missed"
+                ),
+            ));
+        }
         if !events.is_empty() || tokio::time::Instant::now() >= deadline {
             break events;
         }
@@ -143,4 +162,12 @@ async fn feed(
         "events": events,
         "nextCursor": next.to_string(),
     })))
+}
+
+/// The highest cursor whose events were pruned (0: none).
+async fn pruned_through(store: &SharedStore) -> Result<i64, ApiError> {
+    store
+        .events_pruned_through()
+        .await
+        .map_err(ApiError::internal)
 }

@@ -169,7 +169,10 @@ impl Dispatcher {
                 &self.names,
                 &self.owner,
                 now,
-                now + delta(self.lease),
+                // The attempt's timeout is real time, so is the lease that must outlast it: on
+                // a clock faster than real time (the lab, the tests) a lease in clock time lapsed
+                // under a slow attempt and the delivery was sent twice.
+                now + delta(self.clock.clock_time(self.lease)),
                 i64::try_from(limit).unwrap_or(i64::MAX),
             )
             .await

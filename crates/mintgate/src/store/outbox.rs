@@ -316,7 +316,26 @@ pub trait EventStore: Send + Sync {
 
     /// Pending deliveries: how many, and the time of the oldest one's event (the lag).
     async fn delivery_backlog(&self) -> anyhow::Result<(i64, Option<DateTime<Utc>>)>;
+
+    /// Deletes the oldest events, in `seq` order, up to the first one that is not older than
+    /// `before`, still has a delivery pending to one of `endpoints` (the configured ones), or
+    /// has not been fanned out to one of them yet; at most `limit`. Their deliveries go with
+    /// them (delivered, dead letters, and any to an endpoint no longer configured). The highest
+    /// `seq` deleted is recorded ([`EventStore::events_pruned_through`]) so the feed can tell a
+    /// reader that it missed events rather than skip them silently. Answers how many went.
+    async fn prune_events(
+        &self,
+        before: DateTime<Utc>,
+        endpoints: &[String],
+        limit: i64,
+    ) -> anyhow::Result<u64>;
+
+    /// The highest `seq` [`EventStore::prune_events`] has deleted (0: none yet).
+    async fn events_pruned_through(&self) -> anyhow::Result<i64>;
 }
+
+/// The settings key under which the highest pruned `seq` is kept.
+const PRUNED_THROUGH_KEY: &str = "events.pruned_through";
 
 fn ms(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
@@ -909,6 +928,82 @@ where
             row.try_get("pending")?,
             row.try_get::<Option<i64>, _>("oldest")?.map(from_ms),
         ))
+    }
+
+    async fn prune_events(
+        &self,
+        before: DateTime<Utc>,
+        endpoints: &[String],
+        limit: i64,
+    ) -> anyhow::Result<u64> {
+        let names = names_sql(endpoints)?;
+        let mut tx = self.write().await?;
+        // Each bound is the last `seq` that may go; the smallest wins. MIN over no rows is NULL:
+        // no bound from that side.
+        let statement = format!(
+            "SELECT
+               (SELECT MAX(seq) FROM (SELECT seq FROM outbox ORDER BY seq LIMIT $2) AS oldest) AS by_count,
+               (SELECT MIN(seq) - 1 FROM outbox WHERE at >= $1) AS by_age,
+               (SELECT MIN(seq) - 1 FROM event_deliveries
+                 WHERE state = 'pending' AND endpoint IN ({names})) AS by_pending,
+               (SELECT MIN(cursor_seq) FROM event_endpoints WHERE name IN ({names})) AS by_fan_out"
+        );
+        let row = sqlx::query(AssertSqlSafe(statement))
+            .bind(ms(before))
+            .bind(limit.max(1))
+            .fetch_one(&mut *tx)
+            .await
+            .context("finding the events to prune")?;
+        let bounds = ["by_count", "by_age", "by_pending", "by_fan_out"]
+            .iter()
+            .map(|column| row.try_get::<Option<i64>, _>(*column))
+            .collect::<Result<Vec<_>, _>>()?;
+        // No event at all (`by_count` NULL): nothing to do.
+        let Some(upto) = bounds[0] else {
+            tx.rollback().await.ok();
+            return Ok(0);
+        };
+        let upto = bounds.iter().flatten().fold(upto, |a, b| a.min(*b));
+        sqlx::query("DELETE FROM event_deliveries WHERE seq <= $1")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await
+            .context("pruning event deliveries")?;
+        let deleted = sqlx::query("DELETE FROM outbox WHERE seq <= $1")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await
+            .context("pruning events")?;
+        let deleted = D::rows_affected(&deleted);
+        if deleted > 0 {
+            // Only ever raised: the feed compares cursors with it.
+            sqlx::query(
+                "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(PRUNED_THROUGH_KEY)
+            .bind(upto.to_string())
+            .bind(ms(Utc::now()))
+            .execute(&mut *tx)
+            .await
+            .context("recording how far events were pruned")?;
+        }
+        tx.commit().await.context("committing an event prune")?;
+        Ok(deleted)
+    }
+
+    async fn events_pruned_through(&self) -> anyhow::Result<i64> {
+        let value: Option<String> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(PRUNED_THROUGH_KEY)
+            .fetch_optional(self.pool())
+            .await
+            .context("reading how far events were pruned")?;
+        match value {
+            None => Ok(0),
+            Some(text) => text.parse().with_context(|| {
+                format!("the setting {PRUNED_THROUGH_KEY} is not a number: {text:?}")
+            }),
+        }
     }
 }
 

@@ -763,3 +763,55 @@ async fn a_result_near_mints_deletion_is_announced_at_risk_once() {
     assert_eq!(body["data"]["state"], "finished");
     assert!(!events[0].payload.contains("Ada"));
 }
+
+#[tokio::test]
+async fn a_cursor_behind_pruned_events_is_told_so_never_skipped() {
+    let app = spawn_app().await;
+    let base = app.url("");
+    for _ in 0..2 {
+        app.request("flow-kyc-basic").await;
+    }
+    app.run_until_idle().await;
+    let (ids, cursor) = read_all(&app, &base, "0".to_owned()).await;
+    assert!(ids.len() >= 2, "two starts: {ids:?}");
+
+    // Everything is older than the retention a day from now, and no endpoint holds it back.
+    let store = app.pipeline().store.clone();
+    let later = app.clock.now() + chrono::TimeDelta::days(2);
+    let pruned = mintgate::retention::prune_events(
+        &store,
+        std::time::Duration::from_secs(86_400),
+        &[],
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(pruned as usize, ids.len());
+    assert_eq!(
+        store.events_pruned_through().await.unwrap().to_string(),
+        cursor
+    );
+
+    // A reader from the start, or from any cursor before the pruned one, is told.
+    let (status, page) = feed(&app, &base, "after=0").await;
+    assert_eq!(status, 410, "{page}");
+    assert_eq!(page["error"], "cursor_expired");
+    assert!(
+        page["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("after={cursor}")),
+        "{page}"
+    );
+    // A reader that had read everything goes on; a new one (no cursor) starts at the oldest kept.
+    let (status, page) = feed(&app, &base, &format!("after={cursor}")).await;
+    assert_eq!((status, page["events"].as_array().unwrap().len()), (200, 0));
+    let (status, page) = feed(&app, &base, "").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["nextCursor"].as_str().unwrap(), cursor);
+
+    app.request("flow-kyc-basic").await;
+    app.run_until_idle().await;
+    let (after, _) = read_all(&app, &base, cursor).await;
+    assert!(!after.is_empty(), "the next start's event");
+}

@@ -11,6 +11,7 @@ use mint_client::{FlowId, InstanceId};
 use mintgate::model::{
     ExecutionState, JobKind, JobPriority, JobState, Lease, Progress, WebhookRecord, WorkPause,
 };
+use mintgate::store::outbox::{DeliveryOutcome, EndpointFilter, OutboxEvent};
 use mintgate::store::postgres::PgStore;
 use mintgate::store::sql::Dialect;
 use mintgate::store::sqlite::SqliteStore;
@@ -83,6 +84,7 @@ store_contract!(
     a_run_of_404s_is_counted_from_its_first_and_ended_by_an_answer,
     ambiguous_starts_findings_and_decisions,
     an_execution_keeps_the_trace_context_of_its_request,
+    events_are_pruned_oldest_first_never_past_a_pending_delivery_or_the_fan_out,
 );
 
 async fn sqlite_store(dir: &tempfile::TempDir) -> SharedStore {
@@ -1867,4 +1869,101 @@ async fn an_execution_keeps_the_trace_context_of_its_request(store: SharedStore)
         panic!("{again:?}")
     };
     assert_eq!(again.traceparent.as_deref(), Some(TRACEPARENT));
+}
+
+async fn events_are_pruned_oldest_first_never_past_a_pending_delivery_or_the_fan_out(
+    store: SharedStore,
+) {
+    let crm = vec!["crm".to_owned()];
+    let filter = EndpointFilter {
+        name: "crm".to_owned(),
+        types: Vec::new(),
+    };
+    store.register_endpoints(&crm).await.unwrap();
+    for _ in 0..4 {
+        new_execution(&store).await;
+    }
+    // Four `execution.started` events at t0 (seq 1 to 4 on a fresh store).
+    run_starts(&store, |_| ExecutionPatch::state(ExecutionState::Running)).await;
+    let seqs = |events: Vec<OutboxEvent>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let all = seqs(store.outbox_after(0, 100).await.unwrap());
+    assert_eq!(all.len(), 4, "{all:?}");
+    let later = t0() + secs(86_400);
+    assert_eq!(store.events_pruned_through().await.unwrap(), 0);
+
+    // Not older than `before`: nothing goes.
+    assert_eq!(store.prune_events(t0(), &crm, 100).await.unwrap(), 0);
+    // Not fanned out to `crm` yet: nothing goes.
+    assert_eq!(store.prune_events(later, &crm, 100).await.unwrap(), 0);
+
+    // The first two fanned out; one delivered, one a dead letter.
+    assert_eq!(store.fan_out(&filter, t0(), 2).await.unwrap(), 2);
+    let claimed = store
+        .claim_deliveries(&crm, "w", t0(), t0() + secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    for delivery in &claimed {
+        let outcome = if delivery.seq == all[0] {
+            DeliveryOutcome::Delivered { status: 200 }
+        } else {
+            DeliveryOutcome::Failed {
+                status: Some(500),
+                error: "answered 500".to_owned(),
+                retry_at: None,
+            }
+        };
+        assert!(
+            store
+                .finish_delivery(delivery, "w", &outcome, t0())
+                .await
+                .unwrap()
+        );
+    }
+    // In batches: one, then the other; never past the fan-out.
+    assert_eq!(store.prune_events(later, &crm, 1).await.unwrap(), 1);
+    assert_eq!(store.events_pruned_through().await.unwrap(), all[0]);
+    assert_eq!(store.prune_events(later, &crm, 100).await.unwrap(), 1);
+    assert_eq!(store.events_pruned_through().await.unwrap(), all[1]);
+    assert_eq!(store.prune_events(later, &crm, 100).await.unwrap(), 0);
+    assert_eq!(seqs(store.outbox_after(0, 100).await.unwrap()), all[2..]);
+    assert!(store.deliveries(None, 100).await.unwrap().is_empty());
+
+    // The rest fanned out; the first delivered, the last still pending: only the first goes.
+    assert_eq!(store.fan_out(&filter, t0(), 100).await.unwrap(), 2);
+    let claimed = store
+        .claim_deliveries(&crm, "w", t0(), t0() + secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    for delivery in &claimed {
+        let outcome = if delivery.seq == all[2] {
+            DeliveryOutcome::Delivered { status: 204 }
+        } else {
+            DeliveryOutcome::Failed {
+                status: None,
+                error: "cannot connect".to_owned(),
+                retry_at: Some(t0() + secs(300)),
+            }
+        };
+        store
+            .finish_delivery(delivery, "w", &outcome, t0())
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.prune_events(later, &crm, 100).await.unwrap(), 1);
+    assert_eq!(store.events_pruned_through().await.unwrap(), all[2]);
+    let left = store.deliveries(None, 100).await.unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|d| (d.seq, d.state.as_str()))
+            .collect::<Vec<_>>(),
+        [(all[3], "pending")]
+    );
+
+    // Once `crm` is no longer configured, its pending delivery holds nothing back.
+    assert_eq!(store.prune_events(later, &[], 100).await.unwrap(), 1);
+    assert_eq!(store.events_pruned_through().await.unwrap(), all[3]);
+    assert!(store.outbox_after(0, 100).await.unwrap().is_empty());
+    assert!(store.deliveries(None, 100).await.unwrap().is_empty());
 }
