@@ -20,7 +20,7 @@ use crate::clock::{Clock, delta};
 use crate::config::{EventsConfig, WebhookConfig};
 use crate::store::SharedStore;
 
-/// Webhook records deleted in one transaction, at most.
+/// Rows (webhook records, events) deleted in one transaction, at most.
 pub const PRUNE_BATCH_MAX: i64 = 5_000;
 
 /// Deletes every webhook record past its retention at `now`; answers how many went.
@@ -31,18 +31,7 @@ pub async fn prune_webhooks(
 ) -> anyhow::Result<u64> {
     let before = now - delta(config.retention);
     let unmatched_before = now - delta(config.unmatched_retention);
-    let mut total = 0;
-    loop {
-        let deleted = store
-            .prune_webhooks(before, unmatched_before, PRUNE_BATCH_MAX)
-            .await?;
-        total += deleted;
-        if deleted < PRUNE_BATCH_MAX as u64 {
-            return Ok(total);
-        }
-        // Let the webhook writer in between batches.
-        tokio::task::yield_now().await;
-    }
+    in_batches(|| store.prune_webhooks(before, unmatched_before, PRUNE_BATCH_MAX)).await
 }
 
 /// Deletes the events older than `retention` at `now` that every endpoint of `endpoints` has
@@ -54,15 +43,24 @@ pub async fn prune_events(
     now: DateTime<Utc>,
 ) -> anyhow::Result<u64> {
     let before = now - delta(retention);
+    in_batches(|| store.prune_events(before, endpoints, PRUNE_BATCH_MAX)).await
+}
+
+/// Runs `batch` (one pruning transaction of at most [`PRUNE_BATCH_MAX`] rows) until a batch
+/// comes back short; answers the rows deleted in all.
+async fn in_batches<F, Fut>(mut batch: F) -> anyhow::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
     let mut total = 0;
     loop {
-        let deleted = store
-            .prune_events(before, endpoints, PRUNE_BATCH_MAX)
-            .await?;
+        let deleted = batch().await?;
         total += deleted;
         if deleted < PRUNE_BATCH_MAX as u64 {
             return Ok(total);
         }
+        // Let the intake's writer in between batches.
         tokio::task::yield_now().await;
     }
 }

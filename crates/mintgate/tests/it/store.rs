@@ -1898,13 +1898,8 @@ async fn events_are_pruned_oldest_first_never_past_a_pending_delivery_or_the_fan
 
     // The first two fanned out; one delivered, one a dead letter.
     assert_eq!(store.fan_out(&filter, t0(), 2).await.unwrap(), 2);
-    let claimed = store
-        .claim_deliveries(&crm, "w", t0(), t0() + secs(60), 10)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 2);
-    for delivery in &claimed {
-        let outcome = if delivery.seq == all[0] {
+    finish_claimed(&store, &crm, |seq| {
+        if seq == all[0] {
             DeliveryOutcome::Delivered { status: 200 }
         } else {
             DeliveryOutcome::Failed {
@@ -1912,14 +1907,9 @@ async fn events_are_pruned_oldest_first_never_past_a_pending_delivery_or_the_fan
                 error: "answered 500".to_owned(),
                 retry_at: None,
             }
-        };
-        assert!(
-            store
-                .finish_delivery(delivery, "w", &outcome, t0())
-                .await
-                .unwrap()
-        );
-    }
+        }
+    })
+    .await;
     // In batches: one, then the other; never past the fan-out.
     assert_eq!(store.prune_events(later, &crm, 1).await.unwrap(), 1);
     assert_eq!(store.events_pruned_through().await.unwrap(), all[0]);
@@ -1931,13 +1921,8 @@ async fn events_are_pruned_oldest_first_never_past_a_pending_delivery_or_the_fan
 
     // The rest fanned out; the first delivered, the last still pending: only the first goes.
     assert_eq!(store.fan_out(&filter, t0(), 100).await.unwrap(), 2);
-    let claimed = store
-        .claim_deliveries(&crm, "w", t0(), t0() + secs(60), 10)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 2);
-    for delivery in &claimed {
-        let outcome = if delivery.seq == all[2] {
+    finish_claimed(&store, &crm, |seq| {
+        if seq == all[2] {
             DeliveryOutcome::Delivered { status: 204 }
         } else {
             DeliveryOutcome::Failed {
@@ -1945,12 +1930,9 @@ async fn events_are_pruned_oldest_first_never_past_a_pending_delivery_or_the_fan
                 error: "cannot connect".to_owned(),
                 retry_at: Some(t0() + secs(300)),
             }
-        };
-        store
-            .finish_delivery(delivery, "w", &outcome, t0())
-            .await
-            .unwrap();
-    }
+        }
+    })
+    .await;
     assert_eq!(store.prune_events(later, &crm, 100).await.unwrap(), 1);
     assert_eq!(store.events_pruned_through().await.unwrap(), all[2]);
     let left = store.deliveries(None, 100).await.unwrap();
@@ -1966,4 +1948,24 @@ async fn events_are_pruned_oldest_first_never_past_a_pending_delivery_or_the_fan
     assert_eq!(store.events_pruned_through().await.unwrap(), all[3]);
     assert!(store.outbox_after(0, 100).await.unwrap().is_empty());
     assert!(store.deliveries(None, 100).await.unwrap().is_empty());
+}
+
+/// Claims the due deliveries to `endpoints` (two expected) and records `outcome(seq)` for each.
+async fn finish_claimed(
+    store: &SharedStore,
+    endpoints: &[String],
+    outcome: impl Fn(i64) -> DeliveryOutcome,
+) {
+    let claimed = store
+        .claim_deliveries(endpoints, "w", t0(), t0() + secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    for delivery in &claimed {
+        let recorded = store
+            .finish_delivery(delivery, "w", &outcome(delivery.seq), t0())
+            .await
+            .unwrap();
+        assert!(recorded, "the lease was held");
+    }
 }
