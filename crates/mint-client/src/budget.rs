@@ -206,6 +206,11 @@ pub trait Budget: Send + Sync + fmt::Debug + 'static {
     fn on_throttled(&self, retry_after: Option<Duration>) -> BoxFuture<'_, ()>;
     /// The current state.
     fn snapshot(&self) -> BoxFuture<'_, BudgetSnapshot>;
+    /// This process stops spending the budget for good (a graceful shutdown): a budget shared by
+    /// several processes lets the others have its share at once. Nothing to do for a local one.
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// The answer of [`WindowBudget::try_acquire`] when it does not admit.
@@ -507,11 +512,94 @@ impl WindowBudget {
     }
 }
 
-/// The in-process [`Budget`]: a [`WindowBudget`] on tokio's clock with a priority queue of waiters.
+/// The time a [`LocalBudget`] runs on: tokio's ([`TokioClock`]) unless told otherwise. A test may
+/// give the budget a [`ManualClock`] it moves together with a simulator's, so that what the budget
+/// admits, and when the server sees it, depend on that time only, not on the machine's scheduling.
+pub trait BudgetClock: Send + Sync + fmt::Debug + 'static {
+    /// Time since the clock's start.
+    fn now(&self) -> Duration;
+    /// Completes once [`Self::now`] has reached `at`.
+    fn sleep_until(&self, at: Duration) -> BoxFuture<'_, ()>;
+}
+
+/// Tokio's clock (real time, or tokio's paused test time), from the moment it was made.
+#[derive(Debug)]
+pub struct TokioClock {
+    epoch: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Self {
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BudgetClock for TokioClock {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn sleep_until(&self, at: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(tokio::time::sleep_until(self.epoch + at))
+    }
+}
+
+/// A clock that moves only when [`ManualClock::advance`] is called (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: Mutex<Duration>,
+    advanced: Notify,
+}
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward by `by` and wakes whoever sleeps on it.
+    pub fn advance(&self, by: Duration) {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner()) += by;
+        self.advanced.notify_waiters();
+    }
+}
+
+impl BudgetClock for ManualClock {
+    fn now(&self) -> Duration {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sleep_until(&self, at: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            loop {
+                // Registered before the time is read, so no advance between the two is lost.
+                let advanced = self.advanced.notified();
+                tokio::pin!(advanced);
+                advanced.as_mut().enable();
+                if self.now() >= at {
+                    return;
+                }
+                advanced.await;
+            }
+        })
+    }
+}
+
+/// The in-process [`Budget`]: a [`WindowBudget`] on a [`BudgetClock`] (tokio's by default) with a
+/// priority queue of waiters.
 pub struct LocalBudget {
     state: Mutex<State>,
     notify: Notify,
-    epoch: tokio::time::Instant,
+    clock: std::sync::Arc<dyn BudgetClock>,
 }
 
 struct State {
@@ -531,8 +619,13 @@ impl fmt::Debug for LocalBudget {
 }
 
 impl LocalBudget {
-    /// A fresh budget.
+    /// A fresh budget on tokio's clock.
     pub fn new(cfg: BudgetConfig) -> Self {
+        Self::with_clock(cfg, std::sync::Arc::new(TokioClock::new()))
+    }
+
+    /// A fresh budget on `clock`.
+    pub fn with_clock(cfg: BudgetConfig, clock: std::sync::Arc<dyn BudgetClock>) -> Self {
         Self {
             state: Mutex::new(State {
                 core: WindowBudget::new(cfg),
@@ -540,12 +633,12 @@ impl LocalBudget {
                 next_seq: 0,
             }),
             notify: Notify::new(),
-            epoch: tokio::time::Instant::now(),
+            clock,
         }
     }
 
     fn now(&self) -> Duration {
-        self.epoch.elapsed()
+        self.clock.now()
     }
 
     async fn acquire_inner(&self, units: u32, priority: Priority) -> Result<Ticket, BudgetError> {
@@ -607,7 +700,7 @@ impl LocalBudget {
             match deadline {
                 Some(t) => {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(self.epoch + t) => {}
+                        _ = self.clock.sleep_until(t) => {}
                         _ = &mut notified => {}
                     }
                 }
@@ -1050,7 +1143,7 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), ["op", "hook", "bg1", "bg2"]);
         assert_eq!(
-            tokio::time::Instant::now() - budget.epoch,
+            budget.now(),
             Duration::from_secs(4)
         );
     }
@@ -1087,7 +1180,7 @@ mod tests {
         assert!(!waiter.is_finished(), "in flight for 3 s: still counts");
         budget.answered(in_flight).await;
         waiter.await.unwrap().unwrap();
-        let elapsed = tokio::time::Instant::now() - budget.epoch;
+        let elapsed = budget.now();
         assert_eq!(elapsed, secs(4.0), "one burst window after the answer");
     }
 

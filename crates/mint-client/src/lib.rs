@@ -91,8 +91,8 @@ mod timestamp;
 mod token;
 
 pub use budget::{
-    AdaptiveConfig, BoxFuture, Budget, BudgetConfig, BudgetError, BudgetSnapshot, LocalBudget,
-    Priority, Refusal, Ticket, WindowBudget,
+    AdaptiveConfig, BoxFuture, Budget, BudgetClock, BudgetConfig, BudgetError, BudgetSnapshot,
+    LocalBudget, ManualClock, Priority, Refusal, Ticket, TokioClock, WindowBudget,
 };
 pub use client::MintClient;
 pub use config::{

@@ -1,11 +1,15 @@
 //! Item 5: the weighted budget, 429 storms and a wrong limit that converges.
 //!
-//! The simulator's limits here are shrunk to 20 units per 2 s (burst 10 per second) so a test takes
-//! seconds; the client's budget is scaled the same way.
+//! The simulator's limits here are shrunk to 20 units per 2 s (burst 10 per second); the client's
+//! budget is scaled the same way. Both run on one simulated time the test moves (see
+//! [`shared_time`]), so what they admit does not depend on the machine's scheduling.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use mint_client::{AdaptiveConfig, BudgetConfig, ListFlows, MintClient, Priority};
+use mint_client::{
+    AdaptiveConfig, BudgetConfig, ListFlows, LocalBudget, ManualClock, MintClient, Priority,
+};
 use mint_sim::{Faults, Limits, SimConfig, Simulator};
 
 use crate::helpers;
@@ -45,19 +49,71 @@ fn right_budget() -> BudgetConfig {
     }
 }
 
-async fn run_calls(client: &MintClient, tasks: usize, calls_per_task: usize) {
-    let handles = (0..tasks).map(|_| {
-        let c = client.at(Priority::Background);
-        tokio::spawn(async move {
-            for _ in 0..calls_per_task {
-                c.list_flows(&ListFlows::default())
-                    .await
-                    .expect("every call succeeds");
-            }
+/// Simulated time, shared: the simulator's clock is frozen and the client's budget runs on a
+/// [`ManualClock`]; the test moves both (see [`run_calls`]) only while every task waits for the
+/// budget. What the budget admits, what the simulator counts in its windows, how long pauses and
+/// storms last: all of it is a function of this time, so the assertions hold whatever the
+/// machine's scheduling (only the retry layer's short backoffs run in real time).
+async fn shared_time(sim: &Simulator) -> Arc<ManualClock> {
+    sim.admin().set_time_scale(0.0).await.unwrap();
+    Arc::new(ManualClock::new())
+}
+
+/// How far time moves at each step.
+const STEP: Duration = Duration::from_millis(50);
+
+/// A client of the simulator's `demo` API client whose budget runs on `clock`. Its windows are a
+/// [`STEP`] longer than `budget`'s: the budget's clock moves first and the simulator's follows,
+/// so the simulator may see a request up to a step earlier than the budget admitted it, and a
+/// unit must stay counted that much longer (what latency is for a real server, the lag is here).
+fn client_on(sim: &Simulator, budget: BudgetConfig, clock: &Arc<ManualClock>) -> MintClient {
+    let budget = BudgetConfig {
+        window: budget.window + STEP,
+        burst_window: budget.burst_window + STEP,
+        ..budget
+    };
+    let config = helpers::config(sim, "demo").budget(budget.clone());
+    let local = Arc::new(LocalBudget::with_clock(budget, clock.clone()));
+    MintClient::with_shared(config, local, None).unwrap()
+}
+
+/// Runs `calls_per_task` calls on each of `tasks` tasks, moving time forward by [`STEP`] whenever
+/// every unfinished task waits in the budget's queue (none has a request on its way or sleeps in
+/// the retry layer): the budget's clock first, then the simulator's, which never runs ahead of
+/// it nor lags by more than a step.
+async fn run_calls(
+    sim: &Simulator,
+    client: &MintClient,
+    clock: &ManualClock,
+    tasks: usize,
+    calls_per_task: usize,
+) {
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let c = client.at(Priority::Background);
+            tokio::spawn(async move {
+                for _ in 0..calls_per_task {
+                    c.list_flows(&ListFlows::default())
+                        .await
+                        .expect("every call succeeds");
+                }
+            })
         })
-    });
-    for h in futures::future::join_all(handles).await {
-        h.unwrap();
+        .collect();
+    loop {
+        let unfinished = handles.iter().filter(|h| !h.is_finished()).count();
+        if unfinished == 0 {
+            break;
+        }
+        if client.budget().snapshot().await.waiting == unfinished {
+            clock.advance(STEP);
+            sim.admin().advance_clock(STEP).await.unwrap();
+        }
+        // Lets the tasks run (the condition above is what decides, not this pause).
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for h in handles {
+        h.await.unwrap();
     }
 }
 
@@ -76,15 +132,17 @@ async fn storm(sim: &Simulator, retry_after_secs: Option<u64>) {
 async fn a_429_storm_without_retry_after_is_ridden_out_and_the_client_stays_under_budget_afterwards()
  {
     let sim = helpers::sim_with(small_limits()).await;
-    let client = MintClient::new(helpers::config(&sim, "demo").budget(right_budget())).unwrap();
+    let clock = shared_time(&sim).await;
+    let client = client_on(&sim, right_budget(), &clock);
     client.fetch_token().await.unwrap();
     storm(&sim, None).await;
-    run_calls(&client, 4, 3).await;
+    run_calls(&sim, &client, &clock, 4, 3).await;
     let during = helpers::usage(&sim, "demo").await;
+    // The first calls went out at once, inside the storm's simulated second.
     assert!(during.throttled > 0, "the storm was served");
     let snapshot = client.budget().snapshot().await;
     assert!(snapshot.throttled_total > 0);
-    run_calls(&client, 4, 5).await;
+    run_calls(&sim, &client, &clock, 4, 5).await;
     let after = helpers::usage(&sim, "demo").await;
     assert_eq!(
         after.throttled, during.throttled,
@@ -92,47 +150,54 @@ async fn a_429_storm_without_retry_after_is_ridden_out_and_the_client_stays_unde
     );
     let requests = after.requests_by_endpoint["list_flows"];
     assert_eq!(requests - after.throttled, 32, "every call answered once");
+    assert_eq!(after.units, 32, "units served: one a call");
 }
 
 #[tokio::test]
 async fn a_429_storm_with_retry_after_is_waited_out_not_hammered() {
     let sim = helpers::sim_with(small_limits()).await;
-    let client = MintClient::new(helpers::config(&sim, "demo").budget(right_budget())).unwrap();
+    let clock = shared_time(&sim).await;
+    let client = client_on(&sim, right_budget(), &clock);
     client.fetch_token().await.unwrap();
-    let started = tokio::time::Instant::now();
+    let started = sim.admin().now().await.unwrap();
     storm(&sim, Some(1)).await;
-    run_calls(&client, 4, 3).await;
+    run_calls(&sim, &client, &clock, 4, 3).await;
+    let waited = sim.admin().now().await.unwrap() - started;
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After was honoured"
+        waited >= chrono::Duration::seconds(1),
+        "Retry-After was honoured: {waited}"
     );
     let during = helpers::usage(&sim, "demo").await;
-    // Each of the 4 tasks met the storm at most once or twice before waiting the whole second.
+    // Each task met the storm at most twice: the first 429's pause (Retry-After, for everyone)
+    // ends when the storm does (the simulator lags the budget by up to a step), the second's
+    // after it.
     assert!(
         during.throttled >= 1 && during.throttled <= 8,
         "throttled {}",
         during.throttled
     );
-    run_calls(&client, 4, 5).await;
+    run_calls(&sim, &client, &clock, 4, 5).await;
     let after = helpers::usage(&sim, "demo").await;
     assert_eq!(
         after.throttled, during.throttled,
         "no 429 once the storm was over"
     );
+    assert_eq!(after.units, 32, "units served: one a call");
 }
 
 #[tokio::test]
 async fn a_limit_set_too_high_converges_below_the_server_limit() {
     let sim = helpers::sim_with(small_limits()).await;
+    let clock = shared_time(&sim).await;
     // Three times the server's real limit: the client must learn it from 429s.
     let wrong = BudgetConfig {
         limit_units: 60,
         burst_units: 30,
         ..right_budget()
     };
-    let client = MintClient::new(helpers::config(&sim, "demo").budget(wrong)).unwrap();
+    let client = client_on(&sim, wrong, &clock);
     client.fetch_token().await.unwrap();
-    run_calls(&client, 6, 5).await;
+    run_calls(&sim, &client, &clock, 6, 5).await;
     let learning = helpers::usage(&sim, "demo").await;
     assert!(learning.throttled > 0, "the wrong limit was hit");
     // What the client now admits in one server window (2 s = two burst windows).
@@ -142,7 +207,7 @@ async fn a_limit_set_too_high_converges_below_the_server_limit() {
         admitted <= 20,
         "admits {admitted} per 2 s, over the server's 20: {s:?}"
     );
-    run_calls(&client, 6, 5).await;
+    run_calls(&sim, &client, &clock, 6, 5).await;
     let converged = helpers::usage(&sim, "demo").await;
     assert_eq!(
         converged.throttled, learning.throttled,
@@ -154,6 +219,7 @@ async fn a_limit_set_too_high_converges_below_the_server_limit() {
         60,
         "every call answered once"
     );
+    assert_eq!(converged.units, 60, "units served: one a call");
 }
 
 #[tokio::test]
