@@ -103,15 +103,9 @@ pub fn mint_client(
     mint_client_observed(name, profile, clock, tune, None, shared)
 }
 
-/// Like [`mint_client`], with an observer told about every request (for metrics).
-pub fn mint_client_observed(
-    name: &str,
-    profile: &MintProfile,
-    clock: &Clock,
-    tune: Option<fn(MintConfig) -> MintConfig>,
-    observer: Option<Arc<dyn mint_client::Observer>>,
-    shared: Option<(&SharedRedis, u32)>,
-) -> anyhow::Result<MintClient> {
+/// The budget of one profile's Mint client: 10 % under the API client's limits, its windows
+/// (Mint's minute and second) and pauses scaled to the clock's speed, in real time.
+pub fn budget_config(profile: &MintProfile, clock: &Clock) -> BudgetConfig {
     // Mint's limits are per minute and per second of Mint's time; a faster clock (the demo) runs
     // every such duration faster too.
     let defaults = BudgetConfig::default();
@@ -122,7 +116,7 @@ pub fn mint_client_observed(
         ceiling_memory: clock.real(defaults.adaptive.ceiling_memory),
         ..defaults.adaptive.clone()
     };
-    let budget = BudgetConfig {
+    BudgetConfig {
         // 10 % under the API client's limit: see BudgetConfig's documentation.
         limit_units: profile.budget_units_per_minute * 9 / 10,
         window: clock.real(Duration::from_secs(60)),
@@ -130,7 +124,19 @@ pub fn mint_client_observed(
         burst_window: clock.real(Duration::from_secs(1)),
         adaptive,
         ..defaults
-    };
+    }
+}
+
+/// Like [`mint_client`], with an observer told about every request (for metrics).
+pub fn mint_client_observed(
+    name: &str,
+    profile: &MintProfile,
+    clock: &Clock,
+    tune: Option<fn(MintConfig) -> MintConfig>,
+    observer: Option<Arc<dyn mint_client::Observer>>,
+    shared: Option<(&SharedRedis, u32)>,
+) -> anyhow::Result<MintClient> {
+    let budget = budget_config(profile, clock);
     let retry_defaults = mint_client::RetryConfig::default();
     let retry = mint_client::RetryConfig {
         base_delay: clock.real(retry_defaults.base_delay),
@@ -162,12 +168,15 @@ pub fn mint_client_observed(
         Some((redis, replicas)) => {
             // One budget and one token per API client, whichever environment names it.
             let api_client = format!("{}:{}", profile.api_base, profile.client_id);
-            let budget: Arc<dyn Budget> = Arc::new(RedisBudget::new(
+            let budget = Arc::new(RedisBudget::new(
                 redis.clone(),
                 &api_client,
                 config.budget.clone(),
                 replicas,
             ));
+            // Idle or not, the replica stays a live member of the fleet's budget (ends with it).
+            budget.spawn_heartbeat();
+            let budget: Arc<dyn Budget> = budget;
             let tokens: Arc<dyn TokenStore> =
                 Arc::new(RedisTokenStore::new(redis.clone(), &api_client));
             MintClient::with_shared(config, budget, Some(tokens))
@@ -566,6 +575,11 @@ impl Application {
                     server.abort();
                 }
             }
+        }
+        // Nothing more will be spent: a shared budget gives this replica's share to the others
+        // at once (a crash leaves it held back until the member timeout).
+        for (_, client) in self.pipeline.clients.iter() {
+            client.budget().leave().await;
         }
         // Last: the spans of the work that just finished are exported too.
         if let Some(telemetry) = self.telemetry.take() {

@@ -6,18 +6,19 @@
 //! units on starts only (plus one flow listing and no token: tokens cost no units). Figures, in
 //! simulated time, from the simulator's own records:
 //!
-//! - started executions per minute during the drain, as a fraction of the fleet's configured
-//!   budget: the shared GCRA's sustained rate plus its instant capacity over the drain's length
-//!   (the most the limiter may admit in that time; goal at least 0.95), and for reference as a
-//!   fraction of Mint's 100 units a minute;
+//! - started executions per minute during the drain;
+//! - the units Mint counted during the measured span (from just before the first request to just
+//!   after the last start) as a fraction of what the fleet's budget admits in that span: the
+//!   shared GCRA's instant capacity once plus its sustained rate over the span
+//!   ([`GcraParams::admissible_units`], from the budget the replicas run, as `app::budget_config`
+//!   derives it from the profile; goal at least 0.95), and for reference as a fraction of the
+//!   profile's units a minute;
 //! - 429s served (goal 0), and fallbacks to a local share (goal 0: Redis was used throughout;
 //!   the run fails otherwise).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use mint_client::BudgetConfig;
-
 use super::fleet::{Fleet, FleetOptions};
 use mintgate::config::PipelineConfig;
 use mintgate::shared::GcraParams;
@@ -43,16 +44,20 @@ pub struct ReplicasFigures {
     pub accepted_real_secs: f64,
     pub drained_real_secs: f64,
     pub drain_simulated_minutes: f64,
+    /// The span the units are counted over (simulated minutes), the drain's and a little more.
+    pub measured_simulated_minutes: f64,
     pub started_per_minute: f64,
     pub units: f64,
     pub units_per_minute: f64,
     pub fleet_rate_units_per_minute: f64,
     pub fleet_instant_capacity_units: u32,
     pub admissible_units: f64,
-    /// Units spent / units the fleet's budget admits in the drain (goal >= 0.95).
+    /// Units spent / units the fleet's budget admits in the measured span (goal >= 0.95).
     pub fleet_budget_fraction: f64,
-    /// Units spent / Mint's 100 units a minute over the drain.
+    /// Units spent / the profile's units a minute over the measured span.
     pub mint_budget_fraction: f64,
+    /// Units Mint counted before the measured span (the replicas' start-up), left out.
+    pub units_before: f64,
     pub throttled: u64,
     pub fallbacks: u64,
     pub tokens_issued: u64,
@@ -106,7 +111,11 @@ async fn bench(args: &ReplicasArgs, database_url: String) -> anyhow::Result<()> 
 
 async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
     let real_start = Instant::now();
+    // The span is opened before the units are read and closed after: every unit counted was
+    // spent inside it (units spent meanwhile by the replicas' start-up make the figure lower,
+    // never higher).
     let sim_start = fleet.admin.now().await?;
+    let units_before = demo_units(fleet).await?;
     for i in 0..args.executions {
         fleet
             .request(
@@ -140,27 +149,31 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
         .context("no instance")?;
     let drain_minutes = ((last - sim_start).num_milliseconds() as f64 / 60_000.0).max(1e-9);
     let usage = fleet.admin.usage().await?;
+    let sim_end = fleet.admin.now().await?;
     let client = usage.clients.get("demo").cloned().unwrap_or_default();
-    let units = client.units as f64;
+    let units = client.units as f64 - units_before;
+    let span = (sim_end - sim_start)
+        .to_std()
+        .context("the simulator's clock went backwards")?;
+    let measured_minutes = (span.as_secs_f64() / 60.0).max(1e-9);
 
-    // The fleet's budget as the replicas run it: the limit from replica 0's own gauge
-    // (mintgate_mint_budget_units_limit, 90 % of the profile's), the burst from the profile by the
-    // same rule (app::mint_client), the windows Mint's scaled by the simulator's clock.
-    let metrics = fleet_metrics(fleet).await?;
-    let limit_units = metric(&metrics[0], "mintgate_mint_budget_units_limit") as u32;
-    anyhow::ensure!(limit_units > 0, "replica 0 shows no budget limit");
+    // The fleet's budget as the replicas run it (app::budget_config), in simulated time: the
+    // clock of speed 1 leaves Mint's minute and second as they are. Replica 0's own gauge
+    // (mintgate_mint_budget_units_limit) must show the same limit, or the figure would not be
+    // that of the budget measured.
     let profile = fleet
         .config
         .mint
         .get(&fleet.config.default_environment)
         .context("the fleet's Mint profile")?;
-    let budget = BudgetConfig {
-        limit_units,
-        window: Duration::from_secs(60),
-        burst_units: (profile.budget_burst_units * 9 / 10).max(5),
-        burst_window: Duration::from_secs(1),
-        ..BudgetConfig::default()
-    };
+    let budget = mintgate::app::budget_config(profile, &mintgate::clock::Clock::system());
+    let metrics = fleet_metrics(fleet).await?;
+    let gauge_limit = metric(&metrics[0], "mintgate_mint_budget_units_limit") as u32;
+    anyhow::ensure!(
+        gauge_limit == budget.limit_units,
+        "replica 0 runs a limit of {gauge_limit} units, not the {} of its profile's budget",
+        budget.limit_units
+    );
     // Redis was used throughout: no replica fell back to its local share.
     let fallbacks = metrics
         .iter()
@@ -168,7 +181,12 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
         .sum::<f64>() as u64;
     let params = GcraParams::from_budget(&budget);
     let rate_per_minute = params.units_per_second() * 60.0;
-    let admissible = f64::from(params.window_capacity_units) + rate_per_minute * drain_minutes;
+    // Why not `capacity + rate × drain` with the whole run's units (the first version, which read
+    // 1.03): Mint's count included the replicas' start-up (a flow listing and the role probes,
+    // spent before the drain began, from a capacity refilled before it), while the span was the
+    // drain's only. Here the units and the span are the same interval's, and the capacity counts
+    // once in it, as the GCRA admits it.
+    let admissible = params.admissible_units(span);
     let started = instances.len() as f64;
     let figures = ReplicasFigures {
         replicas: args.replicas,
@@ -177,6 +195,7 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
         accepted_real_secs: accepted.as_secs_f64(),
         drained_real_secs: drained.as_secs_f64(),
         drain_simulated_minutes: drain_minutes,
+        measured_simulated_minutes: measured_minutes,
         started_per_minute: started / drain_minutes,
         units,
         units_per_minute: units / drain_minutes,
@@ -184,7 +203,9 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
         fleet_instant_capacity_units: params.window_capacity_units,
         admissible_units: admissible,
         fleet_budget_fraction: units / admissible,
-        mint_budget_fraction: units / (100.0 * drain_minutes),
+        mint_budget_fraction: units
+            / (f64::from(profile.budget_units_per_minute) * measured_minutes),
+        units_before,
         throttled: client.throttled,
         fallbacks,
         tokens_issued: client.tokens_issued,
@@ -207,7 +228,7 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
             units / drain_minutes
         );
         println!(
-            "  fleet budget:   {:.1} units/min sustained + {} at once → {admissible:.1} units admissible in the drain",
+            "  fleet budget:   {:.1} units/min sustained + {} at once → {admissible:.1} units admissible in the {measured_minutes:.2} min measured ({units:.0} spent; {units_before:.0} before, left out)",
             rate_per_minute, params.window_capacity_units
         );
         println!(
@@ -215,8 +236,9 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
             units / admissible
         );
         println!(
-            "  fraction of Mint's 100 units/min:  {:.3}",
-            units / (100.0 * drain_minutes)
+            "  fraction of Mint's {} units/min:  {:.3}",
+            profile.budget_units_per_minute,
+            units / (f64::from(profile.budget_units_per_minute) * measured_minutes)
         );
         println!("  429s served:    {} (goal 0)", client.throttled);
         println!("  fallbacks to a local share (Redis unreachable): {fallbacks} (goal 0)");
@@ -227,6 +249,12 @@ async fn measure(args: &ReplicasArgs, fleet: &Fleet) -> anyhow::Result<()> {
         "a replica fell back to its local share: the figures are not those of the shared budget"
     );
     Ok(())
+}
+
+/// The units Mint counted for the fleet's API client so far.
+async fn demo_units(fleet: &Fleet) -> anyhow::Result<f64> {
+    let usage = fleet.admin.usage().await?;
+    Ok(usage.clients.get("demo").map_or(0.0, |c| c.units as f64))
 }
 
 /// Each replica's Prometheus text.

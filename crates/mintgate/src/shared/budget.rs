@@ -27,14 +27,47 @@
 //!
 //! The replica falls back to a [`LocalBudget`] with a conservative share of the budget (limit and
 //! burst divided by `service.replicas`), logs it once, and sets `mintgate_budget_fallback_active`.
-//! It probes Redis again at most once per [`PROBE_INTERVAL`]. On recovery it first repays what it
-//! spent locally during the last window (the script moves the shared arrival time forward by those
-//! units), so the local spending and the shared spending together still fit the window.
+//! It probes Redis again at most once per [`PROBE_INTERVAL`] (a `PING` first, so a failed probe
+//! cannot count as a sign of life, see below). On recovery it first repays what it spent locally
+//! during the last window (the script moves the shared arrival time forward by those units), so
+//! the local spending and the shared spending together still fit the window.
+//!
+//! # A partial partition: membership and held-back shares
+//!
+//! When Redis is unreachable for one replica only, the others keep spending the shared budget:
+//! without more, the fleet would spend the whole budget *plus* the cut-off replica's share, and
+//! Mint answers 429. So the replicas keep a membership in Redis (a sorted set of member ids by
+//! last-seen time, refreshed by every call of the script and by a heartbeat every
+//! [`RedisBudget::heartbeat_interval`], even when idle), and the script *holds back* the share of
+//! every member silent for longer than [`RedisBudget::silence`]: it charges the shared GCRA
+//! `share × elapsed / window` units for each, continuously, as if that member spent its whole
+//! local share at an even pace. The rest of the fleet then gets `limit − share` per window. At most
+//! `service.replicas − live members` shares are held (a replica restarted after a crash is a new
+//! member: the old one's share is not held beside it), and a member silent for longer than
+//! [`RedisBudget::member_timeout`] is forgotten (a replica that died for good costs a share for
+//! that long; a graceful shutdown leaves at once, [`Budget::leave`]). A membership Redis does not
+//! have (first start, or Redis restarted empty) may miss replicas still spending their local
+//! shares, so for a member timeout after it begins, every missing replica's share is held back.
+//!
+//! The cut-off replica cannot know what the others spent just before Redis noticed its silence,
+//! so with `service.replicas > 1` it spends its local share only from `silence + window` after
+//! the last moment Redis may have seen it (every window holding local spending then starts after
+//! the hold-back began) until `member_timeout − window − silence` after the last call Redis
+//! surely executed (its spending leaves the window before Redis forgets it); outside that span it
+//! waits for Redis. A replica that never reached Redis spends nothing until it does. This costs a
+//! window of stillness at the start of any outage, and a full outage longer than the member
+//! timeout stops the fleet's Mint calls until Redis returns: the price of never exceeding Mint's
+//! limit when one cannot tell a partition from an outage. A returning replica repays its local
+//! units of the last window before anything else, so it never spends a window twice.
+//!
+//! The window rule is held back exactly; the burst rule is not (a cut-off replica's burst share
+//! beside the others' bursts is bounded by the window rule's small instant capacity, a tenth of
+//! the limit: at most about the burst limit plus two units, within the 10 % headroom under Mint's).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mint_client::{
@@ -43,16 +76,30 @@ use mint_client::{
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::SharedRedis;
+use super::{REDIS_COMMAND_TIMEOUT, SharedRedis};
 
 /// While Redis is unreachable, try it again at most this often.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Heartbeats per budget window: a live replica refreshes its membership this often at least.
+const HEARTBEATS_PER_WINDOW: u32 = 30;
+/// Bounds of the heartbeat's period (2 s for Mint's minute).
+const HEARTBEAT_MIN: Duration = Duration::from_millis(20);
+const HEARTBEAT_MAX: Duration = Duration::from_secs(2);
+/// A silent member's share is held back for this many windows (plus the silence), then it is
+/// forgotten: long enough for a partition of most causes, short enough that a replica that died
+/// for good (and was not replaced) does not slow the fleet for long.
+const MEMBER_TIMEOUT_WINDOWS: u32 = 60;
+
 /// The weighted two-rule GCRA. KEYS: window TAT, burst TAT, pause-until, units used per slot (a
-/// hash). ARGV: window interval, window tolerance (already shortened by the priority's reserve),
-/// burst interval, burst tolerance (all in ms per unit / ms), cost, debt (units to repay first),
-/// slot length and the used-units hash's lifetime (ms).
-/// Answers `{1, 0}` (admitted) or `{0, wait_ms}`.
+/// hash), members (a sorted set: id by last-seen ms), hold-back (a hash: when the membership began
+/// and when the hold-back was last charged, ms). ARGV: window
+/// interval, window tolerance (already shortened by the priority's reserve), burst interval, burst
+/// tolerance (all in ms per unit / ms), cost (0: a heartbeat), debt (units to repay first), slot
+/// length and the used-units hash's lifetime (ms), window (ms), member id, replicas, share
+/// (units), silence and member timeout (ms).
+/// Answers `{1, 0, held}` (admitted) or `{0, wait_ms, held}`, `held` the members whose shares
+/// are held back.
 ///
 /// The GCRA keeps no history, so the units the fleet spent in the last window (what the status
 /// page and `mintgate_mint_budget_units_remaining` show, as for a local budget) are counted beside
@@ -63,14 +110,32 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local t1, tau1 = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t2, tau2 = tonumber(ARGV[3]), tonumber(ARGV[4])
 local cost, debt = tonumber(ARGV[5]), tonumber(ARGV[6])
+local window, replicas, share = tonumber(ARGV[9]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local silent_ms, drop_ms = tonumber(ARGV[13]), tonumber(ARGV[14])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - drop_ms)
+redis.call('ZADD', KEYS[5], now, ARGV[10])
+redis.call('PEXPIRE', KEYS[5], math.ceil(drop_ms))
+local live = redis.call('ZCOUNT', KEYS[5], now - silent_ms, '+inf')
+local held = redis.call('ZCARD', KEYS[5]) - live
+if held > replicas - live then held = replicas - live end
+if held < 0 then held = 0 end
+local born = tonumber(redis.call('HGET', KEYS[6], 'born') or now)
+if now - born < drop_ms and held < replicas - live then held = replicas - live end
+local charged = tonumber(redis.call('HGET', KEYS[6], 'charged') or now)
+local elapsed = math.min(math.max(now - charged, 0), window)
+redis.call('HSET', KEYS[6], 'charged', now, 'born', born)
+redis.call('PEXPIRE', KEYS[6], math.ceil(drop_ms))
+local hold = held * share * elapsed / window
 local tat1 = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat1 < now then tat1 = now end
 local slot = math.floor(now / tonumber(ARGV[7]))
 if debt > 0 then
-  tat1 = tat1 + debt * t1
-  redis.call('SET', KEYS[1], tat1, 'PX', math.ceil(tat1 - now) + 1000)
   redis.call('HINCRBY', KEYS[4], slot, debt)
   redis.call('PEXPIRE', KEYS[4], ARGV[8])
+end
+if debt + hold > 0 then
+  tat1 = tat1 + (debt + hold) * t1
+  redis.call('SET', KEYS[1], tat1, 'PX', math.ceil(tat1 - now) + 1000)
 end
 local tat2 = tonumber(redis.call('GET', KEYS[2]) or now)
 if tat2 < now then tat2 = now end
@@ -81,12 +146,14 @@ local pause = tonumber(redis.call('GET', KEYS[3]) or 0)
 if pause > now then wait = pause - now end
 if new1 - tau1 - now > wait then wait = new1 - tau1 - now end
 if new2 - tau2 - now > wait then wait = new2 - tau2 - now end
-if wait > 0 then return {0, math.ceil(wait)} end
-redis.call('SET', KEYS[1], new1, 'PX', math.ceil(new1 - now) + 1000)
-redis.call('SET', KEYS[2], new2, 'PX', math.ceil(new2 - now) + 1000)
-redis.call('HINCRBY', KEYS[4], slot, cost)
-redis.call('PEXPIRE', KEYS[4], ARGV[8])
-return {1, 0}
+if wait > 0 then return {0, math.ceil(wait), held} end
+if cost > 0 then
+  redis.call('SET', KEYS[1], new1, 'PX', math.ceil(new1 - now) + 1000)
+  redis.call('SET', KEYS[2], new2, 'PX', math.ceil(new2 - now) + 1000)
+  redis.call('HINCRBY', KEYS[4], slot, cost)
+  redis.call('PEXPIRE', KEYS[4], ARGV[8])
+end
+return {1, 0, held}
 ";
 
 /// Gives back `cost` units (a 429 or 401 consumed none). KEYS: window TAT, burst TAT, units used
@@ -107,6 +174,12 @@ for i, interval in ipairs({tonumber(ARGV[1]), tonumber(ARGV[2])}) do
   end
 end
 return 1
+";
+
+/// Removes a member (a graceful shutdown): its share is the others' at once. KEYS[1]: members.
+/// ARGV[1]: member id.
+const LEAVE: &str = r"
+return redis.call('ZREM', KEYS[1], ARGV[1])
 ";
 
 /// Pauses everyone for ARGV[1] ms (after a 429), unless a longer pause is set. KEYS[1]: pause.
@@ -188,6 +261,18 @@ impl GcraParams {
         1000.0 / self.window_interval_ms.max(self.burst_interval_ms)
     }
 
+    /// The most units the limiter admits in a span of `span`, from an unused state: each rule
+    /// admits its instant capacity at once and its sustained rate over the span (a GCRA's exact
+    /// bound), and a request must pass both, so the smaller of the two. This is what a fleet
+    /// spending flat out for `span` may be measured against: the instant capacity counts once
+    /// per span, not once per window.
+    pub fn admissible_units(&self, span: Duration) -> f64 {
+        let span = ms(span);
+        let window = f64::from(self.window_capacity_units) + span / self.window_interval_ms;
+        let burst = f64::from(self.burst_capacity_units) + span / self.burst_interval_ms;
+        window.min(burst)
+    }
+
     /// The window rule's tolerance for `priority`: lower priorities leave a reserve unused.
     fn window_tolerance_ms(&self, priority: Priority, units: u32) -> f64 {
         let reserve = match priority {
@@ -220,15 +305,25 @@ fn ms(duration: Duration) -> f64 {
 /// The shared budget of one Mint API client.
 pub struct RedisBudget {
     redis: SharedRedis,
-    /// Window TAT, burst TAT, pause-until, units used per slot.
-    keys: [String; 4],
+    /// Window TAT, burst TAT, pause-until, units used per slot, members, hold-back times.
+    keys: [String; 6],
     name: String,
+    /// This replica's id in the membership (one per budget instance: a restart is a new member).
+    member: String,
+    /// `service.replicas`: at most this many members, each with a share of `limit / replicas`.
+    replicas: u32,
+    /// The window units of one replica's local share.
+    share_units: u32,
     cfg: BudgetConfig,
     params: GcraParams,
     fallback: LocalBudget,
     state: Mutex<State>,
     notify: Notify,
     degraded: AtomicBool,
+    /// Members whose shares the script held back at the last answer.
+    held: AtomicU32,
+    /// Left the membership (graceful shutdown): no more heartbeats.
+    left: AtomicBool,
 }
 
 /// Where an admitted request's units came from.
@@ -253,6 +348,10 @@ struct State {
     /// the local share before anything else: the fleet may have used the whole window already.
     precharge: Vec<u32>,
     last_probe: Option<Instant>,
+    /// When the last call Redis answered was sent: Redis saw this replica then or later.
+    last_seen_from: Option<Instant>,
+    /// The latest moment Redis may have seen this replica (an unanswered call may have run).
+    last_seen_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for RedisBudget {
@@ -281,18 +380,116 @@ impl RedisBudget {
             redis.key("budget", &format!("{name}:burst")),
             redis.key("budget", &format!("{name}:pause")),
             redis.key("budget", &format!("{name}:used")),
+            redis.key("budget", &format!("{name}:members")),
+            redis.key("budget", &format!("{name}:held")),
         ];
         crate::metrics::budget_fallback_active(name, false);
         Self {
             redis,
             keys,
             name: name.to_owned(),
+            member: uuid::Uuid::new_v4().simple().to_string(),
+            replicas,
+            share_units: share.limit_units,
             params: GcraParams::from_budget(&cfg),
             cfg,
             fallback: LocalBudget::new(share),
             state: Mutex::new(State::default()),
             notify: Notify::new(),
             degraded: AtomicBool::new(false),
+            held: AtomicU32::new(0),
+            left: AtomicBool::new(false),
+        }
+    }
+
+    /// A live replica refreshes its membership at least this often: a thirtieth of the window,
+    /// within 20 ms and 2 s.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.cfg.window / HEARTBEATS_PER_WINDOW).clamp(HEARTBEAT_MIN, HEARTBEAT_MAX)
+    }
+
+    /// A member not seen for longer than this may be cut off: its share is held back. Three
+    /// heartbeats and two command timeouts, so a live replica slowed down is not mistaken for a
+    /// silent one (that would only be conservative, but slower).
+    pub fn silence(&self) -> Duration {
+        self.heartbeat_interval() * 3 + REDIS_COMMAND_TIMEOUT * 2
+    }
+
+    /// A member not seen for longer than this is forgotten, its share no longer held back.
+    pub fn member_timeout(&self) -> Duration {
+        self.cfg.window * MEMBER_TIMEOUT_WINDOWS + self.silence()
+    }
+
+    /// How many members' shares the shared limiter held back at its last answer.
+    pub fn held_shares(&self) -> u32 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Refreshes this replica's membership every [`Self::heartbeat_interval`], idle or not, for as
+    /// long as the budget exists and has not left (and probes Redis while it is unreachable).
+    pub fn spawn_heartbeat(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let budget = Arc::downgrade(self);
+        let interval = self.heartbeat_interval();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(budget) = budget.upgrade() else {
+                    return;
+                };
+                if budget.left.load(Ordering::Relaxed) {
+                    return;
+                }
+                budget.heartbeat().await;
+            }
+        })
+    }
+
+    /// One heartbeat: the script with no cost refreshes the membership, charges the held-back
+    /// shares and, after an outage, repays the local spending.
+    pub async fn heartbeat(&self) {
+        let now = Instant::now();
+        if !self.should_probe(now) || !self.reachable().await {
+            return;
+        }
+        let debt = if self.is_degraded() {
+            self.units_spent_locally(now)
+        } else {
+            0
+        };
+        match self.ask(0, Priority::Interactive, debt).await {
+            Ok(_) => {
+                self.leave_fallback();
+                self.notify.notify_waiters();
+            }
+            Err(error) => self.enter_fallback(&error),
+        }
+    }
+
+    /// While degraded, a `PING` before the script: a probe that fails fails before it could
+    /// refresh the membership (see [`State::last_seen_until`]).
+    async fn reachable(&self) -> bool {
+        !self.is_degraded() || self.redis.ping().await.is_ok()
+    }
+
+    /// While degraded: `None` if the local share may be spent now, else how long until it may be
+    /// (or until the next probe, when it may not be spent at all). See the module documentation.
+    fn local_share_closed_for(&self, now: Instant) -> Option<Duration> {
+        if self.replicas <= 1 {
+            return None;
+        }
+        let state = self.lock();
+        let (Some(from), Some(until)) = (state.last_seen_from, state.last_seen_until) else {
+            // Never reached Redis: nobody holds our share back.
+            return Some(PROBE_INTERVAL);
+        };
+        let opens = until + self.silence() + self.cfg.window;
+        let closes = from + self.member_timeout() - self.cfg.window - self.silence();
+        if now < opens {
+            Some(opens - now)
+        } else if now >= closes {
+            Some(PROBE_INTERVAL)
+        } else {
+            None
         }
     }
 
@@ -329,18 +526,50 @@ impl RedisBudget {
         }
         invocation
             .arg(self.params.window_interval_ms)
-            .arg(self.params.window_tolerance_ms(priority, units))
+            .arg(self.params.window_tolerance_ms(priority, units.max(1)))
             .arg(self.params.burst_interval_ms)
             .arg(self.params.burst_tolerance_ms())
             .arg(units)
             .arg(debt)
             .arg(self.slot_ms())
-            .arg(ms(self.cfg.window).ceil() as u64 * 2);
+            .arg(ms(self.cfg.window).ceil() as u64 * 2)
+            .arg(ms(self.cfg.window))
+            .arg(&self.member)
+            .arg(self.replicas)
+            .arg(self.share_units)
+            .arg(ms(self.silence()))
+            .arg(ms(self.member_timeout()));
         let mut connection = self.redis.connection();
-        let (admitted, wait_ms): (i64, i64) = self
+        let sent = Instant::now();
+        let answer: anyhow::Result<(i64, i64, u32)> = self
             .redis
             .run(invocation.invoke_async(&mut connection))
-            .await?;
+            .await;
+        let (admitted, wait_ms, held) = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                // The call may have reached Redis and refreshed the membership all the same, at
+                // the latest when it timed out.
+                let until = Instant::now().max(sent + REDIS_COMMAND_TIMEOUT);
+                let mut state = self.lock();
+                state.last_seen_until = Some(state.last_seen_until.map_or(until, |u| u.max(until)));
+                return Err(error);
+            }
+        };
+        {
+            let answered = Instant::now();
+            let mut state = self.lock();
+            state.last_seen_from = Some(sent);
+            state.last_seen_until = Some(state.last_seen_until.map_or(answered, |u| u.max(answered)));
+        }
+        let before = self.held.swap(held, Ordering::Relaxed);
+        if held > before {
+            tracing::warn!(
+                budget = self.name,
+                held,
+                "a replica sharing the Mint budget went silent (cut off from Redis, or gone): its share is held back"
+            );
+        }
         Ok((admitted == 0).then(|| Duration::from_millis(wait_ms.max(1) as u64)))
     }
 
@@ -371,7 +600,9 @@ impl RedisBudget {
 
     fn enter_fallback(&self, error: &anyhow::Error) {
         if !self.degraded.swap(true, Ordering::Relaxed) {
-            {
+            // With other replicas, the local share opens a window after this replica's last
+            // shared spending (see the module documentation): nothing to charge it with.
+            if self.replicas <= 1 {
                 let mut state = self.lock();
                 let now = Instant::now();
                 let window = self.cfg.window;
@@ -489,7 +720,7 @@ impl RedisBudget {
                 continue;
             }
             let now = Instant::now();
-            let wait = if self.should_probe(now) {
+            let wait = if self.should_probe(now) && self.reachable().await {
                 let debt = if self.is_degraded() {
                     self.units_spent_locally(now)
                 } else {
@@ -508,30 +739,33 @@ impl RedisBudget {
             } else {
                 None
             };
-            match wait {
+            let wait = match wait {
                 None if !self.is_degraded() => {
                     self.record_shared(units);
                     drop(guard);
                     return Ok(self.issue(Admission::Shared { units }));
                 }
-                None => {
-                    // Redis is down: the local share, still in priority order (the fallback has
-                    // its own queue), then leave ours.
-                    let result = self.spend_locally(units, priority).await;
-                    drop(guard);
-                    return result;
-                }
-                Some(wait) => {
-                    if let Some(max) = self.cfg.max_wait
-                        && asked_at.elapsed() + wait > max
-                    {
-                        return Err(BudgetError::WouldWait(wait));
+                None => match self.local_share_closed_for(Instant::now()) {
+                    None => {
+                        // Redis is down: the local share, still in priority order (the fallback
+                        // has its own queue), then leave ours.
+                        let result = self.spend_locally(units, priority).await;
+                        drop(guard);
+                        return result;
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = &mut notified => {}
-                    }
-                }
+                    // Not yet (or no longer): wait, trying Redis again meanwhile.
+                    Some(closed) => closed.min(PROBE_INTERVAL),
+                },
+                Some(wait) => wait,
+            };
+            if let Some(max) = self.cfg.max_wait
+                && asked_at.elapsed() + wait > max
+            {
+                return Err(BudgetError::WouldWait(wait));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut notified => {}
             }
         }
     }
@@ -627,6 +861,27 @@ impl Budget for RedisBudget {
         })
     }
 
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.left.store(true, Ordering::Relaxed);
+            let script = redis::Script::new(LEAVE);
+            let mut invocation = script.prepare_invoke();
+            invocation.key(&self.keys[4]).arg(&self.member);
+            let mut connection = self.redis.connection();
+            if let Err(error) = self
+                .redis
+                .run(invocation.invoke_async::<i64>(&mut connection))
+                .await
+            {
+                // The share is then held back until the member timeout, as for a crash.
+                tracing::debug!(
+                    error = format!("{error:#}"),
+                    "cannot leave the shared budget's membership"
+                );
+            }
+        })
+    }
+
     fn snapshot(&self) -> BoxFuture<'_, BudgetSnapshot> {
         Box::pin(async move {
             let waiting = self.lock().waiters.len();
@@ -663,9 +918,12 @@ impl Budget for RedisBudget {
             let pause = number(3) - now;
             // This replica's 429s (the local share counts every one it is told of).
             let throttled_total = self.fallback.snapshot().await.throttled_total;
+            // The units of the window the others may spend while silent members' shares are
+            // held back.
+            let held_units = self.held_shares() * self.share_units;
             BudgetSnapshot {
                 limit_units: self.cfg.limit_units,
-                effective_limit_units: self.cfg.limit_units,
+                effective_limit_units: self.cfg.limit_units.saturating_sub(held_units),
                 used_units: window_used,
                 remaining_units: self.cfg.limit_units.saturating_sub(window_used),
                 burst_limit_units: self.cfg.burst_units,
@@ -696,6 +954,15 @@ mod tests {
             "{p:?}"
         );
         assert!((p.units_per_second() - 81.0 / 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn admissible_units_are_one_capacity_plus_the_rate_over_the_span() {
+        let p = GcraParams::from_budget(&BudgetConfig::default());
+        // 9 at once and 81 a minute; the burst rule (9 at once, 9 a second) binds only briefly.
+        assert!((p.admissible_units(Duration::from_secs(60)) - 90.0).abs() < 1e-9);
+        assert!((p.admissible_units(Duration::from_secs(120)) - 171.0).abs() < 1e-9);
+        assert!((p.admissible_units(Duration::ZERO) - 9.0).abs() < 1e-9);
     }
 
     #[test]
