@@ -211,12 +211,15 @@ async fn a_replica_cut_off_from_redis_is_held_back_so_the_fleet_stays_within_the
     relay.set_open(false);
     tokio::time::sleep(partition).await;
     let healed_at = Instant::now();
-    assert!(cut.is_degraded(), "the relayed replica fell back");
-    assert!(!healthy.is_degraded());
-    assert_eq!(healthy.held_shares(), 1, "the silent replica's share is held back");
     let during = units_between(&admitted, None, cut_at, healed_at);
     let during_cut = units_between(&admitted, Some(CUT), cut_at, healed_at);
     let most_during = most_in_any_window(&admitted, cfg.window);
+    eprintln!(
+        "partition of {partition:?}: {during} units admitted, {during_cut} of them by the cut-off replica (most in one window {most_during}, limit {limit})"
+    );
+    assert!(cut.is_degraded(), "the relayed replica fell back");
+    assert!(!healthy.is_degraded());
+    assert_eq!(healthy.held_shares(), 1, "the silent replica's share is held back");
 
     // The partition heals: the cut-off replica repays its local spending and both share Redis.
     relay.set_open(true);
@@ -234,8 +237,7 @@ async fn a_replica_cut_off_from_redis_is_held_back_so_the_fleet_stays_within_the
     let windows = |span: Duration| span.as_secs_f64() / cfg.window.as_secs_f64();
     let bound = |span: Duration| (f64::from(limit) * (windows(span) + 1.0)).floor() as u32;
     eprintln!(
-        "partition of {partition:?}: {during} units admitted, {during_cut} of them by the cut-off replica (bound {}; most in one window {most_during}, limit {limit}); \
-         {after_units} in the {after:?} after; {total} in all (bound {})",
+        "bound {} during the partition; {after_units} units in the {after:?} after it; {total} in all (bound {})",
         bound(healed_at - cut_at),
         bound(end - cut_at)
     );
