@@ -1142,10 +1142,7 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), ["op", "hook", "bg1", "bg2"]);
-        assert_eq!(
-            budget.now(),
-            Duration::from_secs(4)
-        );
+        assert_eq!(budget.now(), Duration::from_secs(4));
     }
 
     #[tokio::test(start_paused = true)]

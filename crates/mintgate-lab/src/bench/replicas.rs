@@ -18,8 +18,8 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use super::fleet::{Fleet, FleetOptions};
+use anyhow::Context as _;
 use mintgate::config::PipelineConfig;
 use mintgate::shared::GcraParams;
 

@@ -560,7 +560,8 @@ impl RedisBudget {
             let answered = Instant::now();
             let mut state = self.lock();
             state.last_seen_from = Some(sent);
-            state.last_seen_until = Some(state.last_seen_until.map_or(answered, |u| u.max(answered)));
+            state.last_seen_until =
+                Some(state.last_seen_until.map_or(answered, |u| u.max(answered)));
         }
         let before = self.held.swap(held, Ordering::Relaxed);
         if held > before {

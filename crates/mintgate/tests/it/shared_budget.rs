@@ -219,7 +219,11 @@ async fn a_replica_cut_off_from_redis_is_held_back_so_the_fleet_stays_within_the
     );
     assert!(cut.is_degraded(), "the relayed replica fell back");
     assert!(!healthy.is_degraded());
-    assert_eq!(healthy.held_shares(), 1, "the silent replica's share is held back");
+    assert_eq!(
+        healthy.held_shares(),
+        1,
+        "the silent replica's share is held back"
+    );
 
     // The partition heals: the cut-off replica repays its local spending and both share Redis.
     relay.set_open(true);
@@ -231,7 +235,11 @@ async fn a_replica_cut_off_from_redis_is_held_back_so_the_fleet_stays_within_the
         spender.abort();
     }
     assert!(!cut.is_degraded(), "back on the shared budget");
-    assert_eq!(healthy.held_shares(), 0, "nothing held back once both are seen");
+    assert_eq!(
+        healthy.held_shares(),
+        0,
+        "nothing held back once both are seen"
+    );
     let total = units_between(&admitted, None, cut_at, end);
     let after_units = units_between(&admitted, None, healed_at, end);
     let windows = |span: Duration| span.as_secs_f64() / cfg.window.as_secs_f64();
@@ -250,7 +258,10 @@ async fn a_replica_cut_off_from_redis_is_held_back_so_the_fleet_stays_within_the
         "{total} units admitted from the partition to {after:?} after it: over {limit} a window"
     );
     // Both worked through the partition: the cut-off replica on its local share.
-    assert!(during_cut > 0 && during > during_cut, "{during_cut} of {during}");
+    assert!(
+        during_cut > 0 && during > during_cut,
+        "{during_cut} of {during}"
+    );
 
     // A graceful shutdown leaves the membership at once (its share is not held back).
     let members = format!("{{{prefix}:budget:demo:members}}");
