@@ -100,7 +100,7 @@ pub fn mint_client(
     tune: Option<fn(MintConfig) -> MintConfig>,
     shared: Option<(&SharedRedis, u32)>,
 ) -> anyhow::Result<MintClient> {
-    mint_client_observed(name, profile, clock, tune, None, shared)
+    mint_client_observed(name, profile, clock, tune, None, None, shared)
 }
 
 /// The budget of one profile's Mint client: 10 % under the API client's limits, its windows
@@ -134,6 +134,7 @@ pub fn mint_client_observed(
     clock: &Clock,
     tune: Option<fn(MintConfig) -> MintConfig>,
     observer: Option<Arc<dyn mint_client::Observer>>,
+    registry: Option<&Arc<crate::metrics::Registry>>,
     shared: Option<(&SharedRedis, u32)>,
 ) -> anyhow::Result<MintClient> {
     let budget = budget_config(profile, clock);
@@ -174,8 +175,13 @@ pub fn mint_client_observed(
                 config.budget.clone(),
                 replicas,
             ));
-            // Idle or not, the replica stays a live member of the fleet's budget (ends with it).
-            budget.spawn_heartbeat();
+            // Idle or not, the replica stays a live member of the fleet's budget (ends with it),
+            // its gauges in this replica's registry.
+            let heartbeat = budget.heartbeats();
+            match registry {
+                Some(registry) => tokio::spawn(registry.scope(heartbeat)),
+                None => tokio::spawn(heartbeat),
+            };
             let budget: Arc<dyn Budget> = budget;
             let tokens: Arc<dyn TokenStore> =
                 Arc::new(RedisTokenStore::new(redis.clone(), &api_client));
@@ -263,6 +269,7 @@ impl Application {
                     &options.clock,
                     options.tune_mint,
                     Some(observer),
+                    Some(&metrics),
                     shared,
                 )?,
             );

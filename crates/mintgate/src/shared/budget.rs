@@ -428,9 +428,15 @@ impl RedisBudget {
     /// Refreshes this replica's membership every [`Self::heartbeat_interval`], idle or not, for as
     /// long as the budget exists and has not left (and probes Redis while it is unreachable).
     pub fn spawn_heartbeat(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.heartbeats())
+    }
+
+    /// The loop of [`Self::spawn_heartbeat`], for a caller to spawn in its own scope (the metrics
+    /// registry of the replica, say).
+    pub fn heartbeats(self: &Arc<Self>) -> impl std::future::Future<Output = ()> + Send + 'static {
         let budget = Arc::downgrade(self);
         let interval = self.heartbeat_interval();
-        tokio::spawn(async move {
+        async move {
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(budget) = budget.upgrade() else {
@@ -441,7 +447,7 @@ impl RedisBudget {
                 }
                 budget.heartbeat().await;
             }
-        })
+        }
     }
 
     /// One heartbeat: the script with no cost refreshes the membership, charges the held-back
