@@ -76,6 +76,7 @@ mod tests {
             "mintgate-lab bench quota --json",
             "mintgate-lab bench burst --json",
             "mintgate-lab bench ingest --json",
+            "mintgate-lab bench ingest --connections 32 --seconds 5 --ceiling --json",
             "mintgate-lab bench events --json",
             "mintgate-lab bench report --from figures",
             "mintgate-lab doctor --all",

@@ -321,7 +321,7 @@ impl Application {
         )?);
         // Before any worker runs: a new endpoint's deliveries start after the newest event.
         dispatcher.register().await?;
-        let state = ApiState {
+        let state = Arc::new(ApiState {
             ingest: crate::ingest::Ingest::start(store.clone()),
             store,
             clock: options.clock.clone(),
@@ -347,7 +347,7 @@ impl Application {
             }),
             workers_alive: workers_alive.clone(),
             workers,
-        };
+        });
         let public = crate::server::Listener::bind(
             "public",
             config.listeners.public_address(),

@@ -26,6 +26,10 @@ pub struct IngestArgs {
     /// Also run the Express + BullMQ peer from this folder (e.g. ../shared/peers/express-bullmq).
     #[arg(long)]
     pub peer: Option<PathBuf>,
+    /// Also measure the machine's ceiling: bare hyper answering every webhook `200` at once (no
+    /// routing, no limits, no check, no store) under the same `wrk`.
+    #[arg(long)]
+    pub ceiling: bool,
     /// Print the figures as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -55,6 +59,8 @@ pub struct Run {
     pub peer_without_fsync: Option<Figures>,
     /// mintgate's rate over the peer's with `appendfsync always` (goal >= 3).
     pub ratio: Option<f64>,
+    /// Bare hyper answering `200` with nothing behind it: what this machine and `wrk` allow.
+    pub ceiling: Option<Figures>,
 }
 
 /// The figures of one run of the benchmark: `c<connections>` for each number of connections.
@@ -204,6 +210,27 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     }
     app.shutdown().await;
     sim.shutdown().await;
+    let mut ceilings = std::collections::BTreeMap::new();
+    if args.ceiling {
+        let (url, server) = ceiling_server().await?;
+        for &connections in &args.connections {
+            run_wrk(&url, &script, 1, connections).await?;
+            let result = run_wrk(&url, &script, args.seconds, connections).await?;
+            ceilings.insert(
+                connections,
+                Figures {
+                    system: "ceiling: bare hyper answering 200, no store".to_owned(),
+                    acks_per_second: result.requests_per_sec,
+                    p50: result.p50,
+                    p99: result.p99,
+                    requests: result.requests,
+                    non_2xx: result.non_2xx,
+                    stored: "0".to_owned(),
+                },
+            );
+        }
+        server.abort();
+    }
     let installed = match &args.peer {
         Some(peer) => Some(install_peer(peer)?),
         None => None,
@@ -229,6 +256,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 peer,
                 peer_without_fsync,
                 ratio,
+                ceiling: ceilings.remove(&connections),
             },
         );
     }
@@ -241,8 +269,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     for run in report.runs.values() {
-        let peers = [&run.peer_without_fsync, &run.peer];
-        for figures in std::iter::once(&run.mintgate).chain(peers.into_iter().flatten()) {
+        let others = [&run.peer_without_fsync, &run.peer, &run.ceiling];
+        for figures in std::iter::once(&run.mintgate).chain(others.into_iter().flatten()) {
             println!(
                 "{} connections={} acks_per_s={:.0} p50={} p99={} requests={} non2xx={} stored={}",
                 figures.system,
@@ -263,6 +291,34 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ceiling's server: hyper's HTTP/1 on the same runtime, reading each body and answering `200`
+/// with the receiver's body, and nothing else. Answers its address and its accept loop.
+async fn ceiling_server() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = http_body_util::BodyExt::collect(request.into_body()).await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(
+                                br#"{"received":true}"#,
+                            )),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((url, server))
 }
 
 /// A writable copy of the peer's folder (shared/ is read-only) with its `npm install` done.

@@ -167,7 +167,7 @@ fn erased(kind: &str, at: chrono::DateTime<chrono::Utc>) -> ApiError {
 }
 
 pub(super) async fn get_result(
-    State(state): State<ApiState>,
+    State(state): State<std::sync::Arc<ApiState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

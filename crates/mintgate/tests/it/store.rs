@@ -75,6 +75,7 @@ store_contract!(
     a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down,
     executions_created_together_honour_idempotency_keys_within_the_batch,
     an_execution_that_cannot_be_created_does_not_take_its_batch_down,
+    a_full_batch_of_both_kinds_is_committed_and_answered_in_order,
     webhooks_are_pruned_by_age_unmatched_sooner_in_batches,
     unarchived_lists_finished_executions_soonest_deadline_first,
     end_users_waiting_are_counted_and_listed_earliest_started_first,
@@ -971,6 +972,64 @@ async fn an_execution_that_cannot_be_created_does_not_take_its_batch_down(store:
         .await
         .unwrap();
     assert_eq!(all.len(), 2, "{all:?}");
+}
+
+/// The largest batch the group-commit writer hands over, webhooks and executions interleaved:
+/// within the database's limits (bound parameters, the statement journal of a statement that
+/// touches hundreds of pages), and every write answered in its place.
+async fn a_full_batch_of_both_kinds_is_committed_and_answered_in_order(store: SharedStore) {
+    let at = t0() + secs(5);
+    let batch: Vec<Write> = (0..mintgate::ingest::BATCH_MAX)
+        .map(|i| {
+            if i % 2 == 0 {
+                Write::Webhook {
+                    record: webhook(&format!("sha-{i}"), &format!("inst-{i}"), at),
+                    check_at: at,
+                }
+            } else {
+                Write::Execution(new_request(
+                    Some(&format!("key-{i}")),
+                    serde_json::json!({"n": i, "padding": "x".repeat(200)}),
+                ))
+            }
+        })
+        .collect();
+    let ids: Vec<Option<Uuid>> = batch
+        .iter()
+        .map(|write| match write {
+            Write::Execution(new) => Some(new.id),
+            Write::Webhook { .. } => None,
+        })
+        .collect();
+    let outcomes = store.write_batch(batch).await;
+    assert_eq!(outcomes.len(), mintgate::ingest::BATCH_MAX);
+    for (outcome, id) in outcomes.iter().zip(&ids) {
+        match (outcome, id) {
+            (Ok(Written::Execution(created)), Some(id)) => {
+                assert!(
+                    matches!(&**created, Created::New(e) if e.id == *id),
+                    "{created:?}"
+                );
+            }
+            (Ok(Written::Webhook(recorded)), None) => {
+                assert_eq!(*recorded, WebhookRecorded::Unmatched);
+            }
+            other => panic!("answered out of place: {other:?}"),
+        }
+    }
+    let overview = store.overview().await.unwrap();
+    assert_eq!(
+        overview.webhooks_recorded,
+        (mintgate::ingest::BATCH_MAX / 2) as i64
+    );
+    let executions = store
+        .executions(store::ExecutionFilter {
+            state: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(executions.len(), mintgate::ingest::BATCH_MAX / 2);
 }
 
 async fn unarchived_lists_finished_executions_soonest_deadline_first(store: SharedStore) {

@@ -79,7 +79,12 @@ async fn a_webhook_for_an_unknown_instance_costs_nothing() {
     let app = spawn_app().await;
     let before = app.admin.usage().await.unwrap();
     let body = r#"{"instanceId":"00000000-0000-0000-0000-000000000001","status":"Finished"}"#;
-    assert_eq!(post(&app, body, Some(WEBHOOK_SECRET)).await.status(), 200);
+    let response = post(&app, body, Some(WEBHOOK_SECRET)).await;
+    assert_eq!(response.status(), 200);
+    // The acknowledgement is a constant (no serialising per webhook), still JSON.
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.text().await.unwrap(), r#"{"received":true}"#);
+    assert_eq!(recorded(&app).await, 1);
     app.run_until_idle().await;
     assert_eq!(app.admin.usage().await.unwrap(), before);
 }
