@@ -52,13 +52,17 @@
 //! The cut-off replica cannot know what the others spent just before Redis noticed its silence,
 //! so with `service.replicas > 1` it spends its local share only from `silence + window` after
 //! the last moment Redis may have seen it (every window holding local spending then starts after
-//! the hold-back began) until `member_timeout − window − silence` after the last call Redis
-//! surely executed (its spending leaves the window before Redis forgets it); outside that span it
-//! waits for Redis. A replica that never reached Redis spends nothing until it does. This costs a
-//! window of stillness at the start of any outage, and a full outage longer than the member
-//! timeout stops the fleet's Mint calls until Redis returns: the price of never exceeding Mint's
-//! limit when one cannot tell a partition from an outage. A returning replica repays its local
-//! units of the last window before anything else, so it never spends a window twice.
+//! the hold-back began); a replica that never reached Redis counts from its own start. That costs
+//! a window of stillness at the start of any outage. A returning replica repays its local units
+//! of the last window before anything else, so it never spends a window twice.
+//!
+//! What is not covered: a partition longer than the member timeout (Redis forgets the cut-off
+//! member, the others take its share again while it still spends it locally), and a replica that
+//! never reached Redis starting after the first member timeout of the membership. The fleet may
+//! then exceed Mint's limit by one share; Mint's `429`s slow every replica through the adaptive
+//! budget (delay, never a failure). Stopping the cut-off replica instead would turn a long Redis
+//! outage, which a replica cannot tell from a partition, into a halt of every Mint call, which is
+//! worse: results near Mint's deletion would be lost rather than fetched a little slower.
 //!
 //! The window rule is held back exactly; the burst rule is not (a cut-off replica's burst share
 //! beside the others' bursts is bounded by the window rule's small instant capacity, a tenth of
@@ -324,6 +328,8 @@ pub struct RedisBudget {
     held: AtomicU32,
     /// Left the membership (graceful shutdown): no more heartbeats.
     left: AtomicBool,
+    /// When this budget was made: a replica that never reached Redis waits from then.
+    created: Instant,
 }
 
 /// Where an admitted request's units came from.
@@ -348,8 +354,6 @@ struct State {
     /// the local share before anything else: the fleet may have used the whole window already.
     precharge: Vec<u32>,
     last_probe: Option<Instant>,
-    /// When the last call Redis answered was sent: Redis saw this replica then or later.
-    last_seen_from: Option<Instant>,
     /// The latest moment Redis may have seen this replica (an unanswered call may have run).
     last_seen_until: Option<Instant>,
 }
@@ -395,6 +399,7 @@ impl RedisBudget {
             cfg,
             fallback: LocalBudget::new(share),
             state: Mutex::new(State::default()),
+            created: Instant::now(),
             notify: Notify::new(),
             degraded: AtomicBool::new(false),
             held: AtomicU32::new(0),
@@ -477,26 +482,17 @@ impl RedisBudget {
         !self.is_degraded() || self.redis.ping().await.is_ok()
     }
 
-    /// While degraded: `None` if the local share may be spent now, else how long until it may be
-    /// (or until the next probe, when it may not be spent at all). See the module documentation.
+    /// While degraded: `None` if the local share may be spent now, else how long until it may be.
+    /// See the module documentation.
     fn local_share_closed_for(&self, now: Instant) -> Option<Duration> {
         if self.replicas <= 1 {
             return None;
         }
-        let state = self.lock();
-        let (Some(from), Some(until)) = (state.last_seen_from, state.last_seen_until) else {
-            // Never reached Redis: nobody holds our share back.
-            return Some(PROBE_INTERVAL);
-        };
-        let opens = until + self.silence() + self.cfg.window;
-        let closes = from + self.member_timeout() - self.cfg.window - self.silence();
-        if now < opens {
-            Some(opens - now)
-        } else if now >= closes {
-            Some(PROBE_INTERVAL)
-        } else {
-            None
-        }
+        // From the last moment Redis may have seen this replica; one that never reached it
+        // counts from its start (its share is held as a missing member's, or nobody spends).
+        let seen = self.lock().last_seen_until.unwrap_or(self.created);
+        let opens = seen + self.silence() + self.cfg.window;
+        (now < opens).then(|| opens - now)
     }
 
     /// The length of one slot of the used-units count (a sixtieth of the window), in ms.
@@ -565,7 +561,6 @@ impl RedisBudget {
         {
             let answered = Instant::now();
             let mut state = self.lock();
-            state.last_seen_from = Some(sent);
             state.last_seen_until =
                 Some(state.last_seen_until.map_or(answered, |u| u.max(answered)));
         }
