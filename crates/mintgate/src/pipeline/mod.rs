@@ -144,7 +144,8 @@ impl Drop for LiveWorker {
 }
 
 /// What one pool's workers share: the jobs of the pool's last claim not taken yet, and how many
-/// of its workers are idle (the size of its next claim).
+/// of its workers are idle (the size of its next claim; the executor's is its whole pool, see
+/// [`ClaimPool::claim_size`]).
 ///
 /// Every job here is leased (fenced) to this replica: a job that waited past its lease (this
 /// replica stopped) is taken over like any other, and its late writes are refused.
@@ -156,9 +157,43 @@ struct ClaimPool {
     idle: AtomicUsize,
     /// Rung when jobs are handed out, so idle workers waiting for work take them at once.
     handed: Notify,
+    /// Claim a job for every worker of the pool, busy ones included (see [`ClaimPool::claim_size`]).
+    claim_for_all: usize,
 }
 
 impl ClaimPool {
+    /// The pool of `workers` workers of `kind`.
+    ///
+    /// The executor claims one job for each of its workers, not only for the idle ones: its
+    /// workers finish one at a time, so a claim for the idle ones was a claim (a transaction) for
+    /// each start, the dearest of a start's three on PostgreSQL (issue 16). A start step is short
+    /// (its wait for budget units aside), so a job claimed for a busy worker waits for one step at
+    /// most, far within its lease; if it waited past it, its late writes would be refused like any
+    /// other's. Checks and downloads keep claiming for their idle workers only: a download holds
+    /// its worker for minutes.
+    fn new(kind: JobKind, workers: usize) -> Self {
+        Self {
+            claim_for_all: if kind == JobKind::Start { workers } else { 0 },
+            ..Self::default()
+        }
+    }
+
+    /// How many jobs the pool's next claim asks for.
+    fn claim_size(&self) -> usize {
+        self.idle
+            .load(Ordering::Relaxed)
+            .max(self.claim_for_all)
+            .max(1)
+    }
+
+    fn has_ready(&self) -> bool {
+        !self
+            .ready
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
     fn take(&self) -> Option<(Job, Lease)> {
         self.ready
             .lock()
@@ -276,7 +311,8 @@ impl Pipeline {
 
     /// Claims a due job of `kinds` for one of `pool`'s workers and runs it. Answers whether there
     /// was one. The jobs come from the pool's share of its last claim, or, when none is left, from
-    /// a claim of one job for each of the pool's idle workers (one transaction for all of them).
+    /// a claim of one job for each of the pool's idle workers (one transaction for all of them;
+    /// the executor's, for all its workers: [`ClaimPool::new`]).
     async fn run_next(&self, kinds: &[JobKind], pool: &ClaimPool) -> anyhow::Result<bool> {
         let claimed = match pool.take() {
             Some(claimed) => Some(claimed),
@@ -286,7 +322,7 @@ impl Pipeline {
                     Some(claimed) => Some(claimed),
                     None => {
                         let now = self.clock.now();
-                        let limit = pool.idle.load(Ordering::Relaxed).max(1);
+                        let limit = pool.claim_size();
                         let mut jobs = self
                             .store
                             .claim_many(
@@ -462,10 +498,13 @@ impl Pipeline {
             JobDisposition::Retry { .. } => "retry",
             JobDisposition::Dead { .. } => "dead",
         };
-        let wake = !outcome.enqueue.is_empty();
+        // Ring the idle workers for a follow-up due now only: one due later is found by their
+        // timers (as the store tells other replicas, see `Store::finish_step`).
+        let now = self.clock.now();
+        let wake = outcome.enqueue.iter().any(|job| job.run_at <= now);
         match self
             .store
-            .finish_step(lease, job.execution_id, outcome, self.clock.now())
+            .finish_step(lease, job.execution_id, outcome, now)
             .await
         {
             Ok(()) => {
@@ -500,7 +539,7 @@ impl Pipeline {
             (JobKind::Download, self.config.download_workers),
         ];
         for (kind, count) in pools {
-            let pool = Arc::new(ClaimPool::default());
+            let pool = Arc::new(ClaimPool::new(kind, count));
             for _ in 0..count {
                 let pipeline = self.clone();
                 let shutdown = shutdown.clone();
@@ -528,6 +567,11 @@ impl Pipeline {
         let _live = self.workers.enter(kind);
         let _idle = pool.idle_worker();
         let kinds = [kind];
+        // Whether to claim on this turn: after a job, a ring, or a wait that reached a due time.
+        // A worker that its timer woke with nothing due reads when the next job is due (a read)
+        // instead of claiming nothing (a write transaction): with a short `pipeline.idle_wait`,
+        // idle pools' empty claims cost more database time than the busy pool's work (issue 16).
+        let mut look = true;
         while !shutdown.is_cancelled() {
             if InjectedFaults::take(&self.injected.worker_exits[WorkerPools::index(kind)]) {
                 tracing::error!(kind = kind.as_str(), "injected worker exit");
@@ -541,9 +585,14 @@ impl Pipeline {
             let handed = pool.handed.notified();
             tokio::pin!(handed);
             handed.as_mut().enable();
-            let ran = tokio::select! {
-                ran = AssertUnwindSafe(self.run_next(&kinds, pool)).catch_unwind() => ran,
-                () = shutdown.cancelled() => break,
+            // Jobs handed to the pool are taken whatever the turn.
+            let ran = if look || pool.has_ready() {
+                tokio::select! {
+                    ran = AssertUnwindSafe(self.run_next(&kinds, pool)).catch_unwind() => ran,
+                    () = shutdown.cancelled() => break,
+                }
+            } else {
+                Ok(Ok(false))
             };
             match ran {
                 Ok(Ok(true)) => continue,
@@ -567,18 +616,22 @@ impl Pipeline {
                     );
                 }
             }
-            let next = self.store.next_due(&kinds).await.ok().flatten();
+            let next = self.store.next_due(&kinds).await;
             let cap = self.config.idle_wait;
             let sleep = match next {
-                Some(at) => self.clock.sleep_until(at, cap).boxed(),
-                None => tokio::time::sleep(cap).boxed(),
+                Ok(Some(at)) => self.clock.sleep_until(at, cap).boxed(),
+                _ => tokio::time::sleep(cap).boxed(),
             };
-            tokio::select! {
-                () = sleep => {}
-                () = &mut notified => {}
-                () = &mut handed => {}
+            look = tokio::select! {
+                () = sleep => match next {
+                    Ok(next) => next.is_some_and(|at| at <= self.clock.now()),
+                    // Unsure (the read failed): claim, as if something were due.
+                    Err(_) => true,
+                },
+                () = &mut notified => true,
+                () = &mut handed => true,
                 () = shutdown.cancelled() => break,
-            }
+            };
         }
     }
 

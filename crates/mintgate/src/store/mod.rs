@@ -401,7 +401,8 @@ pub trait Store: EventStore + Send + Sync + 'static {
     ) -> anyhow::Result<()>;
 
     /// Ends a step: applies the execution patch, disposes of the job, enqueues follow-ups and
-    /// records events, all in one transaction, only if the lease is still held.
+    /// records events, all in one transaction, only if the lease is still held. Only follow-ups due
+    /// by `now` are announced to the workers of other replicas; they find later ones by their timers.
     async fn finish_step(
         &self,
         lease: &Lease,

@@ -447,7 +447,17 @@ where
         Ok(())
     }
 
+    /// Enqueues a job and tells the workers of every replica on commit.
     async fn insert_job(
+        tx: &mut Transaction<'static, D>,
+        job: &NewJob,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        Self::insert_job_row(tx, job, now).await?;
+        Self::notify_work(tx, job.kind).await
+    }
+
+    async fn insert_job_row(
         tx: &mut Transaction<'static, D>,
         job: &NewJob,
         now: DateTime<Utc>,
@@ -463,7 +473,24 @@ where
             .execute(&mut **tx)
             .await
             .context("enqueueing a job")?;
-        Self::notify_work(tx, job.kind).await
+        Ok(())
+    }
+
+    /// Enqueues a step's follow-up job. Unlike [`Self::insert_job`], it tells the workers (of
+    /// every replica) only about a job due now: a job due later is found by their timers, which
+    /// read the next due time whenever they go idle and look again at least every
+    /// `pipeline.idle_wait`, as a rescheduled retry always was. A notification for it woke every
+    /// idle worker of every pool to claim nothing: once per start (its first check, due after
+    /// `pipeline.poll_grace`), that cost more database time than the starts themselves (issue 16).
+    async fn insert_follow_up(
+        tx: &mut Transaction<'static, D>,
+        job: &NewJob,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        if job.run_at <= now {
+            return Self::insert_job(tx, job, now).await;
+        }
+        Self::insert_job_row(tx, job, now).await
     }
 
     async fn insert_event(
@@ -512,6 +539,23 @@ where
         patch: &ExecutionPatch,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
+        match Self::patch_execution_deferring_events(tx, execution_id, patch, now).await? {
+            Some(before) => Self::emit_changes(tx, execution_id, before, now).await,
+            None => Ok(false),
+        }
+    }
+
+    /// [`Self::patch_execution`] without its outbox rows: answers what
+    /// [`Self::emit_changes`] needs to write them, which the caller does as the transaction's last
+    /// statements. On PostgreSQL the first outbox row takes the outbox's sequence lock until the
+    /// commit, and every transaction that writes an event queues behind it: the fewer statements
+    /// after it, the shorter each holds it (a start's step was the longest queue, issue 16).
+    async fn patch_execution_deferring_events(
+        tx: &mut Transaction<'static, D>,
+        execution_id: Uuid,
+        patch: &ExecutionPatch,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<(ExecutionState, Option<crate::model::Progress>)>> {
         let before = if patch.state.is_some() || patch.progress.is_some() {
             Self::state_before(tx, execution_id).await?
         } else {
@@ -571,10 +615,7 @@ where
             .await
             .context("recording a billed start in the cost ledger")?;
         }
-        match before {
-            Some(before) => Self::emit_changes(tx, execution_id, before, now).await,
-            None => Ok(false),
-        }
+        Ok(before)
     }
 
     /// Checks that `lease` is still the current one (and, on PostgreSQL, locks the job row until
@@ -1084,9 +1125,12 @@ where
     ) -> anyhow::Result<()> {
         let mut tx = self.write().await?;
         let errors = Self::check_lease(&mut tx, lease).await?;
-        let emitted = match &outcome.execution {
-            Some(patch) => Self::patch_execution(&mut tx, execution_id, patch, now).await?,
-            None => false,
+        // The outbox rows go last (see `patch_execution_deferring_events`).
+        let before = match &outcome.execution {
+            Some(patch) => {
+                Self::patch_execution_deferring_events(&mut tx, execution_id, patch, now).await?
+            }
+            None => None,
         };
         match &outcome.job {
             JobDisposition::Done => {
@@ -1140,11 +1184,15 @@ where
             }
         }
         for job in &outcome.enqueue {
-            Self::insert_job(&mut tx, job, now).await?;
+            Self::insert_follow_up(&mut tx, job, now).await?;
         }
         for (kind, detail) in &outcome.events {
             Self::insert_event(&mut tx, execution_id, now, kind, detail).await?;
         }
+        let emitted = match before {
+            Some(before) => Self::emit_changes(&mut tx, execution_id, before, now).await?,
+            None => false,
+        };
         tx.commit().await.context("committing a step")?;
         self.events_committed(emitted);
         Ok(())
