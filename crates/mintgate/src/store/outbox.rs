@@ -127,6 +127,20 @@ pub fn transitions(
     events
 }
 
+/// Whether a change that sets the state to `state`, and leaves the progress as it is, may mean an
+/// event (see [`transitions`]): an execution that enters any other state, such as the executor's
+/// `starting` before each start is sent, is changed without reading its row before and after.
+pub fn entering_may_emit(state: ExecutionState) -> bool {
+    matches!(
+        state,
+        ExecutionState::Running
+            | ExecutionState::Archived
+            | ExecutionState::Failed
+            | ExecutionState::Expired
+            | ExecutionState::NeedsDecision
+    )
+}
+
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -1080,6 +1094,26 @@ mod tests {
                 expected,
                 "{before:?} → {after:?}"
             );
+        }
+    }
+
+    #[test]
+    fn entering_a_state_said_to_emit_nothing_emits_nothing_whatever_came_before() {
+        for after in ExecutionState::ALL {
+            if entering_may_emit(after) {
+                continue;
+            }
+            for before in ExecutionState::ALL {
+                for progress in [None, waiting("id")] {
+                    // The progress is left as it was: the same before and after.
+                    let changed = execution(after, progress.clone());
+                    assert_eq!(
+                        transitions(before, progress.as_ref(), &changed),
+                        vec![],
+                        "{before:?} → {after:?} ({progress:?})"
+                    );
+                }
+            }
         }
     }
 
