@@ -495,6 +495,19 @@ impl RedisBudget {
         (now < opens).then(|| opens - now)
     }
 
+    /// Runs a script whose failure costs little (a refund, a shared pause, leaving): a failure is
+    /// logged at debug as `what`, and nothing else happens.
+    async fn best_effort(&self, invocation: &redis::ScriptInvocation<'_>, what: &'static str) {
+        let mut connection = self.redis.connection();
+        if let Err(error) = self
+            .redis
+            .run(invocation.invoke_async::<i64>(&mut connection))
+            .await
+        {
+            tracing::debug!(error = format!("{error:#}"), "{what}");
+        }
+    }
+
     /// The length of one slot of the used-units count (a sixtieth of the window), in ms.
     fn slot_ms(&self) -> u64 {
         ((ms(self.cfg.window) / f64::from(USED_SLOTS)).ceil() as u64).max(1)
@@ -829,18 +842,9 @@ impl Budget for RedisBudget {
                 .arg(self.params.burst_interval_ms)
                 .arg(units)
                 .arg(self.slot_ms());
-            let mut connection = self.redis.connection();
-            if let Err(error) = self
-                .redis
-                .run(invocation.invoke_async::<i64>(&mut connection))
-                .await
-            {
-                // A lost refund only makes the fleet slightly slower for one window.
-                tracing::debug!(
-                    error = format!("{error:#}"),
-                    "cannot refund shared budget units"
-                );
-            }
+            // A lost refund only makes the fleet slightly slower for one window.
+            self.best_effort(&invocation, "cannot refund shared budget units")
+                .await;
             self.notify.notify_waiters();
         })
     }
@@ -852,14 +856,8 @@ impl Budget for RedisBudget {
             let script = redis::Script::new(PAUSE);
             let mut invocation = script.prepare_invoke();
             invocation.key(&self.keys[2]).arg(pause.as_millis() as u64);
-            let mut connection = self.redis.connection();
-            if let Err(error) = self
-                .redis
-                .run(invocation.invoke_async::<i64>(&mut connection))
-                .await
-            {
-                tracing::debug!(error = format!("{error:#}"), "cannot share a 429 pause");
-            }
+            self.best_effort(&invocation, "cannot share a 429 pause")
+                .await;
         })
     }
 
@@ -869,18 +867,9 @@ impl Budget for RedisBudget {
             let script = redis::Script::new(LEAVE);
             let mut invocation = script.prepare_invoke();
             invocation.key(&self.keys[4]).arg(&self.member);
-            let mut connection = self.redis.connection();
-            if let Err(error) = self
-                .redis
-                .run(invocation.invoke_async::<i64>(&mut connection))
-                .await
-            {
-                // The share is then held back until the member timeout, as for a crash.
-                tracing::debug!(
-                    error = format!("{error:#}"),
-                    "cannot leave the shared budget's membership"
-                );
-            }
+            // The share is then held back until the member timeout, as for a crash.
+            self.best_effort(&invocation, "cannot leave the shared budget's membership")
+                .await;
         })
     }
 
