@@ -172,9 +172,18 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
             };
             return Ok(on_not_found(pipeline, execution, &error));
         }
-        MintProgress::Unknown { status } => {
-            // A status this version does not know: keep watching, and say so.
-            tracing::warn!(status, "Mint reports a status this version does not know");
+        unknown => {
+            let status = match unknown {
+                MintProgress::Unknown { status } => {
+                    // A status this version does not know: keep watching, and say so.
+                    tracing::warn!(status, "Mint reports a status this version does not know");
+                    Some(status)
+                }
+                other => {
+                    tracing::warn!(?other, "unexpected progress");
+                    None
+                }
+            };
             let mut outcome = still_running(
                 pipeline,
                 execution,
@@ -183,21 +192,10 @@ pub(super) async fn step(pipeline: &Pipeline, job: &Job, execution: &Execution) 
                 via,
                 updated_at,
             );
-            if let Some(patch) = outcome.execution.as_mut() {
+            if let (Some(status), Some(patch)) = (status, outcome.execution.as_mut()) {
                 patch.mint_status = Some(status);
             }
             outcome
-        }
-        other => {
-            tracing::warn!(?other, "unexpected progress");
-            still_running(
-                pipeline,
-                execution,
-                Progress::Unknown,
-                None,
-                via,
-                updated_at,
-            )
         }
     };
     Ok(answered(execution, outcome))

@@ -502,37 +502,52 @@ async fn concurrent_claims_never_hand_one_job_to_two_workers(store: SharedStore)
     for _ in 0..JOBS {
         new_execution(&store).await;
     }
+    let all = claim_in_parallel(&store, |store, owner| async move {
+        store
+            .claim(&[JobKind::Start], &owner, t0(), t0() + secs(60))
+            .await
+            .unwrap()
+            .into_iter()
+            .collect()
+    })
+    .await;
+    let distinct: BTreeSet<_> = all.iter().collect();
+    assert_eq!(all.len(), JOBS, "every job claimed exactly once");
+    assert_eq!(distinct.len(), JOBS);
+}
+
+/// Six workers claiming with `claim` (one batch per call) until it comes back empty, each
+/// finishing every job it got under that job's lease; answers the ids claimed, by all of them.
+async fn claim_in_parallel<F, Fut>(store: &SharedStore, claim: F) -> Vec<Uuid>
+where
+    F: Fn(SharedStore, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Vec<(mintgate::model::Job, Lease)>> + Send,
+{
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..6 {
-        let store = store.clone();
+        let (store, claim) = (store.clone(), claim.clone());
         workers.spawn(async move {
             let mut claimed = Vec::new();
-            while let Some((job, lease)) = store
-                .claim(
-                    &[JobKind::Start],
-                    &format!("w{worker}"),
-                    t0(),
-                    t0() + secs(60),
-                )
-                .await
-                .unwrap()
-            {
-                claimed.push(job.id);
-                store
-                    .finish_step(&lease, job.execution_id, StepOutcome::done(), t0())
-                    .await
-                    .unwrap();
+            loop {
+                let batch = claim(store.clone(), format!("w{worker}")).await;
+                if batch.is_empty() {
+                    return claimed;
+                }
+                for (job, lease) in batch {
+                    claimed.push(job.id);
+                    store
+                        .finish_step(&lease, job.execution_id, StepOutcome::done(), t0())
+                        .await
+                        .unwrap();
+                }
             }
-            claimed
         });
     }
     let mut all = Vec::new();
     while let Some(claimed) = workers.join_next().await {
         all.extend(claimed.unwrap());
     }
-    let distinct: BTreeSet<_> = all.iter().collect();
-    assert_eq!(all.len(), JOBS, "every job claimed exactly once");
-    assert_eq!(distinct.len(), JOBS);
+    all
 }
 
 /// Workers claiming several jobs at a time, at once (on PostgreSQL each claim is a transaction of
@@ -542,44 +557,20 @@ async fn batched_claims_never_hand_one_job_to_two_workers(store: SharedStore) {
     for _ in 0..JOBS {
         new_execution(&store).await;
     }
-    let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..6 {
-        let store = store.clone();
-        workers.spawn(async move {
-            let mut claimed = Vec::new();
-            loop {
-                let batch = store
-                    .claim_many(
-                        &[JobKind::Start],
-                        &format!("w{worker}"),
-                        t0(),
-                        t0() + secs(60),
-                        4,
-                    )
-                    .await
-                    .unwrap();
-                if batch.is_empty() {
-                    break;
-                }
-                assert!(batch.len() <= 4, "{} jobs claimed at most 4", batch.len());
-                for (job, lease) in batch {
-                    assert_eq!(job.state, JobState::Running);
-                    assert_eq!(lease.token, job.lease_token);
-                    claimed.push(job.id);
-                    // Each lease is the job's own: it finishes its job.
-                    store
-                        .finish_step(&lease, job.execution_id, StepOutcome::done(), t0())
-                        .await
-                        .unwrap();
-                }
-            }
-            claimed
-        });
-    }
-    let mut all = Vec::new();
-    while let Some(claimed) = workers.join_next().await {
-        all.extend(claimed.unwrap());
-    }
+    let all = claim_in_parallel(&store, |store, owner| async move {
+        let batch = store
+            .claim_many(&[JobKind::Start], &owner, t0(), t0() + secs(60), 4)
+            .await
+            .unwrap();
+        assert!(batch.len() <= 4, "{} jobs claimed at most 4", batch.len());
+        for (job, lease) in &batch {
+            assert_eq!(job.state, JobState::Running);
+            // Each lease is the job's own: it finishes its job.
+            assert_eq!(lease.token, job.lease_token);
+        }
+        batch
+    })
+    .await;
     let distinct: BTreeSet<_> = all.iter().collect();
     assert_eq!(all.len(), JOBS, "every job claimed exactly once");
     assert_eq!(distinct.len(), JOBS);
