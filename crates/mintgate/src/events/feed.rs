@@ -68,7 +68,8 @@ async fn feed(
         )
     })?;
     // No cursor: from the oldest event kept. A cursor: from just after it, unless events after
-    // it were pruned (checked after each read, so a prune meanwhile is caught too).
+    // it were pruned (checked after each read that does not go on right after the cursor, so a
+    // prune meanwhile is caught too).
     let cursor = match query.after.as_deref() {
         None | Some("") => None,
         Some(text) => Some(
@@ -126,7 +127,14 @@ async fn feed(
             .outbox_after(after, limit)
             .await
             .map_err(ApiError::internal)?;
-        let pruned = pruned_through(&state.store).await?;
+        // A page that goes on right after the cursor missed nothing; otherwise (an empty page,
+        // or a gap, which a rolled-back transaction also leaves) ask how far pruning went.
+        let contiguous = events.first().is_some_and(|e| e.seq == after + 1);
+        let pruned = if contiguous {
+            0
+        } else {
+            pruned_through(&state.store).await?
+        };
         if after < pruned {
             return Err(ApiError::new(
                 StatusCode::GONE,
