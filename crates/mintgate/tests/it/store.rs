@@ -72,6 +72,7 @@ store_contract!(
     concurrent_claims_never_hand_one_job_to_two_workers,
     batched_claims_never_hand_one_job_to_two_workers,
     webhooks_recorded_together_are_deduplicated_and_matched_one_by_one,
+    a_batch_of_many_webhooks_finds_duplicates_across_its_runs_and_earlier_batches,
     a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down,
     executions_created_together_honour_idempotency_keys_within_the_batch,
     an_execution_that_cannot_be_created_does_not_take_its_batch_down,
@@ -717,6 +718,64 @@ async fn webhooks_recorded_together_are_deduplicated_and_matched_one_by_one(stor
     assert_eq!(noted.detail["ignored"], "not running");
     let events = store.events_for(running).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.kind == "webhook").count(), 2);
+}
+
+/// A batch longer than one statement's run (the store writes it in runs of a power of two):
+/// duplicates within a run, across runs and from an earlier batch are all found, the other
+/// webhooks are recorded once each, and a webhook for our running execution placed in a later run
+/// still brings its check forward.
+async fn a_batch_of_many_webhooks_finds_duplicates_across_its_runs_and_earlier_batches(
+    store: SharedStore,
+) {
+    let running = new_execution(&store).await;
+    run_starts(&store, |_| ExecutionPatch {
+        instance_id: Some(inst("inst-ours")),
+        ..ExecutionPatch::state(ExecutionState::Running)
+    })
+    .await;
+    let at = t0() + secs(5);
+    let earlier = record_together(&store, vec![(webhook("sha-early", "inst-e", at), at)]).await;
+    assert_eq!(earlier, [WebhookRecorded::Unmatched]);
+    // 300 webhooks: runs of 256, 32, 8 and 4.
+    let mut batch: Vec<(WebhookRecord, DateTime<Utc>)> = (0..296)
+        .map(|n| (webhook(&format!("sha-{n}"), &format!("inst-{}", n % 50), at), at))
+        .collect();
+    batch.insert(1, (webhook("sha-0", "inst-0", at), at)); // same run as its first
+    batch.push((webhook("sha-3", "inst-3", at), at)); // a later run
+    batch.push((webhook("sha-early", "inst-e", at), at)); // an earlier batch
+    batch.push((webhook("sha-ours", "inst-ours", at), at));
+    assert_eq!(batch.len(), 300);
+    let outcomes = record_together(&store, batch).await;
+    let duplicates: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| **o == WebhookRecorded::Duplicate)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(duplicates, [1, 297, 298]);
+    assert_eq!(outcomes[299], WebhookRecorded::Matched);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == WebhookRecorded::Unmatched)
+            .count(),
+        296
+    );
+    assert_eq!(store.overview().await.unwrap().webhooks_recorded, 1 + 297);
+    let inst_0 = store.webhooks_for(&inst("inst-0")).await.unwrap();
+    assert_eq!(inst_0.len(), 6, "{inst_0:?}");
+    assert_eq!(
+        inst_0.iter().filter(|w| w.body_sha256 == "sha-0").count(),
+        1
+    );
+    assert!(
+        store
+            .jobs_for(running)
+            .await
+            .unwrap()
+            .iter()
+            .any(|j| j.kind == JobKind::Check && j.priority == JobPriority::Webhook)
+    );
 }
 
 /// Webhook records go after their retention, those naming no execution of ours sooner, in
