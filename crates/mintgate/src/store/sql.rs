@@ -215,17 +215,21 @@ enum WebhookStatement {
     Holders,
 }
 
-/// Runs of webhooks in a batch: the largest power of two that fits (at most
-/// [`crate::ingest::BATCH_MAX`]), then the next (a batch of 300 is runs of 256, 32, 8 and 4), so
-/// that a handful of statement texts serve every batch.
+/// The longest run of webhooks one statement writes (the group-commit writer's batches are at most
+/// this long, so they are written in at most one run of each size).
+const WEBHOOK_RUN_MAX: usize = 512;
+
+/// Runs of webhooks in a batch: the largest power of two that fits (at most [`WEBHOOK_RUN_MAX`]),
+/// then the next (a batch of 300 is runs of 256, 32, 8 and 4), so that a handful of statement
+/// texts serve every batch.
 fn webhook_runs<T>(batch: &[T]) -> impl Iterator<Item = &[T]> {
-    const { assert!(crate::ingest::BATCH_MAX.is_power_of_two()) };
+    const { assert!(WEBHOOK_RUN_MAX.is_power_of_two()) };
     let mut rest = batch;
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
         }
-        let n = (1 << rest.len().ilog2()).min(crate::ingest::BATCH_MAX);
+        let n = (1 << rest.len().ilog2()).min(WEBHOOK_RUN_MAX);
         let (run, after) = rest.split_at(n);
         rest = after;
         Some(run)
@@ -233,14 +237,14 @@ fn webhook_runs<T>(batch: &[T]) -> impl Iterator<Item = &[T]> {
 }
 
 /// The text of `statement` for a run of `n` webhooks (`n` a power of two, at most
-/// [`crate::ingest::BATCH_MAX`]), built once.
+/// [`WEBHOOK_RUN_MAX`]), built once.
 /// With `anonymous`, each argument is written `?` (see [`Dialect::ANONYMOUS_ARGUMENTS`]).
 fn webhook_statement(statement: WebhookStatement, n: usize, anonymous: bool) -> &'static str {
-    const SIZES: usize = crate::ingest::BATCH_MAX.ilog2() as usize + 1;
+    const SIZES: usize = WEBHOOK_RUN_MAX.ilog2() as usize + 1;
     type Texts = [[String; SIZES]; 3];
     static NUMBERED: std::sync::OnceLock<Texts> = std::sync::OnceLock::new();
     static ANONYMOUS: std::sync::OnceLock<Texts> = std::sync::OnceLock::new();
-    debug_assert!(n.is_power_of_two() && n <= crate::ingest::BATCH_MAX);
+    debug_assert!(n.is_power_of_two() && n <= WEBHOOK_RUN_MAX);
     let texts = if anonymous { &ANONYMOUS } else { &NUMBERED };
     let texts = texts.get_or_init(|| {
         let build = |statement: WebhookStatement| {
@@ -2162,7 +2166,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{WebhookStatement, webhook_runs, webhook_statement};
+    use super::{WEBHOOK_RUN_MAX, WebhookStatement, webhook_runs, webhook_statement};
 
     #[test]
     fn a_batch_is_cut_into_runs_of_powers_of_two_in_order() {
@@ -2173,10 +2177,10 @@ mod tests {
             [256, 32, 8, 4]
         );
         assert_eq!(runs.concat(), batch);
-        let big: Vec<usize> = (0..crate::ingest::BATCH_MAX * 2 + 1).collect();
+        let big: Vec<usize> = (0..WEBHOOK_RUN_MAX * 2 + 1).collect();
         assert_eq!(
             webhook_runs(&big).map(<[usize]>::len).collect::<Vec<_>>(),
-            [crate::ingest::BATCH_MAX, crate::ingest::BATCH_MAX, 1]
+            [WEBHOOK_RUN_MAX, WEBHOOK_RUN_MAX, 1]
         );
         assert_eq!(webhook_runs::<usize>(&[]).count(), 0);
     }

@@ -738,7 +738,12 @@ async fn a_batch_of_many_webhooks_finds_duplicates_across_its_runs_and_earlier_b
     assert_eq!(earlier, [WebhookRecorded::Unmatched]);
     // 300 webhooks: runs of 256, 32, 8 and 4.
     let mut batch: Vec<(WebhookRecord, DateTime<Utc>)> = (0..296)
-        .map(|n| (webhook(&format!("sha-{n}"), &format!("inst-{}", n % 50), at), at))
+        .map(|n| {
+            (
+                webhook(&format!("sha-{n}"), &format!("inst-{}", n % 50), at),
+                at,
+            )
+        })
         .collect();
     batch.insert(1, (webhook("sha-0", "inst-0", at), at)); // same run as its first
     batch.push((webhook("sha-3", "inst-3", at), at)); // a later run
