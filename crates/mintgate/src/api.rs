@@ -19,7 +19,6 @@ use chrono::Utc;
 use mint_client::FlowId;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::clock::{Clock, delta};
@@ -45,7 +44,7 @@ pub struct ApiState {
     pub webhook_settle: std::time::Duration,
     pub webhook_body_bytes_max: usize,
     /// Wakes the workers when new work is durable.
-    pub wake: Arc<Notify>,
+    pub wake: Arc<crate::store::Wake>,
     pub clients: crate::pipeline::Clients,
     pub flow_cache: Arc<crate::flow_cache::FlowCache>,
     pub ingest: crate::ingest::Ingest,
@@ -255,7 +254,7 @@ async fn create_execution(
         .map_err(ApiError::internal)?;
     match created {
         Created::New(execution) => {
-            state.wake.notify_waiters();
+            state.wake.notify(crate::model::JobKind::Start);
             tracing::info!(execution_id = %execution.id, flow_id = %execution.flow_id, "execution accepted");
             Ok((
                 StatusCode::ACCEPTED,

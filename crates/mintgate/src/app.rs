@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use mint_client::{Budget, BudgetConfig, MintClient, MintConfig, TokenStore};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
@@ -280,7 +279,7 @@ impl Application {
             .iter()
             .map(|(name, profile)| (name.clone(), profile.price_cents))
             .collect();
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(crate::store::Wake::default());
         let clients = Clients::new(clients);
         let workers = Arc::new(crate::pipeline::WorkerPools::default());
         let pipeline = Arc::new(Pipeline {

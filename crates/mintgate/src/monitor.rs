@@ -17,7 +17,6 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use mint_client::BudgetSnapshot;
 use serde::Deserialize;
-use tokio::sync::Notify;
 
 use crate::clock::{Clock, delta};
 use crate::config::PipelineConfig;
@@ -59,7 +58,7 @@ pub struct MonitorState {
     pub pipeline: PipelineConfig,
     pub api_keys: Arc<Vec<ApiKey>>,
     /// Rung when the cap is raised, so held starts are looked at again.
-    pub wake: Arc<Notify>,
+    pub wake: Arc<crate::store::Wake>,
     /// The last snapshot and when it was read: `/` and `/metrics` share it for
     /// `cache_ttl`, so their database cost does not grow with how often they are asked.
     pub cache: Arc<tokio::sync::Mutex<Option<CachedSnapshot>>>,

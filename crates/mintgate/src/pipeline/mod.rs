@@ -73,8 +73,8 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     /// This replica's name, recorded as the lease owner.
     pub owner: String,
-    /// Rung when new work is durable, so idle workers look at once.
-    pub wake: Arc<Notify>,
+    /// Rung when new work is durable, so idle workers (of the work's kind) look at once.
+    pub wake: Arc<crate::store::Wake>,
     /// This service's metrics: every job step records into it.
     pub metrics: Arc<crate::metrics::Registry>,
     /// The live workers of each pool (`/readyz` fails when a pool has none).
@@ -501,7 +501,12 @@ impl Pipeline {
         // Ring the idle workers for a follow-up due now only: one due later is found by their
         // timers (as the store tells other replicas, see `Store::finish_step`).
         let now = self.clock.now();
-        let wake = outcome.enqueue.iter().any(|job| job.run_at <= now);
+        let due: Vec<JobKind> = outcome
+            .enqueue
+            .iter()
+            .filter(|job| job.run_at <= now)
+            .map(|job| job.kind)
+            .collect();
         match self
             .store
             .finish_step(lease, job.execution_id, outcome, now)
@@ -509,8 +514,8 @@ impl Pipeline {
         {
             Ok(()) => {
                 crate::metrics::job_finished(kind, label, started.elapsed());
-                if wake {
-                    self.wake.notify_waiters();
+                for kind in due {
+                    self.wake.notify(kind);
                 }
             }
             Err(error) if error.downcast_ref::<LeaseLost>().is_some() => {
@@ -579,7 +584,7 @@ impl Pipeline {
             }
             // Register for wake-ups before looking, so a notification between the look and the
             // wait is not missed.
-            let notified = self.wake.notified();
+            let notified = self.wake.notified(kind);
             tokio::pin!(notified);
             notified.as_mut().enable();
             let handed = pool.handed.notified();

@@ -28,6 +28,42 @@ use crate::model::{
     WorkPause,
 };
 
+/// Rings idle workers when new work is durable, one bell per job kind: an accepted execution
+/// wakes the start workers only, not every idle check and download worker (each of which would
+/// claim nothing in a write transaction, behind the group commit, at every accepted request:
+/// issue 16's profile of a burst).
+#[derive(Debug, Default)]
+pub struct Wake {
+    kinds: [tokio::sync::Notify; 3],
+}
+
+impl Wake {
+    fn index(kind: JobKind) -> usize {
+        match kind {
+            JobKind::Start => 0,
+            JobKind::Check => 1,
+            JobKind::Download => 2,
+        }
+    }
+
+    /// Rings the idle workers of `kind`.
+    pub fn notify(&self, kind: JobKind) {
+        self.kinds[Self::index(kind)].notify_waiters();
+    }
+
+    /// Rings the idle workers of every kind (work of any kind, or of an unknown one, may be due).
+    pub fn notify_waiters(&self) {
+        for bell in &self.kinds {
+            bell.notify_waiters();
+        }
+    }
+
+    /// Resolves at the next ring for `kind`'s workers (see [`tokio::sync::Notify::notified`]).
+    pub fn notified(&self, kind: JobKind) -> tokio::sync::futures::Notified<'_> {
+        self.kinds[Self::index(kind)].notified()
+    }
+}
+
 /// A request to create an execution, as accepted by the own API.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
@@ -577,7 +613,7 @@ pub trait Store: EventStore + Send + Sync + 'static {
     /// itself.
     fn spawn_wake_listener(
         &self,
-        _wake: Arc<tokio::sync::Notify>,
+        _wake: Arc<Wake>,
         _shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
         None

@@ -20,8 +20,10 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgQuer
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::Wake;
 use super::schema::OpenMode;
 use super::sql::{Dialect, SqlStore};
+use crate::model::JobKind;
 
 /// The PostgreSQL implementation of [`super::Store`].
 pub type PgStore = SqlStore<Postgres>;
@@ -57,6 +59,14 @@ impl Dialect for Postgres {
     // The channel is `EVENTS_CHANNEL`.
     const NOTIFY_EVENTS: Option<&'static str> = Some("SELECT pg_notify('mintgate_events', '')");
 
+    fn json_rows(columns: &[(&str, &str)]) -> String {
+        let columns: Vec<String> = columns
+            .iter()
+            .map(|(name, kind)| format!("{name} {kind}"))
+            .collect();
+        format!("json_to_recordset($1::json) AS r({})", columns.join(", "))
+    }
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
@@ -67,10 +77,15 @@ impl Dialect for Postgres {
 
     fn spawn_wake_listener(
         pool: &PgPool,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
         shutdown: CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        Some(listen(pool.clone(), WAKE_CHANNEL, wake, shutdown))
+        Some(listen(
+            pool.clone(),
+            WAKE_CHANNEL,
+            Bell::Work(wake),
+            shutdown,
+        ))
     }
 
     fn spawn_events_listener(
@@ -78,7 +93,12 @@ impl Dialect for Postgres {
         wake: Arc<Notify>,
         shutdown: CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        Some(listen(pool.clone(), EVENTS_CHANNEL, wake, shutdown))
+        Some(listen(
+            pool.clone(),
+            EVENTS_CHANNEL,
+            Bell::Events(wake),
+            shutdown,
+        ))
     }
 }
 
@@ -110,14 +130,39 @@ impl SqlStore<Postgres> {
     /// Listens for [`WAKE_CHANNEL`] and rings `wake` at each notification, until `shutdown`.
     pub fn listen(
         &self,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        listen(self.pool().clone(), WAKE_CHANNEL, wake, shutdown)
+        listen(
+            self.pool().clone(),
+            WAKE_CHANNEL,
+            Bell::Work(wake),
+            shutdown,
+        )
     }
 }
 
-/// Listens for `channel` ([`WAKE_CHANNEL`], [`EVENTS_CHANNEL`]) and rings `wake` at each
+/// What a notification rings.
+enum Bell {
+    /// The workers of the job kind named by the payload (every kind's for an unknown payload).
+    Work(Arc<Wake>),
+    /// The feed's long polls and the deliveries.
+    Events(Arc<Notify>),
+}
+
+impl Bell {
+    fn ring(&self, payload: Option<&str>) {
+        match self {
+            Self::Work(wake) => match payload.and_then(JobKind::parse) {
+                Some(kind) => wake.notify(kind),
+                None => wake.notify_waiters(),
+            },
+            Self::Events(wake) => wake.notify_waiters(),
+        }
+    }
+}
+
+/// Listens for `channel` ([`WAKE_CHANNEL`], [`EVENTS_CHANNEL`]) and rings `bell` at each
 /// notification, until `shutdown`.
 ///
 /// A lost connection is re-established (sqlx's listener reconnects on the next receive); while it
@@ -125,7 +170,7 @@ impl SqlStore<Postgres> {
 fn listen(
     pool: PgPool,
     channel: &'static str,
-    wake: Arc<Notify>,
+    bell: Bell,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -152,10 +197,10 @@ fn listen(
         loop {
             tokio::select! {
                 received = listener.try_recv() => match received {
-                    Ok(Some(_)) => wake.notify_waiters(),
+                    Ok(Some(notification)) => bell.ring(Some(notification.payload())),
                     // The connection was lost and will be re-established: work may have been
                     // announced meanwhile, so look now.
-                    Ok(None) => wake.notify_waiters(),
+                    Ok(None) => bell.ring(None),
                     Err(error) => {
                         tracing::warn!(%error, "LISTEN connection failed; retrying");
                         tokio::select! {

@@ -68,6 +68,23 @@ pub trait Dialect: Database {
     /// n² steps (a third of the writer's time for group-committed webhooks in issue 16).
     const ANONYMOUS_ARGUMENTS: bool = false;
 
+    /// A `FROM` item named `r` whose rows are the objects of a JSON array bound as `$1` (text),
+    /// with `columns` (name and PostgreSQL type, `text` or `bigint`) read from each object's
+    /// members of the same names. A batch of any size is then one statement text, prepared once
+    /// and kept in the connection's statement cache, where a multi-row `VALUES` list of each size
+    /// is a statement of its own (prepared again whenever the sizes outnumber the cache). SQLite's
+    /// form (JSON1's `json_each`); PostgreSQL's is `json_to_recordset`.
+    fn json_rows(columns: &[(&str, &str)]) -> String {
+        let members: Vec<String> = columns
+            .iter()
+            .map(|(name, _)| format!("value ->> '{name}' AS {name}"))
+            .collect();
+        format!(
+            "(SELECT {} FROM json_each($1) ORDER BY key) AS r",
+            members.join(", ")
+        )
+    }
+
     /// The migrations of the schema this binary reads and writes.
     fn migrator() -> &'static Migrator;
 
@@ -77,7 +94,7 @@ pub trait Dialect: Database {
     /// [`Store::spawn_wake_listener`]).
     fn spawn_wake_listener(
         _pool: &Pool<Self>,
-        _wake: std::sync::Arc<tokio::sync::Notify>,
+        _wake: std::sync::Arc<super::Wake>,
         _shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
         None
@@ -759,8 +776,8 @@ where
     }
 
     /// Creates executions and their start jobs inside `tx`, with one statement per table for the
-    /// whole batch (see [`Store::create_execution`] and [`Store::write_batch`]); answers in the
-    /// order of `batch`.
+    /// whole batch, the same text whatever its size ([`Dialect::json_rows`]; see
+    /// [`Store::create_execution`] and [`Store::write_batch`]); answers in the order of `batch`.
     ///
     /// `ON CONFLICT … DO NOTHING` rather than look-then-insert: two replicas may take the same
     /// retried request at once; the second insert waits for the first to commit, then does
@@ -777,32 +794,43 @@ where
             .iter()
             .map(|new| request_fingerprint(&new.environment, new.flow_id.as_str(), &new.input))
             .collect();
-        let values = placeholders(batch.len(), 8, |p| {
-            format!(
-                "({}, {}, {}, {}, {}, {}, 'queued', {}, {}, {})",
-                p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[6], p[7]
-            )
-        });
+        // One statement text whatever the batch's size (see `Dialect::json_rows`), the rows in
+        // the batch's order (the first request of a key is the one inserted).
+        let rows: Vec<serde_json::Value> = batch
+            .iter()
+            .zip(&fingerprints)
+            .map(|(new, fingerprint)| {
+                serde_json::json!({
+                    "id": new.id.to_string(),
+                    "idempotency_key": new.idempotency_key,
+                    "request_sha256": fingerprint,
+                    "environment": new.environment,
+                    "flow_id": new.flow_id.as_str(),
+                    "input": new.input.to_string(),
+                    "at": ms(new.now),
+                    "traceparent": new.traceparent,
+                })
+            })
+            .collect();
         let statement = format!(
             "INSERT INTO executions (id, idempotency_key, request_sha256, environment, flow_id, input, state, created_at, updated_at, traceparent)
-             VALUES {values}
+             SELECT r.id, r.idempotency_key, r.request_sha256, r.environment, r.flow_id, r.input, 'queued', r.at, r.at, r.traceparent
+             FROM {} WHERE true
              ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING *"
+             RETURNING *",
+            D::json_rows(&[
+                ("id", "text"),
+                ("idempotency_key", "text"),
+                ("request_sha256", "text"),
+                ("environment", "text"),
+                ("flow_id", "text"),
+                ("input", "text"),
+                ("at", "bigint"),
+                ("traceparent", "text"),
+            ])
         );
-        let inputs: Vec<String> = batch.iter().map(|new| new.input.to_string()).collect();
-        let mut insert = sqlx::query(AssertSqlSafe(statement));
-        for ((new, fingerprint), input) in batch.iter().zip(&fingerprints).zip(&inputs) {
-            insert = insert
-                .bind(new.id.to_string())
-                .bind(new.idempotency_key.as_deref())
-                .bind(fingerprint.as_str())
-                .bind(new.environment.as_str())
-                .bind(new.flow_id.as_str())
-                .bind(input.as_str())
-                .bind(ms(new.now))
-                .bind(new.traceparent.as_deref());
-        }
-        let rows = insert
+        let rows = sqlx::query(AssertSqlSafe(statement))
+            .bind(serde_json::Value::Array(rows).to_string())
             .fetch_all(&mut **tx)
             .await
             .context("inserting executions")?;
@@ -847,44 +875,55 @@ where
         if !new.is_empty() {
             let statement = format!(
                 "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
-                 VALUES {}",
-                placeholders(new.len(), 3, |p| format!(
-                    "({}, {}, 'start', 'ready', {}, {}, {}, {}, {})",
-                    p[0],
-                    p[1],
-                    JobPriority::Interactive as i64,
-                    p[2],
-                    max_attempts(JobKind::Start),
-                    p[2],
-                    p[2]
-                ))
+                 SELECT r.id, r.execution_id, 'start', 'ready', {}, r.at, {}, r.at, r.at FROM {}",
+                JobPriority::Interactive as i64,
+                max_attempts(JobKind::Start),
+                D::json_rows(&[("id", "text"), ("execution_id", "text"), ("at", "bigint")])
             );
-            let mut jobs = sqlx::query(AssertSqlSafe(statement));
-            for execution in &new {
-                jobs = jobs
-                    .bind(Uuid::now_v7().to_string())
-                    .bind(execution.id.to_string())
-                    .bind(ms(execution.now));
-            }
-            jobs.execute(&mut **tx)
+            let jobs: Vec<serde_json::Value> = new
+                .iter()
+                .map(|execution| {
+                    serde_json::json!({
+                        "id": Uuid::now_v7().to_string(),
+                        "execution_id": execution.id.to_string(),
+                        "at": ms(execution.now),
+                    })
+                })
+                .collect();
+            sqlx::query(AssertSqlSafe(statement))
+                .bind(serde_json::Value::Array(jobs).to_string())
+                .execute(&mut **tx)
                 .await
                 .context("enqueueing start jobs")?;
             Self::notify_work(tx, JobKind::Start).await?;
-            let events: Vec<(Uuid, DateTime<Utc>, &str, serde_json::Value)> = new
+            let statement = format!(
+                "INSERT INTO events (execution_id, at, kind, detail)
+                 SELECT r.execution_id, r.at, 'requested', r.detail FROM {}",
+                D::json_rows(&[
+                    ("execution_id", "text"),
+                    ("at", "bigint"),
+                    ("detail", "text")
+                ])
+            );
+            let events: Vec<serde_json::Value> = new
                 .iter()
                 .map(|execution| {
-                    (
-                        execution.id,
-                        execution.now,
-                        "requested",
-                        serde_json::json!({
-                            "flowId": execution.flow_id,
-                            "environment": execution.environment,
-                        }),
-                    )
+                    let detail = serde_json::json!({
+                        "flowId": execution.flow_id,
+                        "environment": execution.environment,
+                    });
+                    serde_json::json!({
+                        "execution_id": execution.id.to_string(),
+                        "at": ms(execution.now),
+                        "detail": detail.to_string(),
+                    })
                 })
                 .collect();
-            Self::insert_events(tx, &events).await?;
+            sqlx::query(AssertSqlSafe(statement))
+                .bind(serde_json::Value::Array(events).to_string())
+                .execute(&mut **tx)
+                .await
+                .context("recording events")?;
         }
         batch
             .iter()
@@ -1778,7 +1817,7 @@ where
 
     fn spawn_wake_listener(
         &self,
-        wake: std::sync::Arc<tokio::sync::Notify>,
+        wake: std::sync::Arc<super::Wake>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
         D::spawn_wake_listener(&self.pool, wake, shutdown)

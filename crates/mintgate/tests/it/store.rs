@@ -75,6 +75,7 @@ store_contract!(
     a_batch_of_many_webhooks_finds_duplicates_across_its_runs_and_earlier_batches,
     a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down,
     executions_created_together_honour_idempotency_keys_within_the_batch,
+    a_batch_of_executions_is_stored_exactly_as_requested,
     an_execution_that_cannot_be_created_does_not_take_its_batch_down,
     a_full_batch_of_both_kinds_is_committed_and_answered_in_order,
     webhooks_are_pruned_by_age_unmatched_sooner_in_batches,
@@ -993,6 +994,70 @@ async fn executions_created_together_honour_idempotency_keys_within_the_batch(st
     }
 }
 
+/// A batch's executions travel to the database as one JSON array (one statement text whatever
+/// the batch's size): what is stored is exactly what was requested, awkward characters, absent
+/// keys and trace contexts included, with one start job and one `requested` event each.
+async fn a_batch_of_executions_is_stored_exactly_as_requested(store: SharedStore) {
+    let awkward = serde_json::json!({
+        "quote": "she said \"hi\"", "backslash": "C:\\dir\\", "unicode": "Zoë 🚀 \u{7}",
+        "nested": {"list": [1, 2.5, null, true], "empty": {}}, "big": 9007199254740993_i64,
+    });
+    let first = NewExecution {
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+        ..new_request(Some("key with 'quotes' and \"more\""), awkward.clone())
+    };
+    let second = NewExecution {
+        environment: "production".to_owned(),
+        now: t0() + secs(1),
+        ..new_request(None, serde_json::json!({}))
+    };
+    let outcomes = store
+        .write_batch(vec![
+            Write::Execution(first.clone()),
+            Write::Execution(second.clone()),
+        ])
+        .await;
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Ok(Written::Execution(created)) if matches!(**created, Created::New(_))),
+            "{outcome:?}"
+        );
+    }
+    for new in [&first, &second] {
+        let stored = store.execution(new.id).await.unwrap().unwrap();
+        assert_eq!(stored.input, new.input);
+        assert_eq!(stored.idempotency_key, new.idempotency_key);
+        assert_eq!(stored.environment, new.environment);
+        assert_eq!(stored.flow_id, new.flow_id);
+        assert_eq!(stored.traceparent, new.traceparent);
+        assert_eq!(stored.created_at, new.now);
+        assert_eq!(stored.updated_at, new.now);
+        assert_eq!(stored.state, ExecutionState::Queued);
+        let jobs = store.jobs_for(new.id).await.unwrap();
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0].kind, JobKind::Start);
+        assert_eq!(jobs[0].state, JobState::Ready);
+        assert_eq!(jobs[0].run_at, new.now);
+        let events = store.events_for(new.id).await.unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].kind, "requested");
+        assert_eq!(events[0].at, new.now);
+        assert_eq!(
+            events[0].detail,
+            serde_json::json!({"flowId": new.flow_id.as_str(), "environment": new.environment})
+        );
+    }
+    // The same request again (by key) is the same execution, found by its stored fingerprint.
+    let again = NewExecution {
+        id: Uuid::now_v7(),
+        ..first.clone()
+    };
+    match store.create_execution(again).await.unwrap() {
+        Created::Existing(e) => assert_eq!(e.id, first.id),
+        other => panic!("expected the first execution again, got {other:?}"),
+    }
+}
+
 /// A request the database refuses (here: an id already taken) fails alone; the requests before
 /// and after it in the batch are durable with their start jobs.
 async fn an_execution_that_cannot_be_created_does_not_take_its_batch_down(store: SharedStore) {
@@ -1502,13 +1567,14 @@ async fn postgres_wakes_the_workers_of_another_replica_when_work_is_enqueued() {
     let url = fresh_postgres_schema(&server).await;
     let here = PgStore::open_url(&url).await.unwrap();
     let there: SharedStore = Arc::new(PgStore::open_url(&url).await.unwrap());
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = Arc::new(mintgate::store::Wake::default());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let listener = here.listen(wake.clone(), shutdown.clone());
-    // The listener subscribes asynchronously: enqueue until a notification arrives.
+    // The listener subscribes asynchronously: enqueue until a notification arrives. A new
+    // execution's notification rings the start workers (the bell of its job's kind).
     let woken = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let notified = wake.notified();
+            let notified = wake.notified(JobKind::Start);
             tokio::pin!(notified);
             notified.as_mut().enable();
             new_execution(&there).await;
