@@ -4,9 +4,10 @@
 //! Why not `axum::serve`: it has no header read timeout, no connection limit and no TLS. Here each
 //! connection is served by hyper's HTTP/1 server (header read timeout, header size limit; the
 //! timeout also closes connections idle between requests), a semaphore bounds open connections
-//! (more wait in the kernel's backlog, costing nothing), and the router gets the request limits as
-//! tower layers: request ids, sensitive headers, caught panics, a request timeout, a bound on
-//! requests in flight, a body deadline and body size limits checked before the body is read.
+//! (more wait in the kernel's backlog, costing nothing), and the router gets the request limits in
+//! one middleware: request ids, sensitive headers, caught panics, a request timeout, a bound on
+//! requests in flight and a body deadline; body size limits are checked per route before the body
+//! is read.
 //!
 //! HTTP/1.1 only: it is what Mint's HTTP request step and the operators' tools speak, and HTTP/2
 //! would bring its own set of limits to get right (streams, resets, flow control).
@@ -27,10 +28,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::config::ListenerConfig;
 use crate::tls::ReloadingCertificate;
@@ -91,55 +88,102 @@ impl Listener {
     }
 }
 
-/// The request limits of a listener as tower layers around `router`, outermost first: caught
-/// panics, sensitive headers, request id, request timeout, requests in flight, body deadline.
-/// Body size limits are per route ([`limit_body`]).
+/// The request limits of a listener around `router`, outermost first: caught panics, sensitive
+/// headers, request id, request timeout, requests in flight, body deadline. Body size limits are
+/// per route ([`limit_body`]).
+///
+/// One middleware does them all, in that order: a layer each cost a boxed future, a clone of the
+/// service under it and, for the request id, a request extension, on every request (issue 16).
 pub fn with_limits(router: Router, config: &ListenerConfig, sensitive: Vec<HeaderName>) -> Router {
-    let in_flight = Arc::new(Semaphore::new(config.requests_in_flight_max));
-    let body_read_timeout = config.body_read_timeout;
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    router
-        .layer(axum::middleware::from_fn(
-            move |request: Request, next: Next| {
-                let body_read_timeout = body_read_timeout;
-                async move { body_deadline(body_read_timeout, request, next).await }
-            },
-        ))
-        .layer(axum::middleware::from_fn(
-            move |request: Request, next: Next| {
-                let in_flight = in_flight.clone();
-                async move {
-                    // Waits for a place (bounded by the request timeout around it): webhooks are
-                    // sent once, so a short wait beats a refusal.
-                    let Ok(_permit) = in_flight.acquire_owned().await else {
-                        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                    };
-                    next.run(request).await
+    let limits = Arc::new(Limits {
+        sensitive,
+        request_timeout: config.request_timeout,
+        body_read_timeout: config.body_read_timeout,
+        in_flight: Semaphore::new(config.requests_in_flight_max),
+    });
+    router.layer(axum::middleware::from_fn(
+        move |request: Request, next: Next| {
+            let limits = limits.clone();
+            async move {
+                // Caught panics: a handler that panics is answered 500 and its connection goes on.
+                let guarded = std::panic::AssertUnwindSafe(limits.guard(request, next));
+                match futures::FutureExt::catch_unwind(guarded).await {
+                    Ok(response) => response,
+                    Err(panic) => panic_response(panic),
                 }
-            },
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            config.request_timeout,
-        ))
-        .layer(axum::middleware::from_fn(request_span))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
-        .layer(CatchPanicLayer::custom(panic_response))
+            }
+        },
+    ))
+}
+
+/// What [`with_limits`] holds for a listener.
+struct Limits {
+    /// Request headers whose values are never shown (`Debug`, traces).
+    sensitive: Vec<HeaderName>,
+    request_timeout: Duration,
+    body_read_timeout: Duration,
+    /// A place for each request being handled; more wait (within the request timeout): webhooks
+    /// are sent once, so a short wait beats a refusal.
+    in_flight: Semaphore,
+}
+
+impl Limits {
+    async fn guard(&self, mut request: Request, next: Next) -> Response {
+        let headers = request.headers_mut();
+        for name in &self.sensitive {
+            if let header::Entry::Occupied(mut entry) = headers.entry(name) {
+                for value in entry.iter_mut() {
+                    value.set_sensitive(true);
+                }
+            }
+        }
+        let request_id = match headers.get(REQUEST_ID_HEADER) {
+            Some(given) => given.clone(),
+            None => {
+                let made = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                    .expect("a UUID is a header value");
+                headers.insert(REQUEST_ID_HEADER, made.clone());
+                made
+            }
+        };
+        let span = request_span(&request);
+        let limited = async {
+            let Ok(_permit) = self.in_flight.acquire().await else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            // The body must arrive within the body read timeout, however it trickles in.
+            let (parts, body) = request.into_parts();
+            let body = axum::body::Body::new(tower_http::timeout::DeadlineBody::new(
+                self.body_read_timeout,
+                body,
+            ));
+            next.run(Request::from_parts(parts, body)).await
+        };
+        let timed = tokio::time::timeout(
+            self.request_timeout,
+            tracing::Instrument::instrument(limited, span),
+        );
+        let mut response = timed
+            .await
+            .unwrap_or_else(|_| StatusCode::SERVICE_UNAVAILABLE.into_response());
+        // Every answer carries the request's id (unless the handler set one).
+        if !response.headers().contains_key(REQUEST_ID_HEADER) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, request_id);
+        }
+        response
+    }
 }
 
 /// Every request's log lines carry its id, method and path (never its headers or body). With
 /// traces exported, the span is the request's server span; an own API request (`/v1/…`) that
 /// carries a W3C `traceparent` continues its caller's trace (webhooks and the operator pages start
 /// their own: an outside sender does not choose what is sampled).
-async fn request_span(request: Request, next: Next) -> Response {
+fn request_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+        .unwrap_or("");
     let span = tracing::info_span!(
         "request",
         request_id,
@@ -149,11 +193,11 @@ async fn request_span(request: Request, next: Next) -> Response {
         otel.name = format!("{} {}", request.method(), span_route(request.uri().path())),
     );
     if request.uri().path().starts_with("/v1/")
-        && let Some(traceparent) = header_text(&request, "traceparent")
+        && let Some(traceparent) = header_text(request, "traceparent")
     {
-        crate::telemetry::set_parent(&span, traceparent, header_text(&request, "tracestate"));
+        crate::telemetry::set_parent(&span, traceparent, header_text(request, "tracestate"));
     }
-    tracing::Instrument::instrument(next.run(request), span).await
+    span
 }
 
 fn header_text<'r>(request: &'r Request, name: &str) -> Option<&'r str> {
@@ -192,13 +236,6 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         axum::Json(serde_json::json!({"error": "internal", "message": "internal error; see the service log"})),
     )
         .into_response()
-}
-
-/// The body must arrive within `timeout`, however it trickles in.
-async fn body_deadline(timeout: Duration, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = axum::body::Body::new(tower_http::timeout::DeadlineBody::new(timeout, body));
-    next.run(Request::from_parts(parts, body)).await
 }
 
 /// A body size limit for a route, checked before the body is read: a `Content-Length` above it

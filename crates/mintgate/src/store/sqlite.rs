@@ -22,6 +22,12 @@ use sqlx::sqlite::{
 use super::schema::OpenMode;
 use super::sql::{Dialect, SqlStore};
 
+/// The writer's page cache: 32 MiB (a negative `cache_size` is in KiB).
+const WRITER_CACHE_SIZE: &str = "-32768";
+/// WAL pages (4 KiB each) after which a commit checkpoints them into the database (SQLite's default
+/// is 1,000).
+const WAL_AUTOCHECKPOINT_PAGES: &str = "8000";
+
 /// The SQLite implementation of [`super::Store`].
 pub type SqliteStore = SqlStore<Sqlite>;
 
@@ -110,10 +116,23 @@ impl SqlStore<Sqlite> {
         // WAL and `synchronous = FULL`). And the writer is not pinged before each transaction: it is a
         // file this process holds open, not a server that may have gone away, and the ping was a
         // round trip to SQLite's thread per batch.
+        //
+        // Its page cache is larger than SQLite's default (2 MiB): a group commit of webhooks writes
+        // index pages all over the unique index, and a page not cached is read again from the
+        // file. And it checkpoints the WAL into the database every WAL_AUTOCHECKPOINT_PAGES pages
+        // instead of every 1,000: a page written by many commits in between (the end of each
+        // index, the pages a burst of webhooks keeps touching) is copied and synced once, not once
+        // per 1,000 pages (a fifth of the writer's time in issue 16's profile). Commits are as
+        // durable: a commit is in the synced WAL whether or not it was checkpointed yet.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
-            .connect_lazy_with(options.pragma("temp_store", "memory"));
+            .connect_lazy_with(
+                options
+                    .pragma("temp_store", "memory")
+                    .pragma("cache_size", WRITER_CACHE_SIZE)
+                    .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES),
+            );
         Self::from_pools(pool, writer, mode)
             .await
             .with_context(|| format!("opening the SQLite database {name}"))
