@@ -249,6 +249,33 @@ impl Drop for PoolCount<'_> {
     }
 }
 
+/// Ends the leases of the jobs `pool` claimed ahead for its workers but never began (the executor
+/// claims one for each of its workers), once the workers have stopped: another replica, or this one
+/// restarted, takes them at once instead of after their lease. A job whose step had begun keeps
+/// its lease: what it did before the shutdown is not known here, so it is taken over only when the
+/// lease lapses. A lease that cannot be ended (the database is away) lapses as before.
+async fn hand_back(store: &SharedStore, clock: &Clock, pool: &ClaimPool) {
+    let mut handed_back = 0_u32;
+    while let Some((job, lease)) = pool.take() {
+        // A lease lapses when it ends before a claim's `now`: one that ended a moment ago.
+        let lapsed = clock.now() - chrono::Duration::milliseconds(1);
+        match store.renew_lease(&lease, lapsed).await {
+            Ok(()) => handed_back += 1,
+            Err(error) => tracing::warn!(
+                job_id = %job.id,
+                error = format!("{error:#}"),
+                "a job claimed ahead keeps its lease until it lapses"
+            ),
+        }
+    }
+    if handed_back > 0 {
+        tracing::info!(
+            handed_back,
+            "jobs claimed ahead but not begun were handed back"
+        );
+    }
+}
+
 /// Faults the integration tests inject to show the workers survive what no Mint answer or
 /// request can cause any more (a bug's panic). Nothing in the configuration sets them.
 #[doc(hidden)]
@@ -543,8 +570,10 @@ impl Pipeline {
             (JobKind::Check, self.config.check_workers),
             (JobKind::Download, self.config.download_workers),
         ];
+        let mut claim_pools = Vec::new();
         for (kind, count) in pools {
             let pool = Arc::new(ClaimPool::new(kind, count));
+            claim_pools.push(pool.clone());
             for _ in 0..count {
                 let pipeline = self.clone();
                 let shutdown = shutdown.clone();
@@ -565,6 +594,9 @@ impl Pipeline {
                 };
                 tracing::error!(how, "a worker stopped before the shutdown");
             }
+        }
+        for pool in claim_pools {
+            hand_back(&self.store, &self.clock, &pool).await;
         }
     }
 
@@ -876,6 +908,9 @@ impl std::error::Error for Failure {}
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
+    use uuid::Uuid;
+
     use super::*;
 
     #[test]
@@ -897,6 +932,62 @@ mod tests {
                 .iter()
                 .all(|d| *d >= wait && *d <= Duration::from_secs(75))
         );
+    }
+
+    #[tokio::test]
+    async fn jobs_claimed_ahead_are_handed_back_at_shutdown_and_begun_ones_keep_their_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(
+            crate::store::sqlite::SqliteStore::open(&dir.path().join("m.db"))
+                .await
+                .unwrap(),
+        );
+        let clock = Clock::system();
+        let now = clock.now();
+        for _ in 0..3 {
+            store
+                .create_execution(crate::store::NewExecution {
+                    id: Uuid::now_v7(),
+                    idempotency_key: None,
+                    environment: "sandbox".to_owned(),
+                    flow_id: mint_client::FlowId::new("flow-kyc-basic").unwrap(),
+                    input: serde_json::json!({}),
+                    now,
+                    traceparent: None,
+                })
+                .await
+                .unwrap();
+        }
+        let lease_until = now + TimeDelta::minutes(5);
+        let claimed = store
+            .claim_many(&[JobKind::Start], "replica-a", now, lease_until, 3)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 3);
+        // One begun by a worker, two waiting in the pool when the workers stop.
+        let pool = ClaimPool::new(JobKind::Start, 3);
+        pool.hand_out(claimed.into_iter());
+        let (begun, _) = pool.take().unwrap();
+        hand_back(&store, &clock, &pool).await;
+        assert!(!pool.has_ready());
+        let later = clock.now();
+        let taken = store
+            .claim_many(
+                &[JobKind::Start],
+                "replica-b",
+                later,
+                later + TimeDelta::minutes(5),
+                10,
+            )
+            .await
+            .unwrap();
+        let ids: Vec<Uuid> = taken.iter().map(|(job, _)| job.id).collect();
+        assert_eq!(
+            ids.len(),
+            2,
+            "the two handed back are taken at once: {ids:?}"
+        );
+        assert!(!ids.contains(&begun.id), "the begun job keeps its lease");
     }
 
     #[test]
