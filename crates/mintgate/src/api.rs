@@ -437,7 +437,8 @@ async fn receive_webhook(
         WebhookRecorded::Duplicate => "duplicate",
     });
     if recorded == WebhookRecorded::Matched {
-        state.wake.notify_waiters();
+        // The webhook brought its execution's check forward: the check workers look.
+        state.wake.notify(crate::model::JobKind::Check);
         // One line per webhook that moves an execution on. The others (for an instance that is
         // not ours or no longer running, or a body seen before) change nothing: they are counted
         // by outcome (`mintgate_webhooks_received_total`) and logged at debug, so that a flood of
