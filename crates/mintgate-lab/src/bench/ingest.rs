@@ -46,6 +46,24 @@ pub struct Figures {
     pub non_2xx: u64,
     /// Webhooks (mintgate) or jobs (the peer) stored during the run.
     pub stored: String,
+    /// CPU time of mintgate's process (every thread; not `wrk`'s) per webhook stored, in µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_webhook: Option<f64>,
+}
+
+/// CPU time (user and system, every thread) this process has used, in seconds, from
+/// `/proc/self/stat` (in ticks of 1/100 s, Linux's fixed `USER_HZ`); `None` where there is none.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses: state is the
+    // first, utime the 12th and stime the 13th.
+    let mut fields = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
 }
 
 /// The figures at one number of connections.
@@ -193,8 +211,15 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         // Warm up, then measure.
         run_wrk(&url, &script, 1, connections).await?;
         let before = app.pipeline().store.overview().await?.webhooks_recorded;
+        let cpu_before = process_cpu_seconds();
         let result = run_wrk(&url, &script, args.seconds, connections).await?;
+        let cpu_after = process_cpu_seconds();
         let after = app.pipeline().store.overview().await?.webhooks_recorded;
+        let stored = after - before;
+        let cpu_us_per_webhook = cpu_before
+            .zip(cpu_after)
+            .filter(|_| stored > 0)
+            .map(|(before, after)| (after - before) * 1e6 / stored as f64);
         measured.push((
             connections,
             Figures {
@@ -204,7 +229,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 p99: result.p99,
                 requests: result.requests,
                 non_2xx: result.non_2xx,
-                stored: (after - before).to_string(),
+                stored: stored.to_string(),
+                cpu_us_per_webhook,
             },
         ));
     }
@@ -226,6 +252,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
                     requests: result.requests,
                     non_2xx: result.non_2xx,
                     stored: "0".to_owned(),
+                    cpu_us_per_webhook: None,
                 },
             );
         }
@@ -282,6 +309,9 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
                 figures.non_2xx,
                 figures.stored
             );
+            if let Some(cpu) = figures.cpu_us_per_webhook {
+                println!("  cpu_us_per_webhook={cpu:.1} (mintgate's process, every thread)");
+            }
         }
         if let Some(ratio) = run.ratio {
             println!(
@@ -415,6 +445,7 @@ async fn run_peer(
             requests: result.requests,
             non_2xx: result.non_2xx,
             stored: jobs,
+            cpu_us_per_webhook: None,
         });
     }
     let always = figures

@@ -62,11 +62,6 @@ pub trait Dialect: Database {
     /// Tells the other replicas, on commit, that events were written (`None` where one process
     /// owns the database).
     const NOTIFY_EVENTS: Option<&'static str> = None;
-    /// Whether a long statement whose arguments each appear once, in order, is better written
-    /// with anonymous `?` than with `$n`: SQLite looks a `$n` up by name in a list, when it
-    /// prepares the statement and again when sqlx binds it, so a statement of n of them costs
-    /// n² steps (a third of the writer's time for group-committed webhooks in issue 16).
-    const ANONYMOUS_ARGUMENTS: bool = false;
 
     /// A `FROM` item named `r` whose rows are the objects of a JSON array bound as `$1` (text),
     /// with `columns` (name and PostgreSQL type, `text` or `bigint`) read from each object's
@@ -219,112 +214,6 @@ fn placeholders(count: usize, width: usize, group: impl Fn(&[String]) -> String)
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The statements of [`SqlStore::record_webhooks_in`], each for a run of `n` webhooks.
-#[derive(Clone, Copy)]
-enum WebhookStatement {
-    /// The executions of the runs' instances.
-    Match,
-    /// The webhooks, each unless its body was seen before.
-    Insert,
-    /// The ids of the records holding the runs' bodies.
-    Holders,
-}
-
-/// The longest run of webhooks one statement writes (the group-commit writer's batches are at most
-/// this long, so they are written in at most one run of each size).
-const WEBHOOK_RUN_MAX: usize = 512;
-
-/// Runs of webhooks in a batch: the largest power of two that fits (at most [`WEBHOOK_RUN_MAX`]),
-/// then the next (a batch of 300 is runs of 256, 32, 8 and 4), so that a handful of statement
-/// texts serve every batch.
-fn webhook_runs<T>(batch: &[T]) -> impl Iterator<Item = &[T]> {
-    const { assert!(WEBHOOK_RUN_MAX.is_power_of_two()) };
-    let mut rest = batch;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let n = (1 << rest.len().ilog2()).min(WEBHOOK_RUN_MAX);
-        let (run, after) = rest.split_at(n);
-        rest = after;
-        Some(run)
-    })
-}
-
-/// The text of `statement` for a run of `n` webhooks (`n` a power of two, at most
-/// [`WEBHOOK_RUN_MAX`]), built once.
-/// With `anonymous`, each argument is written `?` (see [`Dialect::ANONYMOUS_ARGUMENTS`]).
-fn webhook_statement(statement: WebhookStatement, n: usize, anonymous: bool) -> &'static str {
-    const SIZES: usize = WEBHOOK_RUN_MAX.ilog2() as usize + 1;
-    type Texts = [[String; SIZES]; 3];
-    static NUMBERED: std::sync::OnceLock<Texts> = std::sync::OnceLock::new();
-    static ANONYMOUS: std::sync::OnceLock<Texts> = std::sync::OnceLock::new();
-    debug_assert!(n.is_power_of_two() && n <= WEBHOOK_RUN_MAX);
-    let texts = if anonymous { &ANONYMOUS } else { &NUMBERED };
-    let texts = texts.get_or_init(|| {
-        let build = |statement: WebhookStatement| {
-            std::array::from_fn(|size| {
-                let n = 1 << size;
-                let text = build_webhook_statement(statement, n);
-                if anonymous { anonymize(&text) } else { text }
-            })
-        };
-        [
-            build(WebhookStatement::Match),
-            build(WebhookStatement::Insert),
-            build(WebhookStatement::Holders),
-        ]
-    });
-    &texts[statement as usize][n.ilog2() as usize]
-}
-
-/// `text` with each `$n` written `?`; only for statements whose arguments each appear once, in
-/// order (`$1`, `$2`, …).
-fn anonymize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            while chars.peek().is_some_and(char::is_ascii_digit) {
-                chars.next();
-            }
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn build_webhook_statement(statement: WebhookStatement, n: usize) -> String {
-    match statement {
-                    WebhookStatement::Match => format!(
-                        "SELECT id, state, instance_id FROM executions WHERE instance_id IN ({})",
-                        placeholders(n, 1, |p| p[0].clone())
-                    ),
-                    WebhookStatement::Insert => format!(
-                        "INSERT INTO webhooks (id, received_at, instance_id, claimed_status, authentic, body_sha256, execution_id)
-                         VALUES {}
-                         ON CONFLICT (instance_id, body_sha256) DO NOTHING",
-                        placeholders(n, 7, |p| format!(
-                            "({}, {}, {}, {}, {}, {}, {})",
-                            p[0], p[1], p[2], p[3], p[4], p[5], p[6]
-                        ))
-                    ),
-                    WebhookStatement::Holders => format!(
-                        "SELECT id FROM webhooks WHERE {}",
-                        (0..n)
-                            .map(|k| format!(
-                                "(instance_id = ${} AND body_sha256 = ${})",
-                                2 * k + 1,
-                                2 * k + 2
-                            ))
-                            .collect::<Vec<_>>()
-                            .join(" OR ")
-                    ),
-                }
 }
 
 fn push_error(errors_json: &str, at: DateTime<Utc>, error: &str) -> String {
@@ -980,11 +869,13 @@ where
     /// answers in the order of `batch`. A body seen before, or earlier in the batch, is a
     /// duplicate.
     ///
-    /// The batch is cut into runs of a power of two ([`webhook_runs`]), one statement each to match
-    /// and to insert, so that the statements are the same few texts, prepared once and cached,
-    /// whatever the batch size (a new size was a new multi-row statement to build and prepare).
-    /// The insert returns no rows: when it inserts every webhook, none is a duplicate (the common
-    /// case); otherwise one more statement reads which record holds each body.
+    /// One statement whatever the batch size ([`Dialect::json_rows`]: the webhooks as one JSON
+    /// array), prepared once: it matches each webhook to the execution of its instance, inserts
+    /// it unless its body was seen before, and returns the inserted ones with their execution's
+    /// state, so a webhook not returned is a duplicate. (Issue 16 measured it against multi-row
+    /// `VALUES` statements in runs of a power of two, with a match, an insert and a look-up of
+    /// duplicates each: the same ingest rate within the noise, so the one mechanism of every
+    /// other batch insert is kept.)
     async fn record_webhooks_in(
         tx: &mut Transaction<'static, D>,
         batch: &[(&WebhookRecord, DateTime<Utc>)],
@@ -992,91 +883,69 @@ where
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut executions = std::collections::HashMap::new();
-        for run in webhook_runs(batch) {
-            let mut matching = sqlx::query(AssertSqlSafe(webhook_statement(
-                WebhookStatement::Match,
-                run.len(),
-                D::ANONYMOUS_ARGUMENTS,
-            )));
-            for (record, _) in run {
-                matching = matching.bind(record.instance_id.as_str());
-            }
-            for row in matching
-                .fetch_all(&mut **tx)
-                .await
-                .context("matching webhooks")?
-            {
-                let instance: String = row.try_get("instance_id")?;
-                let id = uuid(&row.try_get::<String, _>("id")?)?;
-                let state = ExecutionState::parse(&row.try_get::<String, _>("state")?);
-                executions.insert(instance, (id, state));
-            }
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            id: Uuid,
+            received_at: i64,
+            instance_id: &'a str,
+            claimed_status: Option<&'a str>,
+            authentic: i64,
+            body_sha256: &'a str,
         }
-        let mut inserted = 0;
-        for run in webhook_runs(batch) {
-            let mut insert = sqlx::query(AssertSqlSafe(webhook_statement(
-                WebhookStatement::Insert,
-                run.len(),
-                D::ANONYMOUS_ARGUMENTS,
-            )));
-            for (record, _) in run {
-                let execution_id = executions
-                    .get(record.instance_id.as_str())
-                    .map(|(id, _)| id.to_string());
-                insert = insert
-                    .bind(record.id.to_string())
-                    .bind(ms(record.received_at))
-                    .bind(record.instance_id.as_str())
-                    .bind(record.claimed_status.as_deref())
-                    .bind(i64::from(record.authentic))
-                    .bind(record.body_sha256.as_str())
-                    .bind(execution_id);
-            }
-            let done = insert
-                .execute(&mut **tx)
-                .await
-                .context("recording webhooks")?;
-            inserted += D::rows_affected(&done);
+        // Built for each batch (a static in a generic function would be one for both
+        // databases); the text is the same, so the prepared statement is the cached one.
+        let statement = format!(
+                "INSERT INTO webhooks (id, received_at, instance_id, claimed_status, authentic, body_sha256, execution_id)
+                 SELECT r.id, r.received_at, r.instance_id, r.claimed_status, r.authentic, r.body_sha256, e.id
+                 FROM {} LEFT JOIN executions e ON e.instance_id = r.instance_id WHERE true
+                 ON CONFLICT (instance_id, body_sha256) DO NOTHING
+                 RETURNING id, execution_id, (SELECT state FROM executions x WHERE x.id = webhooks.execution_id) AS state",
+                D::json_rows(&[
+                    ("id", "text"),
+                    ("received_at", "bigint"),
+                    ("instance_id", "text"),
+                    ("claimed_status", "text"),
+                    ("authentic", "bigint"),
+                    ("body_sha256", "text"),
+                ])
+        );
+        let rows: Vec<Row<'_>> = batch
+            .iter()
+            .map(|(record, _)| Row {
+                id: record.id,
+                received_at: ms(record.received_at),
+                instance_id: record.instance_id.as_str(),
+                claimed_status: record.claimed_status.as_deref(),
+                authentic: i64::from(record.authentic),
+                body_sha256: record.body_sha256.as_str(),
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).context("writing webhooks as JSON")?;
+        let returned = sqlx::query(AssertSqlSafe(statement))
+            .bind(json)
+            .fetch_all(&mut **tx)
+            .await
+            .context("recording webhooks")?;
+        let mut inserted = std::collections::HashMap::with_capacity(returned.len());
+        for row in &returned {
+            let id = uuid(&row.try_get::<String, _>("id")?)?;
+            let execution = match row.try_get::<Option<String>, _>("execution_id")? {
+                Some(execution_id) => Some((
+                    uuid(&execution_id)?,
+                    ExecutionState::parse(&row.try_get::<String, _>("state")?),
+                )),
+                None => None,
+            };
+            inserted.insert(id, execution);
         }
-        // Which webhooks were inserted: all of them, or (some bodies seen before) those whose id
-        // is the one now stored for their body.
-        let stored: Option<std::collections::HashSet<String>> = if inserted == batch.len() as u64 {
-            None
-        } else {
-            let mut stored = std::collections::HashSet::new();
-            for run in webhook_runs(batch) {
-                let mut holders = sqlx::query(AssertSqlSafe(webhook_statement(
-                    WebhookStatement::Holders,
-                    run.len(),
-                    D::ANONYMOUS_ARGUMENTS,
-                )));
-                for (record, _) in run {
-                    holders = holders
-                        .bind(record.instance_id.as_str())
-                        .bind(record.body_sha256.as_str());
-                }
-                for row in holders
-                    .fetch_all(&mut **tx)
-                    .await
-                    .context("finding webhooks seen before")?
-                {
-                    stored.insert(row.try_get::<String, _>("id")?);
-                }
-            }
-            Some(stored)
-        };
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
         for (record, check_at) in batch {
-            if stored
-                .as_ref()
-                .is_some_and(|stored| !stored.contains(&record.id.to_string()))
-            {
+            let Some(execution) = inserted.get(&record.id) else {
                 outcomes.push(WebhookRecorded::Duplicate);
                 continue;
-            }
-            let outcome = match executions.get(record.instance_id.as_str()) {
+            };
+            let outcome = match execution {
                 Some((id, Some(ExecutionState::Running))) => {
                     let check = NewJob {
                         execution_id: *id,
@@ -2200,50 +2069,5 @@ where
         tx.commit().await.context("committing a decision")?;
         self.events_committed(emitted);
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{WEBHOOK_RUN_MAX, WebhookStatement, webhook_runs, webhook_statement};
-
-    #[test]
-    fn a_batch_is_cut_into_runs_of_powers_of_two_in_order() {
-        let batch: Vec<usize> = (0..300).collect();
-        let runs: Vec<&[usize]> = webhook_runs(&batch).collect();
-        assert_eq!(
-            runs.iter().map(|r| r.len()).collect::<Vec<_>>(),
-            [256, 32, 8, 4]
-        );
-        assert_eq!(runs.concat(), batch);
-        let big: Vec<usize> = (0..WEBHOOK_RUN_MAX * 2 + 1).collect();
-        assert_eq!(
-            webhook_runs(&big).map(<[usize]>::len).collect::<Vec<_>>(),
-            [WEBHOOK_RUN_MAX, WEBHOOK_RUN_MAX, 1]
-        );
-        assert_eq!(webhook_runs::<usize>(&[]).count(), 0);
-    }
-
-    #[test]
-    fn a_run_statement_has_one_placeholder_per_value() {
-        let insert = webhook_statement(WebhookStatement::Insert, 4, false);
-        assert!(
-            insert.contains("$28") && !insert.contains("$29"),
-            "{insert}"
-        );
-        let anonymous = webhook_statement(WebhookStatement::Insert, 4, true);
-        assert_eq!(anonymous.matches('?').count(), 28, "{anonymous}");
-        assert!(!anonymous.contains('$'), "{anonymous}");
-        let holders = webhook_statement(WebhookStatement::Holders, 2, false);
-        assert_eq!(
-            holders,
-            "SELECT id FROM webhooks WHERE (instance_id = $1 AND body_sha256 = $2) OR (instance_id = $3 AND body_sha256 = $4)"
-        );
-        assert_eq!(
-            webhook_statement(WebhookStatement::Holders, 2, true),
-            "SELECT id FROM webhooks WHERE (instance_id = ? AND body_sha256 = ?) OR (instance_id = ? AND body_sha256 = ?)"
-        );
-        let matching = webhook_statement(WebhookStatement::Match, 1, false);
-        assert!(matching.ends_with("IN ($1)"), "{matching}");
     }
 }

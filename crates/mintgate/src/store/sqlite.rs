@@ -40,7 +40,6 @@ impl Dialect for Sqlite {
     const NOTIFY_WORK: Option<&'static str> = None;
     const MIGRATIONS_TABLE_COUNT: &'static str =
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
-    const ANONYMOUS_ARGUMENTS: bool = true;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
