@@ -64,6 +64,44 @@ impl Wake {
     }
 }
 
+/// Intake before the executor on a store with one writer (SQLite): while the group-commit writer
+/// holds the turn (it has requests to write, one batch after another), the store's other write
+/// transactions (the executor's claims and steps) wait before they queue for the writer, each at
+/// most [`IntakeTurn::MAX_YIELD`], so a burst's batches do not each wait behind a queue of them.
+/// The executor is slowed during a burst, never stopped.
+#[derive(Debug, Default)]
+pub struct IntakeTurn {
+    held: std::sync::atomic::AtomicBool,
+    released: tokio::sync::Notify,
+}
+
+impl IntakeTurn {
+    /// The longest one write transaction waits for the intake's turn to end.
+    pub const MAX_YIELD: std::time::Duration = std::time::Duration::from_millis(50);
+
+    /// Takes the turn (the group-commit writer has requests to write).
+    pub fn hold(&self) {
+        self.held.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Ends the turn and lets the waiting transactions go.
+    pub fn release(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::Release);
+        self.released.notify_waiters();
+    }
+
+    /// Waits while the turn is held, at most [`Self::MAX_YIELD`].
+    pub async fn yield_to_intake(&self) {
+        let notified = self.released.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.held.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let _ = tokio::time::timeout(Self::MAX_YIELD, notified).await;
+    }
+}
+
 /// A request to create an execution, as accepted by the own API.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
@@ -479,6 +517,13 @@ pub trait Store: EventStore + Send + Sync + 'static {
             outcomes.push(self.write_one(write).await);
         }
         outcomes
+    }
+
+    /// Where the store's write transactions queue for one writer (SQLite), the turn the
+    /// group-commit writer holds while it has requests to write ([`IntakeTurn`]); `None` where
+    /// writers do not queue for one another.
+    fn intake_turn(&self) -> Option<Arc<IntakeTurn>> {
+        None
     }
 
     /// Makes one accepted request durable in a transaction of its own.

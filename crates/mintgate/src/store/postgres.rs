@@ -47,6 +47,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const WRITING_CTES: bool = true;
     const LOCK_ROW: &'static str = " FOR UPDATE";
     const SKIP_LOCKED: &'static str = "FOR UPDATE OF j SKIP LOCKED";
     // The channel is `WAKE_CHANNEL`.

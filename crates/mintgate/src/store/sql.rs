@@ -62,6 +62,12 @@ pub trait Dialect: Database {
     /// Tells the other replicas, on commit, that events were written (`None` where one process
     /// owns the database).
     const NOTIFY_EVENTS: Option<&'static str> = None;
+    /// Whether the write transactions of this process queue for one writer connection (SQLite):
+    /// the group-commit writer then goes first ([`super::IntakeTurn`]).
+    const ONE_WRITER: bool = false;
+    /// Whether a statement may hold `INSERT`s as `WITH` items (PostgreSQL); otherwise several
+    /// statements go in one query (SQLite).
+    const WRITING_CTES: bool = false;
 
     /// A `FROM` item named `r` whose rows are the objects of a JSON array bound as `$1` (text),
     /// with `columns` (name and PostgreSQL type, `text` or `bigint`) read from each object's
@@ -126,6 +132,47 @@ pub fn request_fingerprint(environment: &str, flow_id: &str, input: &serde_json:
     hex::encode(hasher.finalize())
 }
 
+/// The execution a new row of `new` is, exactly as a read of it answers (timestamps at the
+/// stored millisecond, the input parsed from the stored text, the columns' defaults), without
+/// reading it: `input` is the text stored for `new.input`.
+fn queued_execution(new: &NewExecution, input: &str) -> anyhow::Result<Execution> {
+    let at = from_ms(ms(new.now));
+    Ok(Execution {
+        id: new.id,
+        idempotency_key: new.idempotency_key.clone(),
+        environment: new.environment.clone(),
+        flow_id: new.flow_id.clone(),
+        input: serde_json::from_str(input).context("stored input is not JSON")?,
+        state: ExecutionState::Queued,
+        instance_id: None,
+        workflow_url: None,
+        mint_status: None,
+        progress: None,
+        progress_at: None,
+        created_at: at,
+        updated_at: at,
+        started_at: None,
+        finished_at: None,
+        deadline_at: None,
+        archived_at: None,
+        archive_path: None,
+        sha256: None,
+        bytes: None,
+        failure_reason: None,
+        start_ambiguous: false,
+        start_sent_at: None,
+        workflow_url_unknown: false,
+        decision_reason: None,
+        start_attempts: 0,
+        billed_count: 0,
+        finished_seen_at: None,
+        not_found_since: None,
+        not_found_count: 0,
+        traceparent: new.traceparent.clone(),
+        progress_mint_updated_at: None,
+    })
+}
+
 /// The [`Store`] on one database. `SqliteStore` and `PgStore` are its two instances.
 pub struct SqlStore<D: Database> {
     pool: Pool<D>,
@@ -136,6 +183,8 @@ pub struct SqlStore<D: Database> {
     /// and writers that wait for it in SQLite's busy handler sleep in steps of milliseconds, where
     /// writers queued for the one connection go in turn at once. On PostgreSQL, `pool` itself.
     writer: Pool<D>,
+    /// The group-commit writer's turn (see [`super::IntakeTurn`]).
+    intake: std::sync::Arc<super::IntakeTurn>,
 }
 
 impl<D: Database> Clone for SqlStore<D> {
@@ -144,6 +193,7 @@ impl<D: Database> Clone for SqlStore<D> {
             pool: self.pool.clone(),
             events_wake: self.events_wake.clone(),
             writer: self.writer.clone(),
+            intake: self.intake.clone(),
         }
     }
 }
@@ -325,6 +375,7 @@ where
             pool,
             events_wake: Default::default(),
             writer,
+            intake: Default::default(),
         })
     }
 
@@ -362,6 +413,8 @@ where
 
     /// Begins a write transaction (the store's own statements, and tests that hold one open).
     pub async fn write(&self) -> anyhow::Result<Transaction<'static, D>> {
+        // Intake first (see `IntakeTurn`; held only where writers queue for one connection).
+        self.intake.yield_to_intake().await;
         self.writer
             .begin_with(D::BEGIN_WRITE)
             .await
@@ -664,8 +717,8 @@ where
         }
     }
 
-    /// Creates executions and their start jobs inside `tx`, with one statement per table for the
-    /// whole batch, the same text whatever its size ([`Dialect::json_rows`]; see
+    /// Creates executions and their start jobs inside `tx`, in one round trip for the whole batch,
+    /// the same text whatever its size ([`Self::insert_executions`]; see
     /// [`Store::create_execution`] and [`Store::write_batch`]); answers in the order of `batch`.
     ///
     /// `ON CONFLICT … DO NOTHING` rather than look-then-insert: two replicas may take the same
@@ -679,147 +732,72 @@ where
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        let inputs: Vec<String> = batch.iter().map(|new| new.input.to_string()).collect();
         let fingerprints: Vec<String> = batch
             .iter()
             .map(|new| request_fingerprint(&new.environment, new.flow_id.as_str(), &new.input))
             .collect();
-        // One statement text whatever the batch's size (see `Dialect::json_rows`), the rows in
-        // the batch's order (the first request of a key is the one inserted).
-        let rows: Vec<serde_json::Value> = batch
-            .iter()
-            .zip(&fingerprints)
-            .map(|(new, fingerprint)| {
-                serde_json::json!({
-                    "id": new.id.to_string(),
-                    "idempotency_key": new.idempotency_key,
-                    "request_sha256": fingerprint,
-                    "environment": new.environment,
-                    "flow_id": new.flow_id.as_str(),
-                    "input": new.input.to_string(),
-                    "at": ms(new.now),
-                    "traceparent": new.traceparent,
-                })
-            })
-            .collect();
-        let statement = format!(
-            "INSERT INTO executions (id, idempotency_key, request_sha256, environment, flow_id, input, state, created_at, updated_at, traceparent)
-             SELECT r.id, r.idempotency_key, r.request_sha256, r.environment, r.flow_id, r.input, 'queued', r.at, r.at, r.traceparent
-             FROM {} WHERE true
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING *",
-            D::json_rows(&[
-                ("id", "text"),
-                ("idempotency_key", "text"),
-                ("request_sha256", "text"),
-                ("environment", "text"),
-                ("flow_id", "text"),
-                ("input", "text"),
-                ("at", "bigint"),
-                ("traceparent", "text"),
-            ])
-        );
-        let rows = sqlx::query(AssertSqlSafe(statement))
-            .bind(serde_json::Value::Array(rows).to_string())
-            .fetch_all(&mut **tx)
-            .await
-            .context("inserting executions")?;
-        let mut inserted = std::collections::HashMap::new();
-        for row in &rows {
-            let execution = Self::execution_from_row(row)?;
-            inserted.insert(execution.id, execution);
-        }
-        // The others' keys were taken (before, or earlier in the batch): find their executions.
-        let taken: Vec<&str> = batch
-            .iter()
-            .filter(|new| !inserted.contains_key(&new.id))
-            .filter_map(|new| new.idempotency_key.as_deref())
-            .collect();
+        // No `RETURNING`: a new row holds what the request said and the columns' defaults, so its
+        // execution is built here ([`queued_execution`]) rather than read back (each row a
+        // message from SQLite's thread, and most of a batch's time on PostgreSQL in issue 16).
+        // Only when some row was not inserted (its key was taken) does one more statement read
+        // the batch's keys.
+        let affected = Self::insert_executions(tx, batch, &fingerprints, &inputs).await?;
+        // Which executions are new, and what the others' keys hold (taken before, or earlier in
+        // the batch): (stored fingerprint, execution) by key.
+        let mut inserted = std::collections::HashSet::new();
         let mut by_key = std::collections::HashMap::new();
-        if !taken.is_empty() {
-            let statement = format!(
-                "SELECT * FROM executions WHERE idempotency_key IN ({})",
-                placeholders(taken.len(), 1, |p| p[0].clone())
-            );
-            let mut lookup = sqlx::query(AssertSqlSafe(statement));
-            for key in &taken {
-                lookup = lookup.bind(*key);
-            }
-            for row in lookup
-                .fetch_all(&mut **tx)
-                .await
-                .context("looking up idempotency keys")?
-            {
-                let stored: String = row.try_get("request_sha256")?;
-                let execution = Self::execution_from_row(&row)?;
-                if let Some(key) = execution.idempotency_key.clone() {
-                    by_key.insert(key, (stored, execution));
+        if affected == batch.len() as u64 {
+            inserted.extend(batch.iter().map(|new| new.id));
+        } else {
+            let mut keys: Vec<&str> = batch
+                .iter()
+                .filter_map(|new| new.idempotency_key.as_deref())
+                .collect();
+            keys.sort_unstable();
+            keys.dedup();
+            if !keys.is_empty() {
+                let statement = format!(
+                    "SELECT * FROM executions WHERE idempotency_key IN ({})",
+                    placeholders(keys.len(), 1, |p| p[0].clone())
+                );
+                let mut lookup = sqlx::query(AssertSqlSafe(statement));
+                for key in &keys {
+                    lookup = lookup.bind(*key);
+                }
+                for row in lookup
+                    .fetch_all(&mut **tx)
+                    .await
+                    .context("looking up idempotency keys")?
+                {
+                    let stored: String = row.try_get("request_sha256")?;
+                    let execution = Self::execution_from_row(&row)?;
+                    if let Some(key) = execution.idempotency_key.clone() {
+                        by_key.insert(key, (stored, execution));
+                    }
                 }
             }
-        }
-        // The new executions' start jobs and `requested` events.
-        let new: Vec<&&NewExecution> = batch
-            .iter()
-            .filter(|new| inserted.contains_key(&new.id))
-            .collect();
-        if !new.is_empty() {
-            let statement = format!(
-                "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
-                 SELECT r.id, r.execution_id, 'start', 'ready', {}, r.at, {}, r.at, r.at FROM {}",
-                JobPriority::Interactive as i64,
-                max_attempts(JobKind::Start),
-                D::json_rows(&[("id", "text"), ("execution_id", "text"), ("at", "bigint")])
-            );
-            let jobs: Vec<serde_json::Value> = new
-                .iter()
-                .map(|execution| {
-                    serde_json::json!({
-                        "id": Uuid::now_v7().to_string(),
-                        "execution_id": execution.id.to_string(),
-                        "at": ms(execution.now),
+            // A request without a key is always inserted; one with a key, when its key's
+            // execution is its own.
+            inserted.extend(
+                batch
+                    .iter()
+                    .filter(|new| match new.idempotency_key.as_deref() {
+                        None => true,
+                        Some(key) => by_key
+                            .get(key)
+                            .is_some_and(|(_, execution)| execution.id == new.id),
                     })
-                })
-                .collect();
-            sqlx::query(AssertSqlSafe(statement))
-                .bind(serde_json::Value::Array(jobs).to_string())
-                .execute(&mut **tx)
-                .await
-                .context("enqueueing start jobs")?;
-            Self::notify_work(tx, JobKind::Start).await?;
-            let statement = format!(
-                "INSERT INTO events (execution_id, at, kind, detail)
-                 SELECT r.execution_id, r.at, 'requested', r.detail FROM {}",
-                D::json_rows(&[
-                    ("execution_id", "text"),
-                    ("at", "bigint"),
-                    ("detail", "text")
-                ])
+                    .map(|new| new.id),
             );
-            let events: Vec<serde_json::Value> = new
-                .iter()
-                .map(|execution| {
-                    let detail = serde_json::json!({
-                        "flowId": execution.flow_id,
-                        "environment": execution.environment,
-                    });
-                    serde_json::json!({
-                        "execution_id": execution.id.to_string(),
-                        "at": ms(execution.now),
-                        "detail": detail.to_string(),
-                    })
-                })
-                .collect();
-            sqlx::query(AssertSqlSafe(statement))
-                .bind(serde_json::Value::Array(events).to_string())
-                .execute(&mut **tx)
-                .await
-                .context("recording events")?;
         }
         batch
             .iter()
             .zip(&fingerprints)
-            .map(|(new, fingerprint)| {
-                if let Some(execution) = inserted.remove(&new.id) {
-                    return Ok(Created::New(execution));
+            .zip(&inputs)
+            .map(|((new, fingerprint), input)| {
+                if inserted.contains(&new.id) {
+                    return Ok(Created::New(queued_execution(new, input)?));
                 }
                 let key = new.idempotency_key.as_deref().unwrap_or_default();
                 let (stored, execution) = by_key.get(key).with_context(|| {
@@ -835,6 +813,107 @@ where
                 })
             })
             .collect()
+    }
+
+    /// Inserts a batch's executions, their start jobs and their `requested` events in one round
+    /// trip (one JSON array, the same statement text whatever the batch's size), the rows in the
+    /// batch's order (the first request of a key is the one inserted); a request whose key is
+    /// taken (before, or earlier in the batch) is not inserted, nor are its job and event.
+    /// Answers how many executions were inserted.
+    async fn insert_executions(
+        tx: &mut Transaction<'static, D>,
+        batch: &[&NewExecution],
+        fingerprints: &[String],
+        inputs: &[String],
+    ) -> anyhow::Result<u64> {
+        let rows: Vec<serde_json::Value> = batch
+            .iter()
+            .zip(fingerprints)
+            .zip(inputs)
+            .map(|((new, fingerprint), input)| {
+                let detail = serde_json::json!({
+                    "flowId": new.flow_id,
+                    "environment": new.environment,
+                });
+                serde_json::json!({
+                    "id": new.id.to_string(),
+                    "idempotency_key": new.idempotency_key,
+                    "request_sha256": fingerprint,
+                    "environment": new.environment,
+                    "flow_id": new.flow_id.as_str(),
+                    "input": input,
+                    "at": ms(new.now),
+                    "traceparent": new.traceparent,
+                    "job_id": Uuid::now_v7().to_string(),
+                    "detail": detail.to_string(),
+                })
+            })
+            .collect();
+        let columns = D::json_rows(&[
+            ("id", "text"),
+            ("idempotency_key", "text"),
+            ("request_sha256", "text"),
+            ("environment", "text"),
+            ("flow_id", "text"),
+            ("input", "text"),
+            ("at", "bigint"),
+            ("traceparent", "text"),
+            ("job_id", "text"),
+            ("detail", "text"),
+        ]);
+        let insert_executions = "INSERT INTO executions (id, idempotency_key, request_sha256, environment, flow_id, input, state, created_at, updated_at, traceparent)
+             SELECT r.id, r.idempotency_key, r.request_sha256, r.environment, r.flow_id, r.input, 'queued', r.at, r.at, r.traceparent";
+        let insert_jobs = format!(
+            "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
+             SELECT r.job_id, r.id, 'start', 'ready', {}, r.at, {}, r.at, r.at",
+            JobPriority::Interactive as i64,
+            max_attempts(JobKind::Start),
+        );
+        let insert_events = "INSERT INTO events (execution_id, at, kind, detail) SELECT r.id, r.at, 'requested', r.detail";
+        let json = serde_json::Value::Array(rows).to_string();
+        if D::WRITING_CTES {
+            // One statement, its inserts as writing CTEs (and the replicas told of the new jobs
+            // on commit).
+            let notify = match D::NOTIFY_WORK {
+                Some(notify) => format!(
+                    "{} WHERE EXISTS (SELECT 1 FROM e)",
+                    notify.replace("$1", &format!("'{}'", JobKind::Start.as_str()))
+                ),
+                None => "SELECT 1 WHERE false".to_owned(),
+            };
+            let statement = format!(
+                "WITH r AS (SELECT * FROM {columns}),
+                 e AS ({insert_executions} FROM r WHERE true
+                       ON CONFLICT (idempotency_key) DO NOTHING RETURNING id),
+                 j AS ({insert_jobs} FROM r JOIN e ON e.id = r.id),
+                 v AS ({insert_events} FROM r JOIN e ON e.id = r.id),
+                 n AS ({notify})
+                 SELECT (SELECT COUNT(*) FROM e) AS inserted, (SELECT COUNT(*) FROM n) AS notified"
+            );
+            let row = sqlx::query(AssertSqlSafe(statement))
+                .bind(json)
+                .fetch_one(&mut **tx)
+                .await
+                .context("inserting executions")?;
+            let inserted: i64 = row.try_get("inserted")?;
+            Ok(u64::try_from(inserted).unwrap_or_default())
+        } else {
+            // Three statements in one query (one round trip to SQLite's thread), `$1` the same
+            // argument in each. A job and an event go with each execution the first inserted: its
+            // id is new (a request's id taken already fails the statement).
+            let inserted = "EXISTS (SELECT 1 FROM executions e WHERE e.id = r.id)";
+            let statement = format!(
+                "{insert_executions} FROM {columns} WHERE true ON CONFLICT (idempotency_key) DO NOTHING;
+                 {insert_jobs} FROM {columns} WHERE {inserted};
+                 {insert_events} FROM {columns} WHERE {inserted}"
+            );
+            let done = sqlx::query(AssertSqlSafe(statement))
+                .bind(json)
+                .execute(&mut **tx)
+                .await
+                .context("inserting executions")?;
+            Ok(D::rows_affected(&done) / 3)
+        }
     }
 
     /// Records events inside `tx`, with one statement for all of them.
@@ -1376,7 +1455,11 @@ where
     async fn write_batch(&self, batch: Vec<Write>) -> Vec<anyhow::Result<Written>> {
         // Group commit: one transaction (one fsync) for every request that arrived meanwhile.
         let together = async {
-            let mut tx = self.write().await?;
+            let mut tx = self
+                .writer
+                .begin_with(D::BEGIN_WRITE)
+                .await
+                .context("beginning a write transaction")?;
             let executions: Vec<&NewExecution> = batch
                 .iter()
                 .filter_map(|write| match write {
@@ -1433,6 +1516,10 @@ where
             }
             Err(error) => vec![Err(error)],
         }
+    }
+
+    fn intake_turn(&self) -> Option<std::sync::Arc<super::IntakeTurn>> {
+        D::ONE_WRITER.then(|| self.intake.clone())
     }
 
     async fn webhooks_for(&self, instance_id: &InstanceId) -> anyhow::Result<Vec<WebhookRecord>> {

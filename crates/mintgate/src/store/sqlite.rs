@@ -40,6 +40,7 @@ impl Dialect for Sqlite {
     const NOTIFY_WORK: Option<&'static str> = None;
     const MIGRATIONS_TABLE_COUNT: &'static str =
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
+    const ONE_WRITER: bool = true;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

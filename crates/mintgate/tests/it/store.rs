@@ -76,6 +76,7 @@ store_contract!(
     a_webhook_that_cannot_be_recorded_does_not_take_its_batch_down,
     executions_created_together_honour_idempotency_keys_within_the_batch,
     a_batch_of_executions_is_stored_exactly_as_requested,
+    a_new_execution_is_answered_exactly_as_it_reads_back,
     an_execution_that_cannot_be_created_does_not_take_its_batch_down,
     a_full_batch_of_both_kinds_is_committed_and_answered_in_order,
     webhooks_are_pruned_by_age_unmatched_sooner_in_batches,
@@ -1055,6 +1056,78 @@ async fn a_batch_of_executions_is_stored_exactly_as_requested(store: SharedStore
     match store.create_execution(again).await.unwrap() {
         Created::Existing(e) => assert_eq!(e.id, first.id),
         other => panic!("expected the first execution again, got {other:?}"),
+    }
+}
+
+/// A new execution's answer is built from the request, not read back from the database: it is
+/// exactly what a read of the stored row answers (times at the stored millisecond, the input as
+/// stored, every other column's default), whether every request of the batch was new or some key
+/// was taken (the batch then reads its keys).
+async fn a_new_execution_is_answered_exactly_as_it_reads_back(store: SharedStore) {
+    // A time between two milliseconds, and floats whose text is not their shortest form.
+    let now = t0() + TimeDelta::nanoseconds(123_456_789);
+    let request = |key: Option<&str>, input: serde_json::Value| NewExecution {
+        now,
+        traceparent: key
+            .map(|_| "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+        ..new_request(key, input)
+    };
+    let input = |n: i64| {
+        serde_json::json!({
+            "n": n, "tenth": 0.1, "third": 1.0 / 3.0, "tiny": 1.0e-7, "big": 1.0e300,
+            "text": "Zoë \"🚀\"", "nested": {"list": [1, 2.5, null, true]},
+        })
+    };
+    let taken = request(Some("taken"), input(0));
+    store.create_execution(taken.clone()).await.unwrap();
+    let all_new = vec![
+        request(Some("a"), input(1)),
+        request(None, input(2)),
+        request(Some("b"), serde_json::json!({})),
+    ];
+    // Some keys taken: `taken` again (the same request) and "c" twice in the batch.
+    let some_taken = vec![
+        request(Some("c"), input(3)),
+        NewExecution {
+            id: Uuid::now_v7(),
+            ..taken.clone()
+        },
+        request(None, input(4)),
+        NewExecution {
+            id: Uuid::now_v7(),
+            ..request(Some("c"), input(3))
+        },
+        request(Some("d"), input(5)),
+    ];
+    for batch in [all_new, some_taken] {
+        let outcomes = store
+            .write_batch(batch.iter().cloned().map(Write::Execution).collect())
+            .await;
+        assert_eq!(outcomes.len(), batch.len());
+        let mut new = 0;
+        for (outcome, request) in outcomes.into_iter().zip(&batch) {
+            let Written::Execution(created) = outcome.unwrap() else {
+                panic!("an execution was answered with a webhook");
+            };
+            match *created {
+                Created::New(answered) => {
+                    new += 1;
+                    assert_eq!(answered.id, request.id);
+                    let read = store.execution(request.id).await.unwrap().unwrap();
+                    assert_eq!(format!("{answered:?}"), format!("{read:?}"));
+                    assert_eq!(store.jobs_for(request.id).await.unwrap().len(), 1);
+                    assert_eq!(store.events_for(request.id).await.unwrap().len(), 1);
+                }
+                Created::Existing(found) => {
+                    assert_ne!(found.id, request.id);
+                    assert!(store.execution(request.id).await.unwrap().is_none());
+                    let read = store.execution(found.id).await.unwrap().unwrap();
+                    assert_eq!(format!("{found:?}"), format!("{read:?}"));
+                }
+                Created::KeyConflict(other) => panic!("unexpected key conflict with {}", other.id),
+            }
+        }
+        assert_eq!(new, batch.len() - if batch.len() == 3 { 0 } else { 2 });
     }
 }
 
