@@ -415,6 +415,12 @@ where
     pub async fn write(&self) -> anyhow::Result<Transaction<'static, D>> {
         // Intake first (see `IntakeTurn`; held only where writers queue for one connection).
         self.intake.yield_to_intake().await;
+        self.write_intake().await
+    }
+
+    /// Begins a write transaction of the intake itself (a group commit, or one of its requests
+    /// written alone after the batch failed): it holds the turn, so it never yields to it.
+    async fn write_intake(&self) -> anyhow::Result<Transaction<'static, D>> {
         self.writer
             .begin_with(D::BEGIN_WRITE)
             .await
@@ -1093,7 +1099,8 @@ where
     for<'r> Vec<u8>: Decode<'r, D> + Type<D>,
 {
     async fn create_execution(&self, new: NewExecution) -> anyhow::Result<Created> {
-        let mut tx = self.write().await?;
+        // An intake write (also the one-by-one fallback of a failed batch, which holds the turn).
+        let mut tx = self.write_intake().await?;
         let created = Self::create_executions_in(&mut tx, &[&new])
             .await?
             .pop()
@@ -1443,7 +1450,8 @@ where
         record: WebhookRecord,
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded> {
-        let mut tx = self.write().await?;
+        // An intake write (also the one-by-one fallback of a failed batch, which holds the turn).
+        let mut tx = self.write_intake().await?;
         let outcome = Self::record_webhooks_in(&mut tx, &[(&record, check_at)])
             .await?
             .pop()
@@ -1455,11 +1463,7 @@ where
     async fn write_batch(&self, batch: Vec<Write>) -> Vec<anyhow::Result<Written>> {
         // Group commit: one transaction (one fsync) for every request that arrived meanwhile.
         let together = async {
-            let mut tx = self
-                .writer
-                .begin_with(D::BEGIN_WRITE)
-                .await
-                .context("beginning a write transaction")?;
+            let mut tx = self.write_intake().await?;
             let executions: Vec<&NewExecution> = batch
                 .iter()
                 .filter_map(|write| match write {
