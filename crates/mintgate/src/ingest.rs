@@ -48,20 +48,19 @@ impl Ingest {
             let mut held = false;
             loop {
                 let received = if held {
-                    match tokio::time::timeout(LINGER, receiver.recv_many(&mut batch, BATCH_MAX))
+                    tokio::time::timeout(LINGER, receiver.recv_many(&mut batch, BATCH_MAX))
                         .await
-                    {
-                        Ok(received) => received,
-                        Err(_) => {
-                            if let Some(turn) = &turn {
-                                turn.release();
-                            }
-                            held = false;
-                            continue;
-                        }
-                    }
+                        .ok()
                 } else {
-                    receiver.recv_many(&mut batch, BATCH_MAX).await
+                    Some(receiver.recv_many(&mut batch, BATCH_MAX).await)
+                };
+                let Some(received) = received else {
+                    // No request for `LINGER`: the burst is over, the executor goes on.
+                    if let Some(turn) = &turn {
+                        turn.release();
+                    }
+                    held = false;
+                    continue;
                 };
                 if received == 0 {
                     break;

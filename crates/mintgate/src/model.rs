@@ -153,6 +153,54 @@ pub struct Execution {
 }
 
 impl Execution {
+    /// A new execution as the store records it: `queued`, created and updated `at`, every
+    /// other column at its default (the one place those defaults are written in Rust; the
+    /// migrations hold the same).
+    pub fn queued(
+        id: Uuid,
+        idempotency_key: Option<String>,
+        environment: String,
+        flow_id: FlowId,
+        input: serde_json::Value,
+        at: DateTime<Utc>,
+        traceparent: Option<String>,
+    ) -> Self {
+        Self {
+            id,
+            idempotency_key,
+            environment,
+            flow_id,
+            input,
+            state: ExecutionState::Queued,
+            instance_id: None,
+            workflow_url: None,
+            mint_status: None,
+            progress: None,
+            progress_at: None,
+            created_at: at,
+            updated_at: at,
+            started_at: None,
+            finished_at: None,
+            deadline_at: None,
+            archived_at: None,
+            archive_path: None,
+            sha256: None,
+            bytes: None,
+            failure_reason: None,
+            start_ambiguous: false,
+            start_sent_at: None,
+            workflow_url_unknown: false,
+            decision_reason: None,
+            start_attempts: 0,
+            billed_count: 0,
+            finished_seen_at: None,
+            not_found_since: None,
+            not_found_count: 0,
+            traceparent,
+            progress_mint_updated_at: None,
+        }
+    }
+
     /// When Mint deletes the instance at the latest, by our own record of when it finished (the
     /// later of our observation and Mint's plausible `finishedAt`): a `404` after it is the truth,
     /// before it possibly a spurious one. None while we have not seen it finish.

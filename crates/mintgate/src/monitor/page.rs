@@ -404,38 +404,23 @@ mod tests {
     fn execution(state: ExecutionState, flow: &str) -> Execution {
         let at = Utc.with_ymd_and_hms(2026, 11, 30, 11, 0, 0).unwrap();
         Execution {
-            id: uuid::Uuid::nil(),
-            idempotency_key: None,
-            environment: "sandbox".to_owned(),
-            flow_id: mint_client::FlowId::new(flow).unwrap(),
-            input: serde_json::Value::Null,
             state,
             instance_id: Some(mint_client::InstanceId::new("instance-1").unwrap()),
-            workflow_url: None,
-            mint_status: None,
-            progress: None,
-            progress_at: None,
-            created_at: at,
-            updated_at: at,
             started_at: Some(at),
-            finished_at: None,
             deadline_at: Some(at + chrono::TimeDelta::hours(30)),
-            archived_at: None,
-            archive_path: None,
-            sha256: None,
-            bytes: None,
             failure_reason: Some(format!("Mint said {HOSTILE}")),
-            start_ambiguous: false,
             start_sent_at: Some(at),
-            workflow_url_unknown: false,
-            decision_reason: None,
             start_attempts: 1,
             billed_count: 1,
-            finished_seen_at: None,
-            not_found_since: None,
-            not_found_count: 0,
-            traceparent: None,
-            progress_mint_updated_at: None,
+            ..Execution::queued(
+                uuid::Uuid::nil(),
+                None,
+                "sandbox".to_owned(),
+                mint_client::FlowId::new(flow).unwrap(),
+                serde_json::Value::Null,
+                at,
+                None,
+            )
         }
     }
 

@@ -1028,38 +1028,18 @@ mod tests {
     fn execution(state: ExecutionState, progress: Option<Progress>) -> Execution {
         let now = Utc::now();
         Execution {
-            id: Uuid::now_v7(),
-            idempotency_key: Some("order-1".to_owned()),
-            environment: "sandbox".to_owned(),
-            flow_id: mint_client::FlowId::new("flow-1").unwrap(),
-            input: serde_json::json!({"name": "Ada Lovelace"}),
             state,
-            instance_id: None,
             workflow_url: Some("https://mint.example/w/1".to_owned()),
-            mint_status: None,
             progress,
-            progress_at: None,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            finished_at: None,
-            deadline_at: None,
-            archived_at: None,
-            archive_path: None,
-            sha256: None,
-            bytes: None,
-            failure_reason: None,
-            start_ambiguous: false,
-            start_sent_at: None,
-            workflow_url_unknown: false,
-            decision_reason: None,
-            start_attempts: 0,
-            billed_count: 0,
-            finished_seen_at: None,
-            not_found_since: None,
-            not_found_count: 0,
-            traceparent: None,
-            progress_mint_updated_at: None,
+            ..Execution::queued(
+                Uuid::now_v7(),
+                Some("order-1".to_owned()),
+                "sandbox".to_owned(),
+                mint_client::FlowId::new("flow-1").unwrap(),
+                serde_json::json!({"name": "Ada Lovelace"}),
+                now,
+                None,
+            )
         }
     }
 

@@ -136,41 +136,15 @@ pub fn request_fingerprint(environment: &str, flow_id: &str, input: &serde_json:
 /// stored millisecond, the input parsed from the stored text, the columns' defaults), without
 /// reading it: `input` is the text stored for `new.input`.
 fn queued_execution(new: &NewExecution, input: &str) -> anyhow::Result<Execution> {
-    let at = from_ms(ms(new.now));
-    Ok(Execution {
-        id: new.id,
-        idempotency_key: new.idempotency_key.clone(),
-        environment: new.environment.clone(),
-        flow_id: new.flow_id.clone(),
-        input: serde_json::from_str(input).context("stored input is not JSON")?,
-        state: ExecutionState::Queued,
-        instance_id: None,
-        workflow_url: None,
-        mint_status: None,
-        progress: None,
-        progress_at: None,
-        created_at: at,
-        updated_at: at,
-        started_at: None,
-        finished_at: None,
-        deadline_at: None,
-        archived_at: None,
-        archive_path: None,
-        sha256: None,
-        bytes: None,
-        failure_reason: None,
-        start_ambiguous: false,
-        start_sent_at: None,
-        workflow_url_unknown: false,
-        decision_reason: None,
-        start_attempts: 0,
-        billed_count: 0,
-        finished_seen_at: None,
-        not_found_since: None,
-        not_found_count: 0,
-        traceparent: new.traceparent.clone(),
-        progress_mint_updated_at: None,
-    })
+    Ok(Execution::queued(
+        new.id,
+        new.idempotency_key.clone(),
+        new.environment.clone(),
+        new.flow_id.clone(),
+        serde_json::from_str(input).context("stored input is not JSON")?,
+        from_ms(ms(new.now)),
+        new.traceparent.clone(),
+    ))
 }
 
 /// The [`Store`] on one database. `SqliteStore` and `PgStore` are its two instances.
