@@ -9,6 +9,10 @@
 //! commits form the next. A write that fails fails alone (the store writes the batch again one by
 //! one), and its request alone is answered with an error.
 //!
+//! The store writes a batch in the fewest round trips its database allows
+//! ([`crate::store::Store::write_batch`]; on SQLite the transaction begins and commits inside the
+//! batch's own queries).
+//!
 //! Where the store's write transactions queue for one writer (SQLite), the writer holds the
 //! intake's turn while it has requests to write ([`crate::store::IntakeTurn`]): the executor's
 //! transactions wait for the burst's batches (each at most 50 ms) instead of each batch waiting

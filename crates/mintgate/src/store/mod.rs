@@ -4,6 +4,7 @@
 //! [`Store::finish_step`] (or [`Store::patch_under_lease`]), which first checks the worker's fencing
 //! token, so a worker that lost its lease can never complete, reschedule or record anything.
 
+mod intake_tx;
 pub mod outbox;
 pub mod postgres;
 pub mod schema;

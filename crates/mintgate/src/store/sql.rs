@@ -20,10 +20,11 @@ use sha2::{Digest, Sha256};
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{
     AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row,
-    Transaction, Type,
+    SqlSafeStr as _, Transaction, Type,
 };
 use uuid::Uuid;
 
+use super::intake_tx::{IdleWriter, IntakeTx};
 use super::schema::{self, OpenMode};
 use super::{
     AuditRecord, Created, Erasure, ExecutionFilter, ExecutionPatch, JobDisposition, LeaseLost,
@@ -68,6 +69,9 @@ pub trait Dialect: Database + sqlx::database::HasStatementCache {
     /// Whether a statement may hold `INSERT`s as `WITH` items (PostgreSQL); otherwise several
     /// statements go in one query (SQLite).
     const WRITING_CTES: bool = false;
+    /// Whether one query may hold several statements, run in turn (SQLite): the intake's
+    /// transaction then begins and ends inside its statements' queries ([`IntakeTx`]).
+    const MULTI_STATEMENT_QUERIES: bool = false;
 
     /// A `FROM` item named `r` whose rows are the objects of a JSON array bound as `$1` (text),
     /// with `columns` (name and PostgreSQL type, `text` or `bigint`) read from each object's
@@ -159,6 +163,9 @@ pub struct SqlStore<D: Database> {
     writer: Pool<D>,
     /// The group-commit writer's turn (see [`super::IntakeTurn`]).
     intake: std::sync::Arc<super::IntakeTurn>,
+    /// The writer connection, idle since the intake's last commit (one writer only; see
+    /// [`IntakeTx`]).
+    idle_writer: std::sync::Arc<IdleWriter<D>>,
 }
 
 impl<D: Database> Clone for SqlStore<D> {
@@ -168,6 +175,7 @@ impl<D: Database> Clone for SqlStore<D> {
             events_wake: self.events_wake.clone(),
             writer: self.writer.clone(),
             intake: self.intake.clone(),
+            idle_writer: self.idle_writer.clone(),
         }
     }
 }
@@ -273,12 +281,23 @@ macro_rules! without_input {
 }
 pub(super) use without_input as without_input_sql;
 
-const INSERT_JOB: &str = "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
-     VALUES ($1, $2, $3, 'ready', $4, $5, $6, $7, $7)
-     ON CONFLICT (execution_id, kind) WHERE state IN ('ready', 'running') DO UPDATE SET
+/// What enqueueing a job does when its execution has an active job of its kind: the earlier due
+/// time (unless it is running), the higher priority.
+macro_rules! upsert_job {
+    () => {
+        "ON CONFLICT (execution_id, kind) WHERE state IN ('ready', 'running') DO UPDATE SET
        run_at = CASE WHEN jobs.state = 'ready' AND excluded.run_at < jobs.run_at THEN excluded.run_at ELSE jobs.run_at END,
        priority = CASE WHEN excluded.priority > jobs.priority THEN excluded.priority ELSE jobs.priority END,
-       updated_at = excluded.updated_at";
+       updated_at = excluded.updated_at"
+    };
+}
+const UPSERT_JOB: &str = upsert_job!();
+
+const INSERT_JOB: &str = concat!(
+    "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
+     VALUES ($1, $2, $3, 'ready', $4, $5, $6, $7, $7) ",
+    upsert_job!()
+);
 
 const PATCH_EXECUTION: &str = "UPDATE executions SET
        state = COALESCE($2, state),
@@ -350,6 +369,7 @@ where
             events_wake: Default::default(),
             writer,
             intake: Default::default(),
+            idle_writer: Default::default(),
         })
     }
 
@@ -389,16 +409,124 @@ where
     pub async fn write(&self) -> anyhow::Result<Transaction<'static, D>> {
         // Intake first (see `IntakeTurn`; held only where writers queue for one connection).
         self.intake.yield_to_intake().await;
-        self.write_intake().await
-    }
-
-    /// Begins a write transaction of the intake itself (a group commit, or one of its requests
-    /// written alone after the batch failed): it holds the turn, so it never yields to it.
-    async fn write_intake(&self) -> anyhow::Result<Transaction<'static, D>> {
-        self.writer
-            .begin_with(D::BEGIN_WRITE)
+        let conn = self.writer_connection().await?;
+        Transaction::begin(conn, Some(D::BEGIN_WRITE.into_sql_str()))
             .await
             .context("beginning a write transaction")
+    }
+
+    /// A connection to write on: the one the intake left idle, or one from the writer pool.
+    async fn writer_connection(&self) -> anyhow::Result<sqlx::pool::PoolConnection<D>> {
+        if let Some(conn) = self.idle_writer.take() {
+            return Ok(conn);
+        }
+        self.writer
+            .acquire()
+            .await
+            .context("waiting for the database's writer connection")
+    }
+
+    /// Begins a transaction of the intake itself (a group commit, or one of its requests written
+    /// alone after the batch failed): it holds the turn, so it never yields to it.
+    async fn write_intake(&self) -> anyhow::Result<IntakeTx<D>> {
+        let conn = self.writer_connection().await?;
+        let idle = D::ONE_WRITER.then(|| self.idle_writer.clone());
+        Ok(IntakeTx::new(conn, idle))
+    }
+
+    /// Writes accepted requests in one transaction of the intake ([`IntakeTx`]), answered in the
+    /// order of `batch`. An error before the commit (nothing of the batch was written) gives the
+    /// batch back with it. After the commit, an execution whose answer could not be read is
+    /// answered with its own error: written again, a request without a key would be a second
+    /// execution.
+    async fn write_together(
+        &self,
+        batch: Vec<Write>,
+    ) -> Result<Vec<anyhow::Result<Written>>, (anyhow::Error, Vec<Write>)> {
+        let executions: Vec<&NewExecution> = batch
+            .iter()
+            .filter_map(|write| match write {
+                Write::Execution(new) => Some(new),
+                Write::Webhook { .. } => None,
+            })
+            .collect();
+        let webhooks: Vec<(&WebhookRecord, DateTime<Utc>)> = batch
+            .iter()
+            .filter_map(|write| match write {
+                Write::Webhook { record, check_at } => Some((record, *check_at)),
+                Write::Execution(_) => None,
+            })
+            .collect();
+        let inputs: Vec<String> = executions.iter().map(|new| new.input.to_string()).collect();
+        let fingerprints: Vec<String> = executions
+            .iter()
+            .map(|new| request_fingerprint(&new.environment, new.flow_id.as_str(), &new.input))
+            .collect();
+        // New executions have no instance yet: no webhook of the batch can name one, so the two
+        // kinds are written apart, each with a statement per table for all of them.
+        let committed = async {
+            let mut tx = self.write_intake().await?;
+            let written = async {
+                let inserted = Self::insert_executions(
+                    &mut tx,
+                    &executions,
+                    &fingerprints,
+                    &inputs,
+                    webhooks.is_empty(),
+                )
+                .await?;
+                let recorded = Self::record_webhooks_in(&mut tx, &webhooks).await?;
+                anyhow::Ok((inserted, recorded))
+            }
+            .await;
+            match written {
+                Ok(written) => {
+                    tx.commit().await?;
+                    Ok(written)
+                }
+                Err(error) => {
+                    tx.rollback().await;
+                    Err(error)
+                }
+            }
+        }
+        .await;
+        let (inserted, recorded) = match committed {
+            Ok(committed) => committed,
+            Err(error) => {
+                drop((executions, webhooks));
+                return Err((error, batch));
+            }
+        };
+        let mut created: Vec<anyhow::Result<Created>> = match self
+            .created_answers(&executions, &fingerprints, &inputs, inserted)
+            .await
+        {
+            Ok(created) => created.into_iter().map(Ok).collect(),
+            Err(error) => executions
+                .iter()
+                .map(|_| {
+                    Err(anyhow::anyhow!(
+                        "committed, but its answer could not be read: {error:#}"
+                    ))
+                })
+                .collect(),
+        };
+        created.reverse();
+        let mut recorded = recorded.into_iter();
+        Ok(batch
+            .iter()
+            .map(|write| match write {
+                Write::Execution(_) => created
+                    .pop()
+                    .context("a write of the batch has no answer")?
+                    .map(|created| Written::Execution(Box::new(created))),
+                Write::Webhook { .. } => recorded
+                    .next()
+                    .map(Written::Webhook)
+                    .context("a write of the batch has no answer"),
+            })
+            .collect())
     }
 
     pub(super) fn execution_from_row(row: &D::Row) -> anyhow::Result<Execution> {
@@ -697,32 +825,27 @@ where
         }
     }
 
-    /// Creates executions and their start jobs inside `tx`, in one round trip for the whole batch,
-    /// the same text whatever its size ([`Self::insert_executions`]; see
-    /// [`Store::create_execution`] and [`Store::write_batch`]); answers in the order of `batch`.
+    /// Answers a batch's new executions once it committed, in the order of `batch`, given how
+    /// many of them [`Self::insert_executions`] inserted: all of them, or a read of the batch's
+    /// keys tells which (see [`Self::insert_executions`]).
     ///
     /// `ON CONFLICT … DO NOTHING` rather than look-then-insert: two replicas may take the same
     /// retried request at once; the second insert waits for the first to commit, then does
     /// nothing. Within the batch, a request whose key an earlier one used is not inserted either
     /// (the statement sees its own rows), and is answered as it would be after that one.
-    async fn create_executions_in(
-        tx: &mut Transaction<'static, D>,
+    async fn created_answers(
+        &self,
         batch: &[&NewExecution],
+        fingerprints: &[String],
+        inputs: &[String],
+        affected: u64,
     ) -> anyhow::Result<Vec<Created>> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let inputs: Vec<String> = batch.iter().map(|new| new.input.to_string()).collect();
-        let fingerprints: Vec<String> = batch
-            .iter()
-            .map(|new| request_fingerprint(&new.environment, new.flow_id.as_str(), &new.input))
-            .collect();
         // No `RETURNING`: a new row holds what the request said and the columns' defaults, so its
         // execution is built here ([`queued_execution`]) rather than read back (each row a
         // message from SQLite's thread, and most of a batch's time on PostgreSQL in issue 16).
         // Only when some row was not inserted (its key was taken) does one more statement read
-        // the batch's keys.
-        let affected = Self::insert_executions(tx, batch, &fingerprints, &inputs).await?;
+        // the batch's keys: what they hold now, committed (their requests and fingerprints never
+        // change).
         // Which executions are new, and what the others' keys hold (taken before, or earlier in
         // the batch): (stored fingerprint, execution) by key.
         let mut inserted = std::collections::HashSet::new();
@@ -746,7 +869,7 @@ where
                     lookup = lookup.bind(*key);
                 }
                 for row in lookup
-                    .fetch_all(&mut **tx)
+                    .fetch_all(&self.pool)
                     .await
                     .context("looking up idempotency keys")?
                 {
@@ -773,8 +896,8 @@ where
         }
         batch
             .iter()
-            .zip(&fingerprints)
-            .zip(&inputs)
+            .zip(fingerprints)
+            .zip(inputs)
             .map(|((new, fingerprint), input)| {
                 if inserted.contains(&new.id) {
                     return Ok(Created::New(queued_execution(new, input)?));
@@ -799,13 +922,17 @@ where
     /// trip (one JSON array, the same statement text whatever the batch's size), the rows in the
     /// batch's order (the first request of a key is the one inserted); a request whose key is
     /// taken (before, or earlier in the batch) is not inserted, nor are its job and event.
-    /// Answers how many executions were inserted.
+    /// Answers how many executions were inserted. `last`: nothing follows in the transaction.
     async fn insert_executions(
-        tx: &mut Transaction<'static, D>,
+        tx: &mut IntakeTx<D>,
         batch: &[&NewExecution],
         fingerprints: &[String],
         inputs: &[String],
+        last: bool,
     ) -> anyhow::Result<u64> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
         let rows: Vec<serde_json::Value> = batch
             .iter()
             .zip(fingerprints)
@@ -870,36 +997,46 @@ where
                  n AS ({notify})
                  SELECT (SELECT COUNT(*) FROM e) AS inserted, (SELECT COUNT(*) FROM n) AS notified"
             );
+            let statement = tx.statement(&statement, last).await?;
             let row = sqlx::query(AssertSqlSafe(statement))
                 .bind(json)
-                .fetch_one(&mut **tx)
+                .fetch_one(tx.conn()?)
                 .await
                 .context("inserting executions")?;
             let inserted: i64 = row.try_get("inserted")?;
             Ok(u64::try_from(inserted).unwrap_or_default())
         } else {
-            // Three statements in one query (one round trip to SQLite's thread), `$1` the same
-            // argument in each. A job and an event go with each execution the first inserted: its
-            // id is new (a request's id taken already fails the statement).
+            // Three statements in one query (one round trip to SQLite's thread, which may also
+            // begin and commit the transaction), `$1` the same argument in each. A job and an
+            // event go with each execution the first inserted: its id is new (a request's id taken
+            // already fails the statement). The count is the last insert's (`changes()`): the
+            // statements' own counts, summed by sqlx, would also count a `BEGIN` and a `COMMIT`
+            // as the connection's previous insert.
             let inserted = "EXISTS (SELECT 1 FROM executions e WHERE e.id = r.id)";
             let statement = format!(
                 "{insert_executions} FROM {columns} WHERE true ON CONFLICT (idempotency_key) DO NOTHING;
                  {insert_jobs} FROM {columns} WHERE {inserted};
-                 {insert_events} FROM {columns} WHERE {inserted}"
+                 {insert_events} FROM {columns} WHERE {inserted};
+                 SELECT changes() AS inserted"
             );
-            let done = sqlx::query(AssertSqlSafe(statement))
+            let statement = tx.statement(&statement, last).await?;
+            let rows = sqlx::query(AssertSqlSafe(statement))
                 .bind(json)
-                .execute(&mut **tx)
+                .fetch_all(tx.conn()?)
                 .await
                 .context("inserting executions")?;
-            Ok(D::rows_affected(&done) / 3)
+            let row = rows.first().context("inserting executions: no count")?;
+            let inserted: i64 = row.try_get("inserted")?;
+            Ok(u64::try_from(inserted).unwrap_or_default())
         }
     }
 
-    /// Records events inside `tx`, with one statement for all of them.
+    /// Records events inside the intake's `tx`, with one statement for all of them; `last`:
+    /// nothing follows in the transaction.
     async fn insert_events(
-        tx: &mut Transaction<'static, D>,
+        tx: &mut IntakeTx<D>,
         events: &[(Uuid, DateTime<Utc>, &str, serde_json::Value)],
+        last: bool,
     ) -> anyhow::Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -911,6 +1048,7 @@ where
                 p[0], p[1], p[2], p[3]
             ))
         );
+        let statement = tx.statement(&statement, last).await?;
         let details: Vec<String> = events.iter().map(|e| e.3.to_string()).collect();
         let mut query = sqlx::query(AssertSqlSafe(statement));
         for ((execution_id, at, kind, _), detail) in events.iter().zip(&details) {
@@ -920,7 +1058,10 @@ where
                 .bind(*kind)
                 .bind(detail.as_str());
         }
-        query.execute(&mut **tx).await.context("recording events")?;
+        query
+            .execute(tx.conn()?)
+            .await
+            .context("recording events")?;
         Ok(())
     }
 
@@ -935,8 +1076,12 @@ where
     /// `VALUES` statements in runs of a power of two, with a match, an insert and a look-up of
     /// duplicates each: the same ingest rate within the noise, so the one mechanism of every
     /// other batch insert is kept.)
+    ///
+    /// Then, in the same transaction and its last statements: one upsert of a `check` job for
+    /// every running execution a new webhook named ([`Self::insert_checks`]), and one insert of
+    /// their events.
     async fn record_webhooks_in(
-        tx: &mut Transaction<'static, D>,
+        tx: &mut IntakeTx<D>,
         batch: &[(&WebhookRecord, DateTime<Utc>)],
     ) -> anyhow::Result<Vec<WebhookRecorded>> {
         if batch.is_empty() {
@@ -980,9 +1125,10 @@ where
             })
             .collect();
         let json = serde_json::to_string(&rows).context("writing webhooks as JSON")?;
+        let statement = tx.statement(&statement, false).await?;
         let returned = sqlx::query(AssertSqlSafe(statement))
             .bind(json)
-            .fetch_all(&mut **tx)
+            .fetch_all(tx.conn()?)
             .await
             .context("recording webhooks")?;
         let mut inserted = std::collections::HashMap::with_capacity(returned.len());
@@ -999,6 +1145,10 @@ where
         }
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
+        // The check due for each running execution a webhook named: the earliest, stamped with
+        // the latest webhook (two webhooks of one execution make one upsert's row).
+        let mut checks: std::collections::BTreeMap<Uuid, (DateTime<Utc>, DateTime<Utc>)> =
+            std::collections::BTreeMap::new();
         for (record, check_at) in batch {
             let Some(execution) = inserted.get(&record.id) else {
                 outcomes.push(WebhookRecorded::Duplicate);
@@ -1006,13 +1156,13 @@ where
             };
             let outcome = match execution {
                 Some((id, Some(ExecutionState::Running))) => {
-                    let check = NewJob {
-                        execution_id: *id,
-                        kind: JobKind::Check,
-                        run_at: *check_at,
-                        priority: JobPriority::Webhook,
-                    };
-                    Self::insert_job(tx, &check, record.received_at).await?;
+                    checks
+                        .entry(*id)
+                        .and_modify(|(run_at, at)| {
+                            *run_at = (*run_at).min(*check_at);
+                            *at = (*at).max(record.received_at);
+                        })
+                        .or_insert((*check_at, record.received_at));
                     let detail = serde_json::json!({
                         "claimedStatus": record.claimed_status,
                         "authentic": record.authentic,
@@ -1033,8 +1183,64 @@ where
             };
             outcomes.push(outcome);
         }
-        Self::insert_events(tx, &events).await?;
+        Self::insert_checks(tx, &checks, events.is_empty()).await?;
+        Self::insert_events(tx, &events, true).await?;
         Ok(outcomes)
+    }
+
+    /// Enqueues the `check` job of each execution in `checks` (due at, now) with
+    /// [`JobPriority::Webhook`], in one upsert of the intake's `tx` (as [`INSERT_JOB`] does one
+    /// job), and tells the workers of every replica on commit; `last`: nothing follows in the
+    /// transaction.
+    async fn insert_checks(
+        tx: &mut IntakeTx<D>,
+        checks: &std::collections::BTreeMap<Uuid, (DateTime<Utc>, DateTime<Utc>)>,
+        last: bool,
+    ) -> anyhow::Result<()> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        if let Some(notify) = D::NOTIFY_WORK {
+            // Sent on commit, wherever it stands in the transaction.
+            let notify = tx.statement(notify, false).await?;
+            sqlx::query(AssertSqlSafe(notify))
+                .bind(JobKind::Check.as_str())
+                .execute(tx.conn()?)
+                .await
+                .context("notifying the replicas of new work")?;
+        }
+        let rows: Vec<serde_json::Value> = checks
+            .iter()
+            .map(|(execution_id, (run_at, at))| {
+                serde_json::json!({
+                    "id": Uuid::now_v7().to_string(),
+                    "execution_id": execution_id.to_string(),
+                    "run_at": ms(*run_at),
+                    "at": ms(*at),
+                })
+            })
+            .collect();
+        let statement = format!(
+            "INSERT INTO jobs (id, execution_id, kind, state, priority, run_at, max_attempts, created_at, updated_at)
+             SELECT r.id, r.execution_id, '{}', 'ready', {}, r.run_at, {}, r.at, r.at FROM {} WHERE true
+             {UPSERT_JOB}",
+            JobKind::Check.as_str(),
+            JobPriority::Webhook as i64,
+            max_attempts(JobKind::Check),
+            D::json_rows(&[
+                ("id", "text"),
+                ("execution_id", "text"),
+                ("run_at", "bigint"),
+                ("at", "bigint"),
+            ]),
+        );
+        let statement = tx.statement(&statement, last).await?;
+        sqlx::query(AssertSqlSafe(statement))
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(tx.conn()?)
+            .await
+            .context("enqueueing checks")?;
+        Ok(())
     }
 
     async fn count(&self, statement: &'static str) -> anyhow::Result<i64> {
@@ -1074,13 +1280,12 @@ where
 {
     async fn create_execution(&self, new: NewExecution) -> anyhow::Result<Created> {
         // An intake write (also the one-by-one fallback of a failed batch, which holds the turn).
-        let mut tx = self.write_intake().await?;
-        let created = Self::create_executions_in(&mut tx, &[&new])
-            .await?
-            .pop()
-            .context("no answer for a new execution")?;
-        tx.commit().await.context("committing a new execution")?;
-        Ok(created)
+        let written = self.write_together(vec![Write::Execution(new)]).await;
+        match written.map_err(|(error, _)| error)?.pop() {
+            Some(Ok(Written::Execution(created))) => Ok(*created),
+            Some(Err(error)) => Err(error),
+            _ => anyhow::bail!("no answer for a new execution"),
+        }
     }
 
     async fn execution(&self, id: Uuid) -> anyhow::Result<Option<Execution>> {
@@ -1222,7 +1427,7 @@ where
         .bind(lease.token)
         .bind(&lease.owner)
         .bind(ms(until))
-        .execute(&self.writer)
+        .execute(&mut *self.writer_connection().await?)
         .await
         .context("renewing a lease")?;
         if D::rows_affected(&done) == 1 {
@@ -1439,74 +1644,37 @@ where
         check_at: DateTime<Utc>,
     ) -> anyhow::Result<WebhookRecorded> {
         // An intake write (also the one-by-one fallback of a failed batch, which holds the turn).
-        let mut tx = self.write_intake().await?;
-        let outcome = Self::record_webhooks_in(&mut tx, &[(&record, check_at)])
-            .await?
-            .pop()
-            .context("no answer for a webhook")?;
-        tx.commit().await.context("committing a webhook")?;
-        Ok(outcome)
+        let written = self
+            .write_together(vec![Write::Webhook { record, check_at }])
+            .await;
+        match written.map_err(|(error, _)| error)?.pop() {
+            Some(Ok(Written::Webhook(recorded))) => Ok(recorded),
+            Some(Err(error)) => Err(error),
+            _ => anyhow::bail!("no answer for a webhook"),
+        }
     }
 
     async fn write_batch(&self, batch: Vec<Write>) -> Vec<anyhow::Result<Written>> {
         // Group commit: one transaction (one fsync) for every request that arrived meanwhile.
-        let together = async {
-            let mut tx = self.write_intake().await?;
-            let executions: Vec<&NewExecution> = batch
-                .iter()
-                .filter_map(|write| match write {
-                    Write::Execution(new) => Some(new),
-                    Write::Webhook { .. } => None,
-                })
-                .collect();
-            let webhooks: Vec<(&WebhookRecord, DateTime<Utc>)> = batch
-                .iter()
-                .filter_map(|write| match write {
-                    Write::Webhook { record, check_at } => Some((record, *check_at)),
-                    Write::Execution(_) => None,
-                })
-                .collect();
-            // New executions have no instance yet: no webhook of the batch can name one, so the
-            // two kinds are written apart, each with a statement per table for all of them.
-            let mut created = Self::create_executions_in(&mut tx, &executions)
-                .await?
-                .into_iter();
-            let mut recorded = Self::record_webhooks_in(&mut tx, &webhooks)
-                .await?
-                .into_iter();
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for write in &batch {
-                outcomes.push(
-                    match write {
-                        Write::Execution(_) => created
-                            .next()
-                            .map(|created| Written::Execution(Box::new(created))),
-                        Write::Webhook { .. } => recorded.next().map(Written::Webhook),
-                    }
-                    .context("a write of the batch has no answer")?,
-                );
-            }
-            tx.commit().await.context("committing a batch")?;
-            anyhow::Ok(outcomes)
-        };
-        match together.await {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        let batch_len = batch.len();
+        match self.write_together(batch).await {
+            Ok(outcomes) => outcomes,
             // One failing write must not fail the others, and two replicas' batches may deadlock
             // on PostgreSQL (each waits for a row the other inserted): write them one by one,
             // each in its own transaction, in the same order.
-            Err(error) if batch.len() > 1 => {
+            Err((error, batch)) if batch_len > 1 => {
                 tracing::warn!(
                     error = format!("{error:#}"),
-                    writes = batch.len(),
+                    writes = batch_len,
                     "committing a batch together failed; writing its requests one by one"
                 );
-                let mut outcomes = Vec::with_capacity(batch.len());
+                let mut outcomes = Vec::with_capacity(batch_len);
                 for write in batch {
                     outcomes.push(self.write_one(write).await);
                 }
                 outcomes
             }
-            Err(error) => vec![Err(error)],
+            Err((error, _)) => vec![Err(error)],
         }
     }
 

@@ -41,6 +41,7 @@ impl Dialect for Sqlite {
     const MIGRATIONS_TABLE_COUNT: &'static str =
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'";
     const ONE_WRITER: bool = true;
+    const MULTI_STATEMENT_QUERIES: bool = true;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
