@@ -13,10 +13,11 @@
 //! ([`crate::store::Store::write_batch`]; on SQLite the transaction begins and commits inside the
 //! batch's own queries).
 //!
-//! Where the store's write transactions queue for one writer (SQLite), the writer holds the
-//! intake's turn while it has requests to write ([`crate::store::IntakeTurn`]): the executor's
-//! transactions wait for the burst's batches (each at most 50 ms) instead of each batch waiting
-//! behind a queue of them (two thirds of a batch's time in issue 16's measurement).
+//! The writer holds the intake's turn while it has requests to write
+//! ([`crate::store::IntakeTurn`]): the executor's transactions wait for the burst's batches (each
+//! at most 50 ms) instead of each batch waiting behind a queue of them on SQLite's one writer
+//! connection (two thirds of a batch's time in issue 16's measurement), or sharing the CPU with
+//! them on PostgreSQL.
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
@@ -46,8 +47,8 @@ impl Ingest {
         let (queue, mut receiver) = mpsc::channel::<(Write, Reply)>(QUEUE_MAX);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH_MAX);
-            // Intake before the executor where they share one writer (see `IntakeTurn`): the turn
-            // is held from a batch until no request has come for `LINGER`.
+            // Intake before the executor (see `IntakeTurn`): the turn is held from a batch until
+            // no request has come for `LINGER`.
             let turn = store.intake_turn();
             let mut held = false;
             loop {

@@ -64,7 +64,7 @@ pub trait Dialect: Database + sqlx::database::HasStatementCache {
     /// owns the database).
     const NOTIFY_EVENTS: Option<&'static str> = None;
     /// Whether the write transactions of this process queue for one writer connection (SQLite):
-    /// the group-commit writer then goes first ([`super::IntakeTurn`]).
+    /// the intake then leaves it idle for the next writer ([`IntakeTx`]).
     const ONE_WRITER: bool = false;
     /// Whether a statement may hold `INSERT`s as `WITH` items (PostgreSQL); otherwise several
     /// statements go in one query (SQLite).
@@ -407,7 +407,7 @@ where
 
     /// Begins a write transaction (the store's own statements, and tests that hold one open).
     pub async fn write(&self) -> anyhow::Result<Transaction<'static, D>> {
-        // Intake first (see `IntakeTurn`; held only where writers queue for one connection).
+        // Intake first (see `IntakeTurn`).
         self.intake.yield_to_intake().await;
         let conn = self.writer_connection().await?;
         Transaction::begin(conn, Some(D::BEGIN_WRITE.into_sql_str()))
@@ -1679,7 +1679,7 @@ where
     }
 
     fn intake_turn(&self) -> Option<std::sync::Arc<super::IntakeTurn>> {
-        D::ONE_WRITER.then(|| self.intake.clone())
+        Some(self.intake.clone())
     }
 
     async fn webhooks_for(&self, instance_id: &InstanceId) -> anyhow::Result<Vec<WebhookRecord>> {
