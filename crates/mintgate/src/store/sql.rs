@@ -498,20 +498,9 @@ where
                 return Err((error, batch));
             }
         };
-        let mut created: Vec<anyhow::Result<Created>> = match self
+        let mut created = self
             .created_answers(&executions, &fingerprints, &inputs, inserted)
-            .await
-        {
-            Ok(created) => created.into_iter().map(Ok).collect(),
-            Err(error) => executions
-                .iter()
-                .map(|_| {
-                    Err(anyhow::anyhow!(
-                        "committed, but its answer could not be read: {error:#}"
-                    ))
-                })
-                .collect(),
-        };
+            .await;
         created.reverse();
         let mut recorded = recorded.into_iter();
         Ok(batch
@@ -839,83 +828,88 @@ where
         fingerprints: &[String],
         inputs: &[String],
         affected: u64,
-    ) -> anyhow::Result<Vec<Created>> {
+    ) -> Vec<anyhow::Result<Created>> {
         // No `RETURNING`: a new row holds what the request said and the columns' defaults, so its
         // execution is built here ([`queued_execution`]) rather than read back (each row a
         // message from SQLite's thread, and most of a batch's time on PostgreSQL in issue 16).
         // Only when some row was not inserted (its key was taken) does one more statement read
         // the batch's keys: what they hold now, committed (their requests and fingerprints never
-        // change).
-        // Which executions are new, and what the others' keys hold (taken before, or earlier in
-        // the batch): (stored fingerprint, execution) by key.
-        let mut inserted = std::collections::HashSet::new();
-        let mut by_key = std::collections::HashMap::new();
-        if affected == batch.len() as u64 {
-            inserted.extend(batch.iter().map(|new| new.id));
+        // change). A request without a key is always inserted; one with a key, when its key's
+        // execution is its own. A request whose answer cannot be read is answered with its own
+        // error.
+        let all_inserted = affected == batch.len() as u64;
+        let by_key = if all_inserted {
+            Ok(std::collections::HashMap::new())
         } else {
-            let mut keys: Vec<&str> = batch
-                .iter()
-                .filter_map(|new| new.idempotency_key.as_deref())
-                .collect();
-            keys.sort_unstable();
-            keys.dedup();
-            if !keys.is_empty() {
-                let statement = format!(
-                    "SELECT * FROM executions WHERE idempotency_key IN ({})",
-                    placeholders(keys.len(), 1, |p| p[0].clone())
-                );
-                let mut lookup = sqlx::query(AssertSqlSafe(statement));
-                for key in &keys {
-                    lookup = lookup.bind(*key);
-                }
-                for row in lookup
-                    .fetch_all(&self.pool)
-                    .await
-                    .context("looking up idempotency keys")?
-                {
-                    let stored: String = row.try_get("request_sha256")?;
-                    let execution = Self::execution_from_row(&row)?;
-                    if let Some(key) = execution.idempotency_key.clone() {
-                        by_key.insert(key, (stored, execution));
-                    }
-                }
-            }
-            // A request without a key is always inserted; one with a key, when its key's
-            // execution is its own.
-            inserted.extend(
-                batch
-                    .iter()
-                    .filter(|new| match new.idempotency_key.as_deref() {
-                        None => true,
-                        Some(key) => by_key
-                            .get(key)
-                            .is_some_and(|(_, execution)| execution.id == new.id),
-                    })
-                    .map(|new| new.id),
-            );
-        }
+            self.executions_by_key(batch).await
+        };
         batch
             .iter()
             .zip(fingerprints)
             .zip(inputs)
             .map(|((new, fingerprint), input)| {
-                if inserted.contains(&new.id) {
+                let Some(key) = new.idempotency_key.as_deref().filter(|_| !all_inserted) else {
                     return Ok(Created::New(queued_execution(new, input)?));
-                }
-                let key = new.idempotency_key.as_deref().unwrap_or_default();
+                };
+                let by_key = by_key.as_ref().map_err(|error| {
+                    anyhow::anyhow!(
+                        "execution {}: the batch was committed, but whether this request made it or found it could not be read: {error:#}",
+                        new.id
+                    )
+                })?;
                 let (stored, execution) = by_key.get(key).with_context(|| {
                     format!(
                         "execution {} was neither created nor found by its key",
                         new.id
                     )
                 })?;
-                Ok(if stored == fingerprint {
+                Ok(if execution.id == new.id {
+                    Created::New(queued_execution(new, input)?)
+                } else if stored == fingerprint {
                     Created::Existing(execution.clone())
                 } else {
                     Created::KeyConflict(execution.clone())
                 })
             })
             .collect()
+    }
+
+    /// The executions of the batch's idempotency keys, as committed: (stored request fingerprint,
+    /// execution) by key.
+    async fn executions_by_key(
+        &self,
+        batch: &[&NewExecution],
+    ) -> anyhow::Result<std::collections::HashMap<String, (String, Execution)>> {
+        let mut keys: Vec<&str> = batch
+            .iter()
+            .filter_map(|new| new.idempotency_key.as_deref())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut by_key = std::collections::HashMap::new();
+        if keys.is_empty() {
+            return Ok(by_key);
+        }
+        let statement = format!(
+            "SELECT * FROM executions WHERE idempotency_key IN ({})",
+            placeholders(keys.len(), 1, |p| p[0].clone())
+        );
+        let mut lookup = sqlx::query(AssertSqlSafe(statement));
+        for key in &keys {
+            lookup = lookup.bind(*key);
+        }
+        for row in lookup
+            .fetch_all(&self.pool)
+            .await
+            .context("looking up idempotency keys")?
+        {
+            let stored: String = row.try_get("request_sha256")?;
+            let execution = Self::execution_from_row(&row)?;
+            if let Some(key) = execution.idempotency_key.clone() {
+                by_key.insert(key, (stored, execution));
+            }
+        }
+        Ok(by_key)
     }
 
     /// Inserts a batch's executions, their start jobs and their `requested` events in one round
