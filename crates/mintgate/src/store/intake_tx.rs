@@ -116,35 +116,30 @@ where
     /// The text to run for the transaction's next statement; `last`: nothing follows it but the
     /// commit. The caller runs it on [`Self::conn`], then calls [`Self::commit`].
     pub(super) async fn statement(&mut self, text: &str, last: bool) -> anyhow::Result<String> {
-        let text = match (self.state, D::MULTI_STATEMENT_QUERIES) {
-            (State::Committing | State::Ended, _) => {
+        let fused = D::MULTI_STATEMENT_QUERIES;
+        let (begin, state) = match self.state {
+            State::Committing | State::Ended => {
                 anyhow::bail!("a statement after the intake transaction's last")
             }
-            (State::NotBegun, true) => format!("{};\n{text}", D::BEGIN_WRITE),
-            (State::NotBegun, false) if last => text.to_owned(),
-            (State::NotBegun, false) => {
+            State::NotBegun if fused => (format!("{};\n", D::BEGIN_WRITE), State::Open),
+            // Alone: one statement is its own transaction.
+            State::NotBegun if last => (String::new(), State::Committing),
+            State::NotBegun => {
                 sqlx::raw_sql(AssertSqlSafe(D::BEGIN_WRITE))
                     .execute(self.conn()?)
                     .await
                     .context("beginning a write transaction")?;
-                text.to_owned()
+                (String::new(), State::Open)
             }
-            (State::Open, _) => text.to_owned(),
+            State::Open => (String::new(), State::Open),
         };
-        Ok(match (last, D::MULTI_STATEMENT_QUERIES) {
-            (true, true) => {
-                self.state = State::Committing;
-                format!("{text};\nCOMMIT")
-            }
-            (true, false) if self.state == State::NotBegun => {
-                self.state = State::Committing;
-                text
-            }
-            _ => {
-                self.state = State::Open;
-                text
-            }
-        })
+        let commit = if last && fused { ";\nCOMMIT" } else { "" };
+        self.state = if commit.is_empty() {
+            state
+        } else {
+            State::Committing
+        };
+        Ok(format!("{begin}{text}{commit}"))
     }
 
     /// Ends the transaction after its statements succeeded (sends `COMMIT` unless the last

@@ -493,10 +493,7 @@ where
         .await;
         let (inserted, recorded) = match committed {
             Ok(committed) => committed,
-            Err(error) => {
-                drop((executions, webhooks));
-                return Err((error, batch));
-            }
+            Err(error) => return Err((error, batch)),
         };
         let mut created = self
             .created_answers(&executions, &fingerprints, &inputs, inserted)
